@@ -1,0 +1,304 @@
+"""opsctl's command line: the command tree, options and exit codes. Work is done elsewhere."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+
+from opsctl import __version__
+from opsctl.errors import NotBuiltError, OpsctlError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+def _stderr() -> Console:
+    return Console(stderr=True)
+
+
+def handle_errors(func: Callable) -> Callable:
+    """User-facing errors become one line on stderr and exit code 2; never a traceback."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OpsctlError as exc:
+            click.echo(f"opsctl: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("opsctl: interrupted", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+def inventory_options(func: Callable) -> Callable:
+    """--inventory, --limit and -v: taken by every command that works on hosts."""
+    func = click.option("-v", "--verbose", count=True, help="More detail; repeat for more.")(func)
+    func = click.option("--limit", "-l", metavar="PATTERN",
+                        help="Only hosts matching this Ansible host pattern, e.g. 'web:!web3'.")(func)
+    func = click.option("--inventory", "-i", metavar="NAME|PATH", required=True,
+                        help="An inventory NAME (inventories/NAME; 'lab' is the lab's) "
+                             "or a PATH to any Ansible inventory file or directory.")(func)
+    return func
+
+
+def not_built(what: str, inventory: str | None = None, limit: str | None = None) -> None:
+    """Still validate the inventory, so bad input is reported the same way everywhere."""
+    if inventory:
+        from opsctl.inventory import load_inventory
+
+        load_inventory(inventory, limit)
+    raise NotBuiltError(f"{what} is not built yet; see the README for what works today")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="opsctl")
+def cli() -> None:
+    """Keep nginx + php-fpm fleets alive under flash-sale traffic.
+
+    opsctl sizes and applies kernel, nginx and php-fpm settings from a capacity model, makes
+    stops and reloads graceful, moves log rotation out of the peak, checks a fleet's readiness
+    before an event, and reloads php-fpm host by host without losing a request. Changes go
+    through Ansible roles (also usable on their own); checks read the running state over SSH.
+
+    \b
+    Start with a lab of real hosts on this machine:
+      opsctl lab up
+      opsctl inventory --inventory lab
+      opsctl check --inventory lab
+
+    Exit codes: 0 success, 1 findings or failed hosts, 2 could not run (bad input).
+    """
+
+
+@cli.command("inventory")
+@inventory_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="table for people, json for scripts.")
+@handle_errors
+def inventory_cmd(inventory: str, limit: str | None, verbose: int, fmt: str) -> None:
+    """List hosts with their groups and address, and each group's event profile.
+
+    The inventory is read with Ansible's own parser (INI or YAML, group_vars/, host_vars/), and
+    every event profile (variable `opsctl_event`) is validated: a malformed one is an error
+    naming the file and the key.
+    """
+    from opsctl.inventory import load_inventory
+    from opsctl.report import inventory_json, print_inventory
+
+    inv = load_inventory(inventory, limit)
+    if fmt == "json":
+        click.echo(json.dumps(inventory_json(inv), indent=2))
+    else:
+        print_inventory(Console(), inv, verbose)
+
+
+@cli.command()
+@inventory_options
+@click.option("--check", "dry_run", is_flag=True, help="Dry run: change nothing.")
+@click.option("--diff", is_flag=True, help="Show what each file would become.")
+@click.option("--tags", metavar="TAGS", help="Apply only these parts (sysctl, limits, nginx, php_fpm, lifecycle, logrotate).")
+@click.option("--explain", is_flag=True, help="Print the capacity model's decisions per host and change nothing.")
+@handle_errors
+def harden(inventory: str, limit: str | None, verbose: int, dry_run: bool, diff: bool,
+           tags: str | None, explain: bool) -> None:
+    """Apply capacity-sized sysctl, limits, nginx and php-fpm settings fleet-wide.
+
+    Settings are derived from each group's event profile (peak qps, request time, client
+    timeout, worker memory) and applied idempotently through Ansible roles; every file is
+    validated (nginx -t, php-fpm -t) before it goes live and services are reloaded, never
+    restarted.
+    """
+    not_built("opsctl harden", inventory, limit)
+
+
+@cli.command()
+@inventory_options
+@click.option("--event", metavar="WHEN", help="Event start, e.g. 2026-11-11T00:00+08:00 (default: the profile's window).")
+@click.option("--duration", metavar="DURATION", help="Event length, e.g. 2h.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "junit", "markdown"]), default="table", show_default=True)
+@click.option("--fail-on", type=click.Choice(["warn", "fail"]), default="fail", show_default=True,
+              help="Lowest severity that makes the exit code 1.")
+@click.option("--catalog", multiple=True, metavar="FILE", help="An extra check catalog (YAML).")
+@handle_errors
+def check(inventory: str, limit: str | None, verbose: int, event: str | None, duration: str | None,
+          fmt: str, fail_on: str, catalog: tuple[str, ...]) -> None:
+    """Pre-event readiness checks over SSH: fast, parallel, with numbers and remediation.
+
+    Exit codes: 0 ready, 1 findings at or above --fail-on, 2 could not run.
+    """
+    not_built("opsctl check", inventory, limit)
+
+
+@cli.command()
+@click.argument("service", type=click.Choice(["php-fpm", "nginx"]))
+@inventory_options
+@click.option("--rolling", is_flag=True, required=True,
+              help="One batch at a time: test, drain, reload, verify, re-enable (required: the only mode).")
+@click.option("--batch", default="1", show_default=True, metavar="N|N%", help="Hosts per batch.")
+@click.option("--restart", is_flag=True, help="Graceful stop and start instead of a reload (for settings a reload cannot apply).")
+@click.option("--check", "dry_run", is_flag=True, help="Print the plan (batches, balancers touched) and change nothing.")
+@click.option("--resume-from", metavar="HOST", help="Skip the hosts before HOST in rollout order.")
+@handle_errors
+def reload(service: str, inventory: str, limit: str | None, verbose: int, rolling: bool, batch: str,
+           restart: bool, dry_run: bool, resume_from: str | None) -> None:
+    """Gracefully reload php-fpm or nginx, host by host, losing no request.
+
+    \b
+    For each batch of hosts (web group, or hosts with opsctl_balancers):
+      test    php-fpm -t / nginx -t; a failure stops the rollout before the host is touched
+      drain   mark the host down on its balancers (nginx: upstream `down` + graceful reload),
+              then wait until no request is in flight on it
+      reload  SIGUSR2 / SIGHUP (--restart: SIGQUIT, wait, start), then wait until every old
+              worker is gone and new ones answer
+      smoke   a real request from the balancer to the host must succeed
+      enable  put the host back on its balancers
+    Any failure stops the rollout: the failed host stays drained, every other host serves,
+    and the output says which host failed at which step and how to resume. The same playbook
+    runs on its own: ansible-playbook -i INVENTORY playbooks/rolling-reload.yml.
+    """
+    from rich.live import Live
+
+    from opsctl.inventory import load_inventory
+    from opsctl.rolling import Follower, plan_rollout, run_rollout
+    from opsctl.rolling_view import live_table, print_plan, print_summary
+
+    inv = load_inventory(inventory, limit)
+    plan = plan_rollout(inv, service, "restart" if restart else "reload", batch, resume_from)
+    console, err = Console(), _stderr()
+    print_plan(err, plan)
+    if dry_run:
+        return
+    follower = Follower(plan)
+    with Live(live_table(follower), console=err, refresh_per_second=4, transient=True) as live:
+        result = run_rollout(plan, inv.source, verbose,
+                             on_event=lambda event: (follower(event), live.update(live_table(follower))))
+    follower.finish(result)
+    print_summary(console, follower, str(result.artifact_dir))
+    failed = follower.failed
+    if not failed and result.rc == 0:
+        return
+    click.echo(_rollout_failure(failed, follower, service, inventory, result), err=True)
+    sys.exit(EXIT_FINDINGS)
+
+
+def _rollout_failure(failed: list, follower, service: str, inventory: str, result) -> str:
+    if not failed:
+        return f"opsctl: rollout failed: {result.failures[0].line() if result.failures else result.status}"
+    first = failed[0]
+    drained = [p.name for p in failed if p.drained]
+    untouched = [p.name for p in follower.hosts.values() if p.state == "waiting"]
+    where = (f"{first.name} is left drained (out of rotation); fix it, then" if drained
+             else f"{first.name} was not taken out of rotation;")
+    return (f"opsctl: rollout stopped: {first.name} failed at step {first.step}: {first.message}. "
+            f"{where} resume with: opsctl reload {service} --rolling --inventory {inventory} "
+            f"--resume-from {first.name}" + (f" (untouched: {', '.join(untouched)})" if untouched else ""))
+
+
+@cli.group()
+def logrotate() -> None:
+    """Log rotation out of the peak: rescheduled, spread across hosts, reopened, throttled."""
+
+
+@logrotate.command("plan")
+@inventory_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@handle_errors
+def logrotate_plan(inventory: str, limit: str | None, verbose: int, fmt: str) -> None:
+    """Print each host's rotation slot and the event windows it avoids.
+
+    Hosts behind the same balancers (same `opsctl_balancers`) are spread evenly over the fleet
+    window (`opsctl_logrotate_window`, default 04:00-05:00 UTC) and never share a minute; the
+    window moves clear of every declared event window (with its prepare margin). Old logs are
+    pruned later, at the time shown, throttled. The opsctl_logrotate role computes the same slots.
+    """
+    from opsctl.inventory import load_inventory
+    from opsctl.logrotate_plan import plan
+    from opsctl.report import print_logrotate_plan
+
+    selected = [h.name for h in load_inventory(inventory, limit).hosts]
+    plans = plan(load_inventory(inventory), selected)
+    if fmt == "json":
+        click.echo(json.dumps([dict(p.slot.as_dict(), balancers=p.balancers) for p in plans], indent=2))
+    else:
+        print_logrotate_plan(Console(), plans)
+
+
+@logrotate.command("apply")
+@inventory_options
+@click.option("--check", "dry_run", is_flag=True, help="Dry run: change nothing.")
+@handle_errors
+def logrotate_apply(inventory: str, limit: str | None, verbose: int, dry_run: bool) -> None:
+    """Apply the log rotation role alone."""
+    not_built("opsctl logrotate apply", inventory, limit)
+
+
+@cli.group()
+def lab() -> None:
+    """A local fleet of real hosts (sshd, nginx, php-fpm) in network namespaces.
+
+    Needs root and Debian's openssh-server, nginx and php-fpm packages. Each host has its own
+    network namespace, file system view (an overlay on /) and sshd with its own host key; the
+    keys are recorded in the lab's known_hosts, so SSH checks them. `--inventory lab` then
+    names the lab's inventory.
+    """
+
+
+_name_option = click.option("--name", default="lab", show_default=True,
+                            help="Lab name; several labs can run side by side.")
+
+
+@lab.command("up")
+@_name_option
+@click.option("--web", default=2, show_default=True, help="Number of web hosts (nginx + php-fpm).")
+@click.option("--subnet", metavar="CIDR", help="IPv4 /24 for the lab (default: derived from --name).")
+@handle_errors
+def lab_up(name: str, web: int, subnet: str | None) -> None:
+    """Start the lab (one lb host, --web web hosts); safe to run again."""
+    from opsctl.lab import fleet
+    from opsctl.report import print_lab_status
+
+    err = _stderr()
+    with err.status("bringing the lab up") as status:
+        spec = fleet.up(name, web, subnet, report=lambda msg: status.update(msg))
+    _, health = fleet.wait_healthy(name)
+    print_lab_status(Console(), spec, health)
+    if not all(h.sshd and h.nginx and h.php_fpm is not False for h in health):
+        raise OpsctlError(f"lab {name!r} is up but some services do not answer (see above)")
+
+
+@lab.command("down")
+@_name_option
+@handle_errors
+def lab_down(name: str) -> None:
+    """Remove every namespace, link, mount, process and file of the lab (also after a crash)."""
+    from opsctl.lab import fleet
+
+    fleet.down(name, report=lambda msg: click.echo(msg, err=True))
+    click.echo(f"lab {name!r} is down")
+
+
+@lab.command("status")
+@_name_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@handle_errors
+def lab_status(name: str, fmt: str) -> None:
+    """Each host, its address and whether sshd, nginx and php-fpm answer. Exit 1 if any does not."""
+    from opsctl.lab import fleet
+    from opsctl.report import print_lab_status
+
+    spec, health = fleet.status(name)
+    if fmt == "json":
+        click.echo(json.dumps([h.__dict__ for h in health], indent=2))
+    else:
+        print_lab_status(Console(), spec, health)
+    healthy = all(h.running and h.sshd and h.nginx and h.php_fpm is not False for h in health)
+    sys.exit(EXIT_OK if healthy else EXIT_FINDINGS)
+
+
+def main() -> None:
+    cli(prog_name="opsctl")

@@ -1,0 +1,166 @@
+"""Read Ansible inventories with Ansible's own machinery into typed hosts and groups."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from opsctl.errors import OpsctlError
+from opsctl.paths import resolve_inventory
+from opsctl.profile import VAR_NAME, EventProfile, ProfileError, parse_profile
+
+
+class InventoryError(OpsctlError):
+    """An inventory that cannot be read, or a --limit that matches nothing."""
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    port: int
+    user: str
+    groups: tuple[str, ...]
+    vars: Mapping[str, Any] = field(repr=False)
+    profile: EventProfile | None = None
+
+    @property
+    def become(self) -> bool:
+        return bool(self.vars.get("ansible_become", False))
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    hosts: tuple[str, ...]
+    profile: EventProfile | None
+    profile_source: str = ""
+
+
+@dataclass(frozen=True)
+class Inventory:
+    source: Path
+    hosts: tuple[Host, ...]
+    groups: tuple[Group, ...]
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+
+_PLUGIN_FAILURE = re.compile(r"Failed to parse inventory with '([\w.]+)' plugin: (.+)")
+_UNPARSED = re.compile(r"Unable to parse (.+?) as an inventory source")
+
+
+def _condense_warnings(text: str, source: Path) -> str | None:
+    """Turn Ansible's multi-line parse warnings into one line, or None when all parsed."""
+    unparsed = _UNPARSED.findall(text)
+    if not unparsed:
+        return None
+    failures = _PLUGIN_FAILURE.findall(text)
+    # The plugin that matches the file's format gives the useful reason.
+    preferred = {".ini": "ini", ".yml": "yaml", ".yaml": "yaml", ".json": "yaml", "": "ini"}
+    want = preferred.get(Path(unparsed[0]).suffix, "")
+    reason = next((msg for plugin, msg in failures if plugin == want), None)
+    reason = reason or (failures[0][1] if failures else "not a valid inventory")
+    return f"{unparsed[0]}: cannot parse inventory: {reason.strip()}"
+
+
+def _load_manager(source: Path):
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    captured = io.StringIO()
+    loader = DataLoader()
+    try:
+        # Ansible reports parse failures as warnings on stderr; keep them to say it in one line.
+        with contextlib.redirect_stderr(captured):
+            manager = InventoryManager(loader=loader, sources=[str(source)])
+            variables = VariableManager(loader=loader, inventory=manager)
+    except AnsibleError as exc:
+        raise InventoryError(_condense_warnings(captured.getvalue(), source)
+                             or f"{source}: {str(exc).splitlines()[0]}") from None
+    problem = _condense_warnings(captured.getvalue(), source)
+    if problem:
+        raise InventoryError(problem)
+    return loader, manager, variables
+
+
+def _var_origin(source: Path, kind: str, name: str) -> str:
+    """The file that most likely defines opsctl_event for a group or host, for error messages."""
+    base = source if source.is_dir() else source.parent
+    candidates = [base / kind / name] + [base / kind / f"{name}{ext}" for ext in (".yml", ".yaml", ".json")]
+    for candidate in candidates:
+        files = sorted(candidate.rglob("*")) if candidate.is_dir() else [candidate]
+        for path in files:
+            if path.is_file() and VAR_NAME in path.read_text(errors="replace"):
+                return str(path)
+    return str(source)
+
+
+def _profile(value: Any, origin: str) -> EventProfile | None:
+    if value is None:
+        return None
+    try:
+        return parse_profile(value)
+    except ProfileError as exc:
+        raise ProfileError(f"{origin}: {exc}") from None
+
+
+def _group_profiles(source: Path, loader, manager) -> tuple[Group, ...]:
+    from ansible.utils.vars import combine_vars
+    from ansible.vars.plugins import get_vars_from_inventory_sources
+
+    groups = []
+    for name, group in sorted(manager.groups.items()):
+        own = combine_vars(group.get_vars(),
+                           get_vars_from_inventory_sources(loader, [str(source)], [group], "all"))
+        origin = _var_origin(source, "group_vars", name)
+        groups.append(Group(
+            name=name,
+            hosts=tuple(h.name for h in group.get_hosts()),
+            profile=_profile(own.get(VAR_NAME), origin),
+            profile_source=origin if VAR_NAME in own else "",
+        ))
+    return tuple(groups)
+
+
+def _host(ansible_host, variables) -> tuple[Host, dict]:
+    merged = variables.get_vars(host=ansible_host, include_hostvars=False)
+    port = merged.get("ansible_port") or merged.get("ansible_ssh_port") or 22
+    host = Host(
+        name=ansible_host.name,
+        address=str(merged.get("ansible_host", ansible_host.name)),
+        port=int(port),
+        user=str(merged.get("ansible_user") or merged.get("ansible_ssh_user") or "root"),
+        groups=tuple(sorted(g.name for g in ansible_host.get_groups() if g.name != "all")),
+        vars=merged,
+    )
+    return host, merged
+
+
+def load_inventory(name_or_path: str, limit: str | None = None) -> Inventory:
+    """Load an inventory by name or path; `limit` is an Ansible host pattern."""
+    source = resolve_inventory(name_or_path)
+    loader, manager, variables = _load_manager(source)
+    groups = _group_profiles(source, loader, manager)
+    selected = manager.get_hosts(limit or "all")
+    if limit and not selected:
+        raise InventoryError(f"--limit {limit!r} matches no host in {source}")
+    hosts = []
+    for ansible_host in selected:
+        host, merged = _host(ansible_host, variables)
+        origin = _var_origin(source, "host_vars", host.name)
+        if origin == str(source):
+            origin = next((g.profile_source for g in groups
+                           if g.name in host.groups and g.profile_source), str(source))
+        hosts.append(Host(**{**host.__dict__, "profile": _profile(merged.get(VAR_NAME), origin)}))
+    return Inventory(source=source, hosts=tuple(hosts), groups=groups)

@@ -1,0 +1,93 @@
+"""Prepare a lab host's own file system layer (the overlay's upper dir) before it boots."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from opsctl.lab.spec import UPSTREAM, LabHost, LabSpec
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+@dataclass(frozen=True)
+class PhpInstall:
+    version: str   # "8.2"
+    binary: str    # "/usr/sbin/php-fpm8.2"
+    service: str   # "php8.2-fpm": init script, pid file and socket name on Debian
+
+
+def detect_php_fpm() -> PhpInstall | None:
+    """The newest php-fpm the machine has, as Debian names it."""
+    found = []
+    for binary in glob.glob("/usr/sbin/php-fpm*"):
+        match = re.fullmatch(r"/usr/sbin/php-fpm(\d+\.\d+)", binary)
+        if match:
+            found.append(PhpInstall(match[1], binary, f"php{match[1]}-fpm"))
+    return max(found, key=lambda p: tuple(int(x) for x in p.version.split(".")), default=None)
+
+
+def _templates() -> Environment:
+    return Environment(loader=FileSystemLoader(str(ASSETS)), undefined=StrictUndefined,
+                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def _write(path: Path, text: str, mode: int = 0o644, owner: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    if owner:
+        entry = pwd.getpwnam(owner)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def host_public_key(spec: LabSpec, host: LabHost) -> str:
+    """The host's public key, generated once per host and kept across `up`s."""
+    key = spec.host_dir(host) / "upper/etc/ssh/opsctl_lab_host_ed25519_key"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{host.name}@opsctl-lab",
+                        "-f", str(key)], check=True, capture_output=True)
+    return " ".join(Path(f"{key}.pub").read_text().split()[:2])
+
+
+def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: str) -> None:
+    base = spec.host_dir(host)
+    upper = base / "upper"
+    for sub in ("upper", "work", "merged"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    (upper / "root/.ssh").mkdir(parents=True, exist_ok=True)
+    (upper / "root/.ssh").chmod(0o700)
+    _write(upper / "root/.ssh/authorized_keys", controller_pubkey.strip() + "\n", 0o600)
+    host_public_key(spec, host)
+    env = _templates()
+    context = {"host": host, "php": php, "upstream": UPSTREAM, "webs": spec.by_role("web")}
+    _write(upper / "etc/opsctl-lab/init.sh", env.get_template("init.sh.j2").render(context), 0o755)
+    _write(upper / "etc/opsctl-lab/services.sh", env.get_template("services.sh.j2").render(context), 0o755)
+    _write(upper / "etc/opsctl-lab/sshd_config", (ASSETS / "sshd_config").read_text(), 0o600)
+    _write(upper / "usr/sbin/policy-rc.d", (ASSETS / "policy-rc.d").read_text(), 0o755)
+    site = "web-site.conf.j2" if host.role == "web" else "lb-site.conf.j2"
+    _write(upper / "etc/nginx/sites-available/default", env.get_template(site).render(context))
+    if host.role == "web":
+        for page in sorted((ASSETS / "app").iterdir()):
+            _write(upper / "var/www/opsctl-lab" / page.name, page.read_text())
+        orders = upper / "var/lib/opsctl-lab"
+        orders.mkdir(parents=True, exist_ok=True)
+        entry = pwd.getpwnam("www-data")
+        os.chown(orders, entry.pw_uid, entry.pw_gid)
+        orders.chmod(0o750)
+
+
+def install_boot_script(spec: LabSpec) -> Path:
+    target = spec.path / "boot.sh"
+    shutil.copyfile(ASSETS / "boot.sh", target)
+    target.chmod(0o755)
+    return target

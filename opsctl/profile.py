@@ -1,0 +1,180 @@
+"""The event profile: what a group of hosts must carry during an event, declared in group_vars.
+
+Schema (variable ``opsctl_event``; every figure is per host):
+
+    opsctl_event:
+      name: singles-day            # optional label shown in reports
+      peak_qps: 640                # expected peak requests per second per host
+      concurrency: 2000            # optional: peak concurrent client connections per host
+      request_time:
+        typical_ms: 80             # median service time of a PHP request
+        p99_ms: 400                # 99th percentile; the longest legitimate request
+      client_timeout_s: 10         # when the client (browser, app, balancer) gives up
+      php_worker_memory_mb: 48     # resident memory of one php-fpm worker
+      window:                      # optional: when the event runs
+        start: "2026-11-11T00:00"  # local time in `timezone` (an explicit offset also works)
+        duration: 2h
+        timezone: Asia/Shanghai
+        prepare: 1h                # margin before start kept free of maintenance (default 1h)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from opsctl.durations import parse_duration
+from opsctl.errors import OpsctlError
+
+VAR_NAME = "opsctl_event"
+_TOP_KEYS = {"name", "peak_qps", "concurrency", "request_time", "client_timeout_s",
+             "php_worker_memory_mb", "window"}
+_REQUIRED = ("peak_qps", "request_time", "client_timeout_s", "php_worker_memory_mb")
+_RT_KEYS = {"typical_ms", "p99_ms"}
+_WINDOW_KEYS = {"start", "duration", "timezone", "prepare"}
+DEFAULT_PREPARE = timedelta(hours=1)
+
+
+class ProfileError(OpsctlError):
+    """An event profile that does not follow the schema."""
+
+
+@dataclass(frozen=True)
+class EventWindow:
+    start: datetime  # timezone-aware
+    duration: timedelta
+    prepare: timedelta
+    timezone: str
+
+    @property
+    def end(self) -> datetime:
+        return self.start + self.duration
+
+    @property
+    def protected_start(self) -> datetime:
+        """Start of the span kept free of maintenance: the preparation margin included."""
+        return self.start - self.prepare
+
+    def protects(self, moment: datetime) -> bool:
+        return self.protected_start <= moment < self.end
+
+
+@dataclass(frozen=True)
+class EventProfile:
+    peak_qps: float
+    typical_ms: float
+    p99_ms: float
+    client_timeout_s: float
+    php_worker_memory_mb: float
+    name: str = ""
+    concurrency: int | None = None
+    window: EventWindow | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "peak_qps": self.peak_qps,
+            "concurrency": self.concurrency,
+            "request_time": {"typical_ms": self.typical_ms, "p99_ms": self.p99_ms},
+            "client_timeout_s": self.client_timeout_s,
+            "php_worker_memory_mb": self.php_worker_memory_mb,
+            "window": None,
+        }
+        if self.window:
+            out["window"] = {
+                "start": self.window.start.isoformat(),
+                "end": self.window.end.isoformat(),
+                "timezone": self.window.timezone,
+                "prepare_s": int(self.window.prepare.total_seconds()),
+            }
+        return out
+
+
+def _number(data: dict, key: str, where: str, *, integer: bool = False,
+            minimum: float = 0.0, maximum: float = 1e9) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProfileError(f"{where}.{key}: expected a number, got {value!r}")
+    if integer and not float(value).is_integer():
+        raise ProfileError(f"{where}.{key}: expected a whole number, got {value!r}")
+    if not minimum < value <= maximum:
+        raise ProfileError(f"{where}.{key}: {value!r} is out of range ({minimum:g} < value <= {maximum:g})")
+    return float(value)
+
+
+def _mapping(value: Any, where: str, allowed: set[str]) -> dict:
+    if not isinstance(value, dict):
+        raise ProfileError(f"{where}: expected a mapping, got {type(value).__name__}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ProfileError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    return value
+
+
+def _duration(value: Any, where: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ProfileError(f"{where}: {exc}") from None
+
+
+def _window(value: Any, where: str) -> EventWindow:
+    data = _mapping(value, where, _WINDOW_KEYS)
+    for key in ("start", "duration", "timezone"):
+        if key not in data:
+            raise ProfileError(f"{where}: missing required key {key!r}")
+    tz_name = str(data["timezone"])
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ProfileError(f"{where}.timezone: unknown time zone {tz_name!r}") from None
+    raw_start = data["start"]
+    try:
+        start = raw_start if isinstance(raw_start, datetime) else datetime.fromisoformat(str(raw_start))
+    except ValueError:
+        raise ProfileError(f"{where}.start: expected a date and time like 2026-11-11T00:00, got {raw_start!r}") from None
+    start = start.replace(tzinfo=tz) if start.tzinfo is None else start
+    duration = _duration(data["duration"], f"{where}.duration")
+    if duration <= timedelta(0):
+        raise ProfileError(f"{where}.duration: must be longer than zero")
+    prepare = _duration(data.get("prepare", DEFAULT_PREPARE), f"{where}.prepare")
+    return EventWindow(start=start, duration=duration, prepare=prepare, timezone=tz_name)
+
+
+def parse_profile(value: Any, where: str = VAR_NAME) -> EventProfile:
+    """Validate a raw ``opsctl_event`` value; every error names the offending key."""
+    data = _mapping(value, where, _TOP_KEYS)
+    for key in _REQUIRED:
+        if key not in data:
+            raise ProfileError(f"{where}: missing required key {key!r}")
+    rt = _mapping(data["request_time"], f"{where}.request_time", _RT_KEYS)
+    for key in sorted(_RT_KEYS):
+        if key not in rt:
+            raise ProfileError(f"{where}.request_time: missing required key {key!r}")
+    typical = _number(rt, "typical_ms", f"{where}.request_time", maximum=3_600_000)
+    p99 = _number(rt, "p99_ms", f"{where}.request_time", maximum=3_600_000)
+    if p99 < typical:
+        raise ProfileError(f"{where}.request_time.p99_ms: {p99:g} is below typical_ms {typical:g}")
+    client_timeout = _number(data, "client_timeout_s", where, maximum=3600)
+    if client_timeout * 1000 <= p99:
+        raise ProfileError(
+            f"{where}.client_timeout_s: {client_timeout:g}s is not above the p99 request time "
+            f"({p99:g} ms): clients would give up on legitimate requests")
+    concurrency = None
+    if data.get("concurrency") is not None:
+        concurrency = int(_number(data, "concurrency", where, integer=True, maximum=10_000_000))
+    name = data.get("name", "")
+    if not isinstance(name, str):
+        raise ProfileError(f"{where}.name: expected text, got {name!r}")
+    return EventProfile(
+        name=name,
+        peak_qps=_number(data, "peak_qps", where, maximum=10_000_000),
+        concurrency=concurrency,
+        typical_ms=typical,
+        p99_ms=p99,
+        client_timeout_s=client_timeout,
+        php_worker_memory_mb=_number(data, "php_worker_memory_mb", where, maximum=65536),
+        window=_window(data["window"], f"{where}.window") if data.get("window") is not None else None,
+    )

@@ -1,0 +1,55 @@
+"""Shared fixtures: the CLI runner, bad inventories, and a real lab for integration tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def opsctl(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed opsctl exactly as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "opsctl", *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"opsctl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def lab_available() -> str | None:
+    """Why the lab cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return "lab tests need root"
+    for binary in ("ip", "/usr/sbin/sshd", "/usr/sbin/nginx"):
+        if not shutil.which(binary):
+            return f"lab tests need {binary}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab_name() -> str:
+    # A separate name per checkout lets several labs (and test runs) share one machine.
+    return os.environ.get("OPSCTL_TEST_LAB", "t")
+
+
+@pytest.fixture(scope="session")
+def lab(lab_name: str):
+    """A real lab (1 lb + 2 web hosts) for the whole test session, removed at the end."""
+    reason = lab_available()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    opsctl("lab", "down", "--name", lab_name)
+    opsctl("lab", "up", "--name", lab_name, check=True)
+    from opsctl.lab import fleet
+
+    spec = fleet.load_spec(lab_name)
+    yield spec
+    opsctl("lab", "down", "--name", lab_name, check=True)
