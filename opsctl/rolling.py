@@ -1,0 +1,154 @@
+"""`opsctl reload --rolling`: plan the batches, run playbooks/rolling-reload.yml, follow each
+host through its steps, and say exactly where a failed rollout stopped and how to resume."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from opsctl.errors import OpsctlError
+from opsctl.inventory import Host, Inventory
+from opsctl.runner import Event, RunResult, run_playbook
+
+STEPS = ("test", "drain", "reload", "smoke", "enable")
+_STEP = re.compile(r"^Step (\w+):")
+DEFAULT_TARGETS = "web"
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    service: str
+    mode: str               # reload | restart
+    batches: list[list[str]]
+    skipped: list[str]      # before --resume-from
+    balancers: list[str]
+
+
+@dataclass
+class HostProgress:
+    name: str
+    step: str = "waiting"
+    state: str = "waiting"  # waiting, running, done, failed
+    started: float | None = None
+    finished: float | None = None
+    step_started: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def seconds(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+    def step_seconds(self) -> dict[str, float]:
+        """Time spent in each step, from the moment it started to the next step's start."""
+        marks = sorted(self.step_started.items(), key=lambda kv: kv[1])
+        ends = [t for _, t in marks[1:]] + [self.finished or time.monotonic()]
+        return {step: end - start for (step, start), end in zip(marks, ends)}
+
+    @property
+    def drained(self) -> bool:
+        """Left out of rotation: it failed after the drain began and before it was re-enabled."""
+        return self.state == "failed" and self.step in ("drain", "reload", "smoke", "enable")
+
+
+def batch_size(spec: str, count: int) -> int:
+    """'1', '3' or '25%' of `count` hosts (at least one)."""
+    text = spec.strip()
+    try:
+        size = math.ceil(count * float(text[:-1]) / 100) if text.endswith("%") else int(text)
+    except ValueError:
+        raise OpsctlError(f"--batch {spec!r}: give a host count (2) or a percentage (25%)") from None
+    if size < 1 or (text.endswith("%") and not 0 < float(text[:-1]) <= 100):
+        raise OpsctlError(f"--batch {spec!r}: must be at least one host and at most 100%")
+    return min(size, count)
+
+
+def plan_rollout(inv: Inventory, service: str, mode: str, batch: str, resume_from: str | None) -> RolloutPlan:
+    hosts = [h for h in inv.hosts if DEFAULT_TARGETS in h.groups or h.vars.get("opsctl_balancers")]
+    if not hosts:
+        raise OpsctlError(f"no host to reload: none in group '{DEFAULT_TARGETS}' or with opsctl_balancers "
+                          f"among the selected hosts of {inv.source}")
+    names = [h.name for h in hosts]
+    skipped: list[str] = []
+    if resume_from:
+        if resume_from not in names:
+            raise OpsctlError(f"--resume-from {resume_from!r} is not among the hosts to reload: {', '.join(names)}")
+        skipped, names = names[:names.index(resume_from)], names[names.index(resume_from):]
+    size = batch_size(batch, len(names))
+    batches = [names[i:i + size] for i in range(0, len(names), size)]
+    return RolloutPlan(service=service, mode=mode, batches=batches, skipped=skipped,
+                       balancers=_balancers(hosts))
+
+
+def _balancers(hosts: list[Host]) -> list[str]:
+    found = []
+    for host in hosts:
+        for balancer in host.vars.get("opsctl_balancers") or []:
+            label = f"{balancer.get('host')} ({balancer.get('type')}, upstream {balancer.get('upstream')})"
+            if label not in found:
+                found.append(label)
+    return found
+
+
+class Follower:
+    """Turns runner events into per-host progress; the live view reads it."""
+
+    def __init__(self, plan: RolloutPlan) -> None:
+        self.plan = plan
+        self.hosts = {name: HostProgress(name) for batch in plan.batches for name in batch}
+        self.step = ""
+        self.step_began = 0.0
+        self.started = time.monotonic()
+
+    def __call__(self, event: Event) -> None:
+        match = _STEP.match(event.task or "")
+        if event.kind == "task_start" and match:
+            if match[1] == STEPS[0]:
+                self._finish_batch()
+            self.step, self.step_began = match[1], time.monotonic()
+            return
+        progress = self.hosts.get(event.host)
+        if progress is None or progress.state in ("done", "failed") or not self.step:
+            return
+        now = time.monotonic()
+        if progress.started is None:
+            progress.started, progress.state = self.step_began, "running"
+        if progress.step != self.step:
+            progress.step = self.step
+            progress.step_started[self.step] = self.step_began
+        if event.kind in ("failed", "unreachable"):
+            progress.state, progress.finished = "failed", now
+            progress.message = f"{event.kind}: {event.message}" if event.kind == "unreachable" else event.message
+
+    def _finish_batch(self) -> None:
+        """A new batch starts only when every host of the previous one got through all steps."""
+        now = time.monotonic()
+        for progress in self.hosts.values():
+            if progress.state == "running":
+                progress.state, progress.finished = "done", now
+
+    def finish(self, result: RunResult) -> None:
+        if result.rc == 0:
+            self._finish_batch()
+        for failure in result.failures:
+            progress = self.hosts.get(failure.host)
+            if progress is not None and progress.state != "failed":
+                progress.state, progress.finished, progress.message = "failed", time.monotonic(), failure.message
+
+    @property
+    def failed(self) -> list[HostProgress]:
+        return [p for p in self.hosts.values() if p.state == "failed"]
+
+
+def run_rollout(plan: RolloutPlan, inventory_source, verbose: int,
+                on_event: Callable[[Event], None]) -> RunResult:
+    hosts = [name for batch in plan.batches for name in batch]
+    return run_playbook(
+        "rolling-reload", inventory_source, limit=",".join(hosts), verbosity=verbose,
+        extravars={"opsctl_rolling_hosts": "all", "opsctl_rolling_batch": len(plan.batches[0]),
+                   "opsctl_rolling_service": plan.service, "opsctl_rolling_mode": plan.mode},
+        on_event=on_event, host_count=len(plan.batches[0]))

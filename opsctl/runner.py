@@ -1,0 +1,181 @@
+"""Run opsctl's playbooks through ansible-runner: one private directory per run, fast settings
+that a user's own ansible.cfg still overrides, and events turned into small typed records."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from opsctl.errors import OpsctlError
+from opsctl.paths import playbooks_dir, roles_dir, state_dir
+
+KEEP_RUNS = 20
+
+# Why each: pipelining saves a round trip per task; ControlPersist keeps one SSH connection per
+# host for the whole run; a smaller fact subset is all the roles read; the default callback
+# stays (AWX-safe). Applied only where the user's configuration leaves Ansible's default.
+_FAST_SETTINGS = {
+    "ANSIBLE_PIPELINING": "True",
+    "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=120s",
+    "ANSIBLE_GATHER_SUBSET": "min",
+    "ANSIBLE_HOST_KEY_CHECKING": "True",
+    "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    "ANSIBLE_DEPRECATION_WARNINGS": "False",
+}
+
+_EVENT_KINDS = {
+    "playbook_on_task_start": "task_start",
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+    "playbook_on_stats": "stats",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing Ansible reported: a task started, or a host's result of it."""
+    kind: str                 # task_start | ok | failed | unreachable | skipped | stats
+    task: str = ""
+    host: str = ""
+    changed: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    host: str
+    task: str
+    kind: str                 # failed | unreachable
+    message: str
+
+    def line(self) -> str:
+        return f"{self.host}: {self.task}: {self.message}"
+
+
+@dataclass
+class RunResult:
+    rc: int
+    status: str
+    artifact_dir: Path
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)   # host -> ok/changed/failures/...
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.failures
+
+
+def one_line(text: Any, limit: int = 300) -> str:
+    """A result message as one readable line: Ansible's can span pages."""
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def result_message(res: dict[str, Any]) -> str:
+    """What a person needs from a task result: its msg, else the end of stderr or stdout."""
+    for key in ("msg", "stderr", "stdout"):
+        value = res.get(key)
+        if value:
+            lines = [line for line in str(value).splitlines() if line.strip()]
+            return one_line(lines[-1] if key != "msg" and lines else value)
+    return ""
+
+
+def to_event(raw: dict[str, Any]) -> Event | None:
+    kind = _EVENT_KINDS.get(raw.get("event", ""))
+    if kind is None:
+        return None
+    data = raw.get("event_data", {})
+    res = data.get("res") or {}
+    task = data.get("task") or data.get("name") or ""
+    return Event(kind=kind, task=str(task), host=str(data.get("host", "")),
+                 changed=bool(res.get("changed")) if isinstance(res, dict) else False,
+                 message=result_message(res) if isinstance(res, dict) else "")
+
+
+def _user_configured(names: list[str]) -> set[str]:
+    """The settings a user's ansible.cfg or environment already decides; those win over ours."""
+    from ansible.config.manager import ConfigManager
+
+    manager = ConfigManager()
+    decided = set()
+    for name in names:
+        key = name.removeprefix("ANSIBLE_")
+        if name in os.environ:
+            decided.add(name)
+            continue
+        try:
+            _, origin = manager.get_config_value_and_origin(key)
+        except Exception:     # an unknown key in this Ansible version: ours is harmless
+            continue
+        if origin != "default":
+            decided.add(name)
+    return decided
+
+
+def runner_env(forks: int) -> dict[str, str]:
+    """Environment for ansible-runner; every value a string (ansible-runner #1159)."""
+    env = {k: v for k, v in _FAST_SETTINGS.items() if k not in _user_configured(list(_FAST_SETTINGS))}
+    env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(
+        p for p in (os.environ.get("ANSIBLE_ROLES_PATH", ""), str(roles_dir())) if p)
+    if "ANSIBLE_FORKS" not in _user_configured(["ANSIBLE_FORKS"]):
+        env["ANSIBLE_FORKS"] = str(max(5, min(forks, 50)))
+    env["ANSIBLE_FORCE_COLOR"] = "False"
+    return env
+
+
+def _new_run_dir(name: str) -> Path:
+    """One private_data_dir per run (runs sharing one are not safe: ansible-runner #808);
+    the oldest are removed so that a busy operator's disk does not fill up."""
+    base = state_dir() / "runs"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    runs = sorted(p for p in base.iterdir() if p.is_dir())
+    for old in runs[: max(0, len(runs) - KEEP_RUNS + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    path = base / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{name}"
+    path.mkdir(mode=0o700)
+    return path
+
+
+def playbook_path(name: str) -> Path:
+    path = playbooks_dir() / f"{name}.yml"
+    if not path.is_file():
+        raise OpsctlError(f"playbook {path} is missing: reinstall opsctl")
+    return path
+
+
+def run_playbook(name: str, inventory_source: Path | str, *, limit: str | None = None,
+                 verbosity: int = 0, extravars: dict[str, Any] | None = None,
+                 on_event: Callable[[Event], None] | None = None, host_count: int = 5,
+                 tags: str | None = None, check: bool = False, diff: bool = False) -> RunResult:
+    """Run playbooks/NAME.yml against an inventory and report every host's outcome."""
+    import ansible_runner
+
+    failures: list[Failure] = []
+
+    def handler(raw: dict[str, Any]) -> bool:
+        event = to_event(raw)
+        if event is not None:
+            if event.kind in ("failed", "unreachable") and not raw["event_data"].get("ignore_errors"):
+                failures.append(Failure(event.host, event.task, event.kind, event.message))
+            if on_event is not None:
+                on_event(event)
+        return True
+
+    cmdline = " ".join(flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted)
+    run_dir = _new_run_dir(name)
+    runner = ansible_runner.run(
+        private_data_dir=str(run_dir), playbook=str(playbook_path(name)),
+        inventory=str(Path(inventory_source).resolve()), limit=limit, tags=tags,
+        extravars=extravars or {}, envvars=runner_env(host_count), verbosity=verbosity or None,
+        cmdline=cmdline or None, event_handler=handler, quiet=True, suppress_env_files=True,
+        rotate_artifacts=1, project_dir=str(playbooks_dir()))
+    return RunResult(rc=runner.rc if runner.rc is not None else 1, status=runner.status,
+                     artifact_dir=Path(runner.config.artifact_dir), stats=runner.stats or {},
+                     failures=failures)
