@@ -188,7 +188,7 @@ def reload(service: str, inventory: str, limit: str | None, verbose: int, rollin
 
 def _rollout_failure(failed: list, follower, service: str, inventory: str, result) -> str:
     if not failed:
-        return f"opsctl: rollout failed: {result.failures[0].line() if result.failures else result.status}"
+        return f"opsctl: rollout failed: {result.failures[0].line() if result.failures else (result.reason or result.status)}"
     first = failed[0]
     drained = [p.name for p in failed if p.drained]
     untouched = [p.name for p in follower.hosts.values() if p.state == "waiting"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class RunResult:
     artifact_dir: Path
     stats: dict[str, dict[str, int]] = field(default_factory=dict)   # host -> ok/changed/failures/...
     failures: list[Failure] = field(default_factory=list)
+    reason: str = ""          # why the run ended badly when no host failure says it
 
     @property
     def ok(self) -> bool:
@@ -127,6 +129,8 @@ def runner_env(forks: int) -> dict[str, str]:
     if "ANSIBLE_FORKS" not in _user_configured(["ANSIBLE_FORKS"]):
         env["ANSIBLE_FORKS"] = str(max(5, min(forks, 50)))
     env["ANSIBLE_FORCE_COLOR"] = "False"
+    # ansible-playbook lives next to the Python that runs opsctl, on PATH or not (a venv).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return env
 
 
@@ -176,6 +180,16 @@ def run_playbook(name: str, inventory_source: Path | str, *, limit: str | None =
         extravars=extravars or {}, envvars=runner_env(host_count), verbosity=verbosity or None,
         cmdline=cmdline or None, event_handler=handler, quiet=True, suppress_env_files=True,
         rotate_artifacts=1, project_dir=str(playbooks_dir()))
-    return RunResult(rc=runner.rc if runner.rc is not None else 1, status=runner.status,
-                     artifact_dir=Path(runner.config.artifact_dir), stats=runner.stats or {},
-                     failures=failures)
+    rc = runner.rc if runner.rc is not None else 1
+    return RunResult(rc=rc, status=runner.status, artifact_dir=Path(runner.config.artifact_dir),
+                     stats=runner.stats or {}, failures=failures,
+                     reason=_last_words(runner) if rc and not failures else "")
+
+
+def _last_words(runner: Any) -> str:
+    """The last line Ansible printed: a syntax error or a missing binary says it there."""
+    try:
+        lines = [line for line in runner.stdout.read().splitlines() if line.strip()]
+    except (OSError, AttributeError):
+        return ""
+    return one_line(lines[-1]) if lines else ""
