@@ -4,6 +4,7 @@ that a user's own ansible.cfg still overrides, and events turned into small type
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
@@ -15,6 +16,8 @@ from opsctl.errors import OpsctlError
 from opsctl.paths import playbooks_dir, roles_dir, state_dir
 
 KEEP_RUNS = 20
+# What ssh itself prints when a raw task's PTY closes; never the reason for anything.
+_SSH_NOISE = re.compile(r"^Shared connection to \S+ closed\.$")
 
 # Why each: pipelining saves a round trip per task; ControlPersist keeps one SSH connection per
 # host for the whole run; a smaller fact subset is all the roles read; the default callback
@@ -80,12 +83,16 @@ def one_line(text: Any, limit: int = 300) -> str:
 
 
 def result_message(res: dict[str, Any]) -> str:
-    """What a person needs from a task result: its msg, else the end of stderr or stdout."""
-    for key in ("msg", "stderr", "stdout"):
+    """What a person needs from a task result: a failed command's own last words (its msg is
+    only "non-zero return code"), else the module's msg, else the end of its output."""
+    keys = ("stderr", "stdout", "msg") if res.get("rc") not in (None, 0) else ("msg", "stderr", "stdout")
+    for key in keys:
         value = res.get(key)
         if value:
-            lines = [line for line in str(value).splitlines() if line.strip()]
-            return one_line(lines[-1] if key != "msg" and lines else value)
+            lines = [line for line in str(value).splitlines()
+                     if line.strip() and not _SSH_NOISE.match(line.strip())]
+            if key == "msg" or lines:
+                return one_line(lines[-1] if key != "msg" else value)
     return ""
 
 

@@ -64,6 +64,7 @@ def test_config_error_on_second_host_stops_the_rollout_there(lab):
         assert proc.returncode == 1
         reason = proc.stderr.strip().splitlines()[-1]
         assert "web2 failed at step test" in reason and "--resume-from web2" in reason
+        assert "config test failed" in reason and "pm.max_children" in reason
         assert "not taken out of rotation" in reason
         assert "Traceback" not in proc.stderr
         assert not (workers(lab, web1) & before1)       # web1 reloaded
