@@ -1,0 +1,211 @@
+"""`opsctl check`: probe every host over SSH in one round trip, then evaluate the catalog."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from zoneinfo import ZoneInfo
+
+from opsctl.checks.engine import CatalogError, Check, Engine, Result, Unavailable, load_catalog
+from opsctl.durations import parse_duration
+from opsctl.errors import OpsctlError
+from opsctl.inventory import Host, Inventory
+from opsctl.probe.facts import capacity_facts, parse
+from opsctl.profile import DEFAULT_PREPARE, EventProfile
+from opsctl.sshexec import ExecResult, Timeouts, run_many, target_for
+
+SCHEMA_VERSION = 1
+SEVERITY_RANK = {"pass": 0, "warn": 1, "fail": 2}
+
+
+@dataclass(frozen=True)
+class EventOverride:
+    """--event / --duration from the command line; None fields fall back to each host's profile."""
+    start: str | None = None
+    duration: str | None = None
+
+
+@dataclass
+class HostOutcome:
+    name: str
+    address: str
+    status: str            # ok | error
+    error: str = ""
+    elapsed_s: float = 0.0
+    window: str = ""
+
+
+@dataclass
+class Report:
+    hosts: list[HostOutcome]
+    results: list[Result]
+    fail_on: str = "fail"
+    wall_s: float = 0.0
+    catalogs: list[str] = field(default_factory=list)
+
+    def findings(self) -> list[Result]:
+        """Results at or above --fail-on; a check that could not be evaluated counts at its severity."""
+        floor = SEVERITY_RANK[self.fail_on]
+        return [r for r in self.results if r.status != "pass" and SEVERITY_RANK[r.severity] >= floor]
+
+    @property
+    def ready(self) -> bool:
+        return not self.findings() and all(h.status == "ok" for h in self.hosts)
+
+    @property
+    def verdict(self) -> str:
+        return "ready" if self.ready else "not ready"
+
+
+def probe_script() -> bytes:
+    return resources.files("opsctl.probe").joinpath("probe.sh").read_bytes()
+
+
+def load_checks(extra: tuple[str, ...] = ()) -> tuple[Engine, list[str]]:
+    """The shipped catalog plus users' own (a user check with a shipped id replaces it), compiled."""
+    texts = [("opsctl/checks/catalog.yml",
+              resources.files("opsctl.checks").joinpath("catalog.yml").read_text())]
+    for name in extra:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise OpsctlError(f"--catalog {name}: no such file")
+        texts.append((str(path), path.read_text()))
+    engine = Engine([])
+    try:
+        engine.checks = load_catalog(texts, engine)
+        return engine, [source for source, _ in texts]
+    except CatalogError as exc:
+        raise OpsctlError(str(exc)) from None
+
+
+def validate_override(override: EventOverride) -> None:
+    """Bad --event / --duration is a usage error before anything connects."""
+    if override.start:
+        try:
+            datetime.fromisoformat(override.start)
+        except ValueError:
+            raise OpsctlError(f"--event {override.start!r}: expected a date and time like "
+                              "2026-11-11T00:00+08:00") from None
+    if override.duration:
+        try:
+            if parse_duration(override.duration) <= timedelta(0):
+                raise ValueError("must be longer than zero")
+        except ValueError as exc:
+            raise OpsctlError(f"--duration {override.duration!r}: {exc}") from None
+
+
+def event_window(profile: EventProfile | None, override: EventOverride) -> dict[str, Any] | None:
+    """The window a host is checked against: --event/--duration first, then its profile's.
+
+    Times are shown in the profile window's zone; with no profile window, in the offset given.
+    """
+    window = profile.window if profile else None
+    if override.start is None and window is None:
+        return None
+    zone: Any = ZoneInfo(window.timezone) if window else timezone.utc
+    if override.start:
+        start = datetime.fromisoformat(override.start)
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=zone)
+        elif window is None:
+            zone = start.tzinfo
+    else:
+        start = window.start  # type: ignore[union-attr]
+    start = start.astimezone(zone)
+    duration = (parse_duration(override.duration) if override.duration
+                else window.duration if window else timedelta(hours=2))
+    prepare = window.prepare if window else DEFAULT_PREPARE
+    return {"name": profile.name if profile else "", "start": start, "end": start + duration,
+            "protected_start": start - prepare, "prepare_s": int(prepare.total_seconds()),
+            "timezone": window.timezone if window else start.strftime("UTC%z")}
+
+
+def capacity_model(host: Host, facts: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The capacity model's expected values for this host, or a stand-in that errors when read."""
+    raw_event = host.vars.get("opsctl_event")
+    if not raw_event:
+        return Unavailable("capacity model unavailable: no opsctl_event for this host")
+    try:
+        capacity = importlib.import_module("opsctl.capacity")
+    except ImportError:
+        return Unavailable("capacity model unavailable (opsctl.capacity is not installed)")
+    try:
+        return capacity.derive(raw_event, capacity_facts(dict(facts), host.name),
+                               host.vars.get("opsctl_capacity_overrides") or None,
+                               bool(host.vars.get("opsctl_capacity_force", False)))
+    except Exception as exc:  # a model that refuses this host is reported by the checks that read it
+        return Unavailable(f"capacity model unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+
+
+def host_context(host: Host, facts: Mapping[str, Any], override: EventOverride) -> dict[str, Any]:
+    return {"facts": facts, "profile": host.profile.as_dict() if host.profile else None,
+            "event": event_window(host.profile, override), "expected": capacity_model(host, facts),
+            "host": host.name}
+
+
+def _evaluate_host(host: Host, answer: ExecResult, engine: Engine, override: EventOverride,
+                   outcome: HostOutcome) -> list[Result]:
+    try:
+        facts = parse(answer.stdout)
+    except (ValueError, KeyError) as exc:
+        outcome.status, outcome.error = "error", f"probe output is not valid JSON: {exc}"
+        return []
+    context = host_context(host, facts, override)
+    if context["event"]:
+        event = context["event"]
+        outcome.window = f"{event['start']:%Y-%m-%d %H:%M} {event['timezone']} +{format_span(event)}"
+    return engine.evaluate(host.name, context)
+
+
+def format_span(event: Mapping[str, Any]) -> str:
+    minutes = int((event["end"] - event["start"]).total_seconds() // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes % 60 else f"{minutes // 60}h"
+
+
+def run_check(inv: Inventory, engine: Engine, override: EventOverride, *, fail_on: str = "fail",
+              timeouts: Timeouts = Timeouts(), workers: int = 64,
+              on_host: Callable[[HostOutcome], None] | None = None) -> Report:
+    started = datetime.now()
+    targets = [target_for(h.name, h.address, h.port, h.user, h.vars) for h in inv.hosts]
+    by_name = {h.name: h for h in inv.hosts}
+    outcomes: dict[str, HostOutcome] = {}
+    results: dict[str, list[Result]] = {}
+
+    def done(answer: ExecResult) -> None:
+        host = by_name[answer.host]
+        outcome = HostOutcome(host.name, host.address, "ok" if answer.ok else "error", answer.error,
+                              round(answer.elapsed, 2))
+        if answer.ok:
+            results[host.name] = _evaluate_host(host, answer, engine, override, outcome)
+        outcomes[host.name] = outcome
+        if on_host:
+            on_host(outcome)
+
+    run_many(targets, probe_script(), "sh -s", timeouts=timeouts, workers=workers, on_result=done)
+    ordered = [h.name for h in inv.hosts]
+    return Report(hosts=[outcomes[n] for n in ordered], results=[r for n in ordered for r in results.get(n, [])],
+                  fail_on=fail_on, wall_s=round((datetime.now() - started).total_seconds(), 2))
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """The stable --format json schema (version 1)."""
+    return {
+        "version": SCHEMA_VERSION,
+        "verdict": report.verdict,
+        "fail_on": report.fail_on,
+        "wall_s": report.wall_s,
+        "hosts": [{"host": h.name, "address": h.address, "status": h.status, "error": h.error,
+                   "elapsed_s": h.elapsed_s, "window": h.window} for h in report.hosts],
+        "results": [{"host": r.host, "check": r.check, "item": r.item, "title": r.title, "severity": r.severity,
+                     "status": r.status, "observed": r.observed, "expected": r.expected,
+                     "remediation": r.remediation, "failure_mode": r.failure_mode} for r in report.results],
+    }
+
+
+def dumps(report: Report) -> str:
+    return json.dumps(report_json(report), indent=2)

@@ -1,0 +1,203 @@
+"""Run one script on many hosts over SSH, fast: a bounded thread pool, one connection and one
+round trip per host, host keys always checked against known_hosts.
+
+A failure on one host (unreachable, refused, bad host key, authentication, timeout) is that
+host's one-line error; every other host still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import paramiko
+
+MAX_OUTPUT = 16 * 1024 * 1024  # a probe prints tens of KB; anything near this is a runaway
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to reach one host; built from the inventory's host vars."""
+    name: str
+    address: str
+    port: int
+    user: str
+    known_hosts: Path
+    key_file: Path | None
+    become: bool = False
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0   # TCP connect plus SSH handshake and authentication
+    host: float = 20.0     # the whole exchange with one host
+    run: float = 120.0     # the whole fleet
+
+
+@dataclass
+class ExecResult:
+    host: str
+    ok: bool
+    stdout: str = ""
+    stderr: str = ""
+    exit_status: int | None = None
+    error: str = ""        # one line, set when ok is False
+    elapsed: float = 0.0
+
+
+def _ssh_option(common_args: str, name: str) -> str | None:
+    """`-o Name=value` or `-oName=value` from ansible_ssh_common_args, case-insensitive."""
+    try:
+        words = shlex.split(common_args)
+    except ValueError:
+        words = common_args.split()
+    for i, word in enumerate(words):
+        option = words[i + 1] if word == "-o" and i + 1 < len(words) else (word[2:] if word.startswith("-o") else "")
+        key, sep, value = option.partition("=")
+        if sep and key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+def target_for(name: str, address: str, port: int, user: str, host_vars: Mapping[str, Any]) -> Target:
+    """The host's SSH settings as Ansible would use them (known_hosts, key, become)."""
+    common = " ".join(str(host_vars.get(k) or "") for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
+    known = (_ssh_option(common, "UserKnownHostsFile") or host_vars.get("opsctl_known_hosts")
+             or "~/.ssh/known_hosts")
+    key = host_vars.get("ansible_ssh_private_key_file") or host_vars.get("ansible_private_key_file")
+    become = str(host_vars.get("ansible_become", False)).lower() in ("true", "yes", "1")
+    return Target(name=name, address=address, port=port, user=user,
+                  known_hosts=Path(os.path.expanduser(str(known).split()[0])),
+                  key_file=Path(os.path.expanduser(str(key))) if key else None, become=become)
+
+
+def _classify(exc: BaseException, target: Target, timeouts: Timeouts) -> str:
+    where = f"{target.user}@{target.address}:{target.port}"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return (f"host key mismatch: {target.address} offered a {exc.key.get_name()} key that differs from "
+                f"{target.known_hosts} (host rebuilt, or someone in the middle); not connecting")
+    if isinstance(exc, paramiko.AuthenticationException):
+        key = f" with key {target.key_file}" if target.key_file else ""
+        return f"authentication failed for {where}{key}"
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        return f"unknown host key: {target.address} is not in {target.known_hosts}; add its key first"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"unreachable: no answer from {where} within {timeouts.connect:g}s"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"refused: nothing accepts SSH on {where}"
+    if isinstance(exc, OSError):
+        return f"unreachable: {where}: {exc.strerror or exc}"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"ssh error on {where}: {text}"
+
+
+def _client(target: Target, timeouts: Timeouts) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    if not target.known_hosts.is_file():
+        raise paramiko.SSHException(f"{target.address} not found in known_hosts")
+    client.load_host_keys(str(target.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(target.address, port=target.port, username=target.user,
+                   key_filename=str(target.key_file) if target.key_file else None,
+                   timeout=timeouts.connect, banner_timeout=timeouts.connect, auth_timeout=timeouts.connect,
+                   channel_timeout=timeouts.connect, allow_agent=target.key_file is None,
+                   look_for_keys=target.key_file is None)
+    return client
+
+
+def _read_all(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+    out, err = bytearray(), bytearray()
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError("host timeout")
+        progressed = False
+        while channel.recv_ready():
+            out += channel.recv(65536)
+            progressed = True
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+            progressed = True
+        if len(out) > MAX_OUTPUT:
+            raise paramiko.SSHException("output exceeds 16 MB")
+        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+            return bytes(out), bytes(err)
+        if not progressed:
+            channel.status_event.wait(0.02)
+
+
+def run_on(target: Target, script: bytes, interpreter: str, timeouts: Timeouts) -> ExecResult:
+    """Send `script` on stdin to `interpreter` on the host, in one round trip."""
+    started = time.monotonic()
+    deadline = started + timeouts.host
+    command = f"sudo -n {interpreter}" if target.become else interpreter
+    client = None
+    try:
+        client = _client(target, timeouts)
+        transport = client.get_transport()
+        assert transport is not None
+        channel = transport.open_session(timeout=timeouts.connect)
+        channel.settimeout(max(deadline - time.monotonic(), 0.1))
+        channel.exec_command(command)
+        channel.sendall(script)
+        channel.shutdown_write()
+        out, err = _read_all(channel, deadline)
+        status = channel.recv_exit_status()
+        result = ExecResult(target.name, status == 0, out.decode(errors="replace"), err.decode(errors="replace"),
+                            status, elapsed=time.monotonic() - started)
+        if status != 0:
+            first = (err.decode(errors="replace").strip().splitlines() or [f"exit status {status}"])[0]
+            hint = " (sudo -n needs passwordless sudo)" if target.become and "sudo" in first else ""
+            result.error = f"{command} failed with status {status}: {first[:200]}{hint}"
+        return result
+    except TimeoutError:
+        return ExecResult(target.name, False, error=f"timeout: {target.address} did not finish within "
+                          f"{timeouts.host:g}s", elapsed=time.monotonic() - started)
+    except Exception as exc:  # every failure is this host's one-line error, never the run's
+        return ExecResult(target.name, False, error=_classify(exc, target, timeouts),
+                          elapsed=time.monotonic() - started)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def run_many(targets: list[Target], script: bytes, interpreter: str = "sh -s", *,
+             timeouts: Timeouts = Timeouts(), workers: int = 32,
+             on_result: Callable[[ExecResult], None] | None = None) -> list[ExecResult]:
+    """Every target's result, in the order given; hosts still running at the run deadline time out."""
+    if not targets:
+        return []
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets))), thread_name_prefix="ssh")
+    futures: dict[Future, Target] = {pool.submit(run_on, t, script, interpreter, timeouts): t for t in targets}
+    results: dict[str, ExecResult] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + timeouts.run
+    pending = set(futures)
+    while pending and time.monotonic() < deadline:
+        done, pending = wait(pending, timeout=max(deadline - time.monotonic(), 0), return_when=FIRST_COMPLETED)
+        for future in done:
+            result = future.result()
+            with lock:
+                results[result.host] = result
+            if on_result:
+                on_result(result)
+    for future in pending:
+        target = futures[future]
+        future.cancel()
+        result = ExecResult(target.name, False, error=f"timeout: the whole run hit its {timeouts.run:g}s limit "
+                            f"before {target.address} answered")
+        results[target.name] = result
+        if on_result:
+            on_result(result)
+    # Threads stuck on a dead socket end at their own socket timeout; do not wait for them.
+    pool.shutdown(wait=False, cancel_futures=True)
+    return [results[t.name] for t in targets]
+
+

@@ -1,0 +1,1 @@
+../../../opsctl/checks/engine.py

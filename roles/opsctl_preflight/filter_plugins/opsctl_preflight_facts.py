@@ -1,0 +1,1 @@
+../../../opsctl/probe/facts.py
