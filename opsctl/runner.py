@@ -49,6 +49,7 @@ class Event:
     host: str = ""
     changed: bool = False
     message: str = ""
+    diffs: tuple[dict, ...] = ()   # --diff: Ansible's before/after (or prepared text) per change
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,18 @@ def to_event(raw: dict[str, Any]) -> Event | None:
     task = data.get("task") or data.get("name") or ""
     return Event(kind=kind, task=str(task), host=str(data.get("host", "")),
                  changed=bool(res.get("changed")) if isinstance(res, dict) else False,
-                 message=result_message(res) if isinstance(res, dict) else "")
+                 message=result_message(res) if isinstance(res, dict) else "",
+                 diffs=_diffs(res) if isinstance(res, dict) else ())
+
+
+def _diffs(res: dict[str, Any]) -> tuple[dict, ...]:
+    """The diff of a result, and of each loop item's result."""
+    found: list[dict] = []
+    for one in [res] + [r for r in res.get("results") or [] if isinstance(r, dict)]:
+        diff = one.get("diff")
+        if one.get("changed") and diff:
+            found.extend(d for d in (diff if isinstance(diff, list) else [diff]) if isinstance(d, dict) and d)
+    return tuple(found)
 
 
 def _user_configured(names: list[str]) -> set[str]:

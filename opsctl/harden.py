@@ -1,0 +1,202 @@
+"""`opsctl harden`: size each host with the capacity model, run playbooks/harden.yml, follow
+every host live, then restart (drained, graceful) the hosts holding settings a reload cannot
+apply.
+
+Before anything changes, every selected host is probed over SSH (one round trip, the same
+probe script the opsctl_capacity role runs) and its plan derived here: a profile or override
+the model refuses is bad input (exit 2) and no host is touched. `--explain` stops there.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from opsctl.capacity import CapacityError, derive
+from opsctl.errors import OpsctlError
+from opsctl.inventory import Host, Inventory
+from opsctl.paths import roles_dir
+from opsctl.runner import Event, RunResult, run_playbook
+
+PLAYBOOK = "harden"
+PENDING_TASK = "Report settings that wait for a drained restart"
+TAGS = ("sysctl", "limits", "php_fpm", "nginx", "lifecycle", "logrotate")
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    host: str
+    facts: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, dict] = field(default_factory=dict)
+    error: str = ""          # unreachable, or why the model refused
+    refused: bool = False    # the model refused (bad input), as opposed to unreachable
+
+
+def probe_script() -> bytes:
+    return (roles_dir() / "opsctl_capacity" / "files" / "probe.sh").read_bytes()
+
+
+def _targets(hosts: list[Host]) -> list:
+    from opsctl.sshexec import target_for
+
+    return [target_for(h.name, h.address, h.port, h.user, h.vars) for h in hosts]
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "yes", "1", "on")
+
+
+def plan_host(host: Host, facts: dict[str, Any]) -> HostPlan:
+    """The capacity plan of one probed host, with the inventory's overrides."""
+    facts = dict(facts, host=host.name)
+    try:
+        plan = derive(host.vars.get("opsctl_event") or {}, facts,
+                      host.vars.get("opsctl_capacity_overrides") or {},
+                      _truthy(host.vars.get("opsctl_capacity_force", False)))
+    except CapacityError as exc:
+        text = str(exc)
+        if not host.vars.get("opsctl_event"):
+            text = f"{host.name}: no opsctl_event declared for this host (see the README's event profile)"
+        elif not text.startswith(f"{host.name}:"):
+            text = f"{host.name}: {text}"
+        return HostPlan(host.name, facts, error=text, refused=True)
+    return HostPlan(host.name, facts, plan)
+
+
+def explain(inv: Inventory) -> list[HostPlan]:
+    """Every selected host's facts (over SSH, in parallel) and capacity plan."""
+    import json
+
+    from opsctl.sshexec import run_many
+
+    results = run_many(_targets(list(inv.hosts)), probe_script(), "sh -s")
+    plans = []
+    for host, result in zip(inv.hosts, results):
+        if not result.ok:
+            plans.append(HostPlan(host.name, error=f"{host.name}: {result.error}"))
+            continue
+        try:
+            facts = json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            plans.append(HostPlan(host.name, error=f"{host.name}: the probe printed no facts: {result.stdout[:100]!r}"))
+            continue
+        plans.append(plan_host(host, facts))
+    return plans
+
+
+def refuse_bad_input(plans: list[HostPlan]) -> None:
+    """A plan the model refuses stops the run before any host changes (exit 2)."""
+    refused = [p for p in plans if p.refused]
+    if refused:
+        more = f" (and {len(refused) - 1} more host(s))" if len(refused) > 1 else ""
+        raise OpsctlError(refused[0].error + more)
+
+
+def check_tags(tags: str | None) -> str | None:
+    if not tags:
+        return None
+    wanted = [t.strip() for t in tags.split(",") if t.strip()]
+    unknown = [t for t in wanted if t not in TAGS]
+    if unknown or not wanted:
+        raise OpsctlError(f"--tags {tags!r}: unknown part {unknown[0] if unknown else ''!r}; "
+                          f"choose from {', '.join(TAGS)}")
+    return ",".join(wanted)
+
+
+@dataclass
+class HostRun:
+    """One host during the run: what it is doing and what happened."""
+    name: str
+    task: str = "waiting"
+    state: str = "waiting"    # waiting | running | done | failed | unreachable
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    message: str = ""         # the first failure's task and message
+    pending_restart: bool = False
+
+
+@dataclass
+class DiffRecord:
+    host: str
+    task: str
+    diff: dict
+
+
+class Follower:
+    """Runner events -> per-host progress, diffs and pending restarts; the live view reads it."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        self.hosts = {name: HostRun(name) for name in hosts}
+        self.task = ""
+        self.started = time.monotonic()
+        self.diffs: list[DiffRecord] = []
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "task_start":
+            self.task = event.task
+            for run in self.hosts.values():
+                if run.state in ("waiting", "running"):
+                    run.state, run.task = "running", event.task
+            return
+        run = self.hosts.get(event.host)
+        if run is None:
+            return
+        self._count(run, event)
+        self.diffs.extend(DiffRecord(event.host, event.task, d) for d in event.diffs)
+
+    def _count(self, run: HostRun, event: Event) -> None:
+        if event.kind == "ok":
+            run.ok += 1
+            run.changed += event.changed
+            if event.task == PENDING_TASK:
+                run.pending_restart = True
+        elif event.kind in ("failed", "unreachable"):
+            setattr(run, event.kind, getattr(run, event.kind) + 1)
+            run.state = "failed" if event.kind == "failed" else "unreachable"
+            run.message = run.message or f"{event.task}: {event.message}"
+
+    def finish(self, result: RunResult) -> None:
+        """The final stats are authoritative (rescued and ignored errors included)."""
+        for name, run in self.hosts.items():
+            if run.state in ("waiting", "running"):
+                run.state = "done"
+            for failure in result.failures:
+                if failure.host == name and not run.message:
+                    run.message = f"{failure.task}: {failure.message}"
+                    run.state = "failed" if failure.kind == "failed" else "unreachable"
+        stats = result.stats or {}
+        for name, run in self.hosts.items():
+            run.changed = stats.get("changed", {}).get(name, run.changed)
+            run.ok = stats.get("ok", {}).get(name, run.ok)
+
+    @property
+    def pending(self) -> list[str]:
+        return [r.name for r in self.hosts.values() if r.pending_restart]
+
+    def converged(self, result: RunResult) -> bool:
+        return result.rc == 0 and all(r.state == "done" for r in self.hosts.values())
+
+    def failure_line(self, result: RunResult) -> str:
+        for run in self.hosts.values():
+            if run.state in ("failed", "unreachable"):
+                return f"{run.name} {run.state} at {run.message}"
+        return f"the playbook ended with status {result.status} (rc {result.rc})"
+
+
+def run(inv: Inventory, *, tags: str | None, check: bool, diff: bool, verbose: int,
+        on_event: Callable[[Event], None]) -> RunResult:
+    hosts = [h.name for h in inv.hosts]
+    return run_playbook(PLAYBOOK, inv.source, limit=",".join(hosts), verbosity=verbose, on_event=on_event,
+                        host_count=len(hosts), tags=tags, check=check, diff=diff)
+
+
+def restart_command(inventory: str, hosts: list[str]) -> str:
+    return f"opsctl reload php-fpm --rolling --restart --inventory {inventory} --limit {','.join(hosts)}"
+
+
+def artifact_path(result: RunResult) -> Path:
+    return result.artifact_dir

@@ -1,0 +1,98 @@
+"""The steps of `opsctl harden`: probe and plan, refuse bad input, run the playbook with a live
+view, then restart (drained, graceful, one host at a time) what a reload could not apply."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.live import Live
+
+from opsctl import harden as hd
+from opsctl.harden_view import explain_json, live_table, print_diffs, print_explain, print_summary
+from opsctl.inventory import Inventory, load_inventory
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+@dataclass(frozen=True)
+class HardenOptions:
+    inventory: str
+    limit: str | None
+    verbose: int
+    check: bool
+    diff: bool
+    tags: str | None
+    explain: bool
+    restart: bool
+    fmt: str
+
+
+def run_harden(opts: HardenOptions) -> int:
+    inv = load_inventory(opts.inventory, opts.limit)
+    tags = hd.check_tags(opts.tags)
+    console, err = Console(), Console(stderr=True)
+    with err.status("probing hosts for the capacity model"):
+        plans = hd.explain(inv)
+    if opts.explain:
+        if opts.fmt == "json":
+            print(json.dumps(explain_json(plans), indent=2))
+        else:
+            print_explain(console, plans)
+        return EXIT_OK if all(not p.error for p in plans) else EXIT_FAILED
+    hd.refuse_bad_input(plans)
+    follower, ok, line = _apply(inv, opts, tags, console, err)
+    if not ok:
+        err.print(f"opsctl: harden did not converge: {line}", markup=False, highlight=False)
+        return EXIT_FAILED
+    return _restarts(follower, opts, console, err)
+
+
+def _apply(inv: Inventory, opts: HardenOptions, tags: str | None, console: Console,
+           err: Console) -> tuple[hd.Follower, bool, str]:
+    follower = hd.Follower([h.name for h in inv.hosts])
+    with Live(live_table(follower), console=err, refresh_per_second=4, transient=True) as live:
+        result = hd.run(inv, tags=tags, check=opts.check, diff=opts.diff, verbose=opts.verbose,
+                        on_event=lambda event: (follower(event), live.update(live_table(follower))))
+    follower.finish(result)
+    if opts.diff:
+        print_diffs(console, follower.diffs)
+    print_summary(console, follower, str(result.artifact_dir), opts.check)
+    converged = follower.converged(result)
+    return follower, converged, "" if converged else follower.failure_line(result)
+
+
+def _restarts(follower: hd.Follower, opts: HardenOptions, console: Console, err: Console) -> int:
+    pending = follower.pending
+    if not pending:
+        return EXIT_OK
+    if opts.check or not opts.restart:
+        for name in pending:
+            console.print(f"{name}: pending restart (php-fpm applies listen.backlog only on a stop and start); "
+                          f"apply with: {hd.restart_command(opts.inventory, [name])}", markup=False, highlight=False)
+        return EXIT_OK
+    return _rolling_restart(pending, opts, console, err)
+
+
+def _rolling_restart(pending: list[str], opts: HardenOptions, console: Console, err: Console) -> int:
+    from opsctl.cli import _rollout_failure
+    from opsctl.rolling import Follower, plan_rollout, run_rollout
+    from opsctl.rolling_view import live_table as roll_table
+    from opsctl.rolling_view import print_plan
+    from opsctl.rolling_view import print_summary as roll_summary
+
+    sub = load_inventory(opts.inventory, ",".join(pending))
+    plan = plan_rollout(sub, "php-fpm", "restart", "1", None)
+    print_plan(err, plan)
+    roll = Follower(plan)
+    with Live(roll_table(roll), console=err, refresh_per_second=4, transient=True) as live:
+        result = run_rollout(plan, sub.source, opts.verbose,
+                             on_event=lambda event: (roll(event), live.update(roll_table(roll))))
+    roll.finish(result)
+    roll_summary(console, roll, str(result.artifact_dir))
+    if roll.failed or result.rc != 0:
+        err.print(_rollout_failure(roll.failed, roll, "php-fpm", opts.inventory, result), markup=False,
+                  highlight=False)
+        return EXIT_FAILED
+    return EXIT_OK
