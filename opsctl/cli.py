@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 
 from opsctl import __version__
-from opsctl.errors import NotBuiltError, OpsctlError
+from opsctl.errors import OpsctlError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -44,15 +44,6 @@ def inventory_options(func: Callable) -> Callable:
                         help="An inventory NAME (inventories/NAME; 'lab' is the lab's) "
                              "or a PATH to any Ansible inventory file or directory.")(func)
     return func
-
-
-def not_built(what: str, inventory: str | None = None, limit: str | None = None) -> None:
-    """Still validate the inventory, so bad input is reported the same way everywhere."""
-    if inventory:
-        from opsctl.inventory import load_inventory
-
-        load_inventory(inventory, limit)
-    raise NotBuiltError(f"{what} is not built yet; see the README for what works today")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -103,17 +94,28 @@ def inventory_cmd(inventory: str, limit: str | None, verbose: int, fmt: str) -> 
 @click.option("--diff", is_flag=True, help="Show what each file would become.")
 @click.option("--tags", metavar="TAGS", help="Apply only these parts (sysctl, limits, nginx, php_fpm, lifecycle, logrotate).")
 @click.option("--explain", is_flag=True, help="Print the capacity model's decisions per host and change nothing.")
+@click.option("--no-restart", is_flag=True,
+              help="Do not restart hosts whose new settings a reload cannot apply; report them as pending.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output of --explain: table for people, json for scripts.")
 @handle_errors
 def harden(inventory: str, limit: str | None, verbose: int, dry_run: bool, diff: bool,
-           tags: str | None, explain: bool) -> None:
+           tags: str | None, explain: bool, no_restart: bool, fmt: str) -> None:
     """Apply capacity-sized sysctl, limits, nginx and php-fpm settings fleet-wide.
 
     Settings are derived from each group's event profile (peak qps, request time, client
     timeout, worker memory) and applied idempotently through Ansible roles; every file is
     validated (nginx -t, php-fpm -t) before it goes live and services are reloaded, never
-    restarted.
+    restarted. Settings a reload cannot apply (php-fpm listen.backlog) are then applied by a
+    drained, graceful rolling restart of exactly the hosts that need it (--no-restart: only
+    reported). --explain prints each host's values and why, and changes nothing.
+
+    Exit codes: 0 every host converged, 1 a host failed or was unreachable, 2 bad input.
     """
-    not_built("opsctl harden", inventory, limit)
+    from opsctl.harden_flow import HardenOptions, run_harden
+
+    sys.exit(run_harden(HardenOptions(inventory=inventory, limit=limit, verbose=verbose, check=dry_run, diff=diff,
+                                      tags=tags, explain=explain, restart=not no_restart, fmt=fmt)))
 
 
 @cli.command()
@@ -129,9 +131,38 @@ def check(inventory: str, limit: str | None, verbose: int, event: str | None, du
           fmt: str, fail_on: str, catalog: tuple[str, ...]) -> None:
     """Pre-event readiness checks over SSH: fast, parallel, with numbers and remediation.
 
-    Exit codes: 0 ready, 1 findings at or above --fail-on, 2 could not run.
+    Every host runs one read-only probe (opsctl/probe/probe.sh) over one SSH connection, in
+    parallel; the facts are judged by the check catalog (opsctl/checks/catalog.yml, plus
+    --catalog files) against each host's event profile, the window under check and the
+    capacity model. Unreachable hosts, bad host keys and auth failures are per-host errors.
+
+    Exit codes: 0 ready, 1 findings at or above --fail-on (or hosts not checked), 2 could not run.
     """
-    not_built("opsctl check", inventory, limit)
+    from opsctl.checks import output
+    from opsctl.checks.run import EventOverride, dumps, load_checks, run_check, validate_override
+    from opsctl.inventory import load_inventory
+
+    override = EventOverride(event, duration)
+    validate_override(override)
+    engine, _ = load_checks(catalog)
+    inv = load_inventory(inventory, limit)
+    err = _stderr()
+    seen: list = []
+    with err.status(output.progress_line(0, len(inv.hosts), 0, "")) as status:
+        def answered(outcome) -> None:
+            seen.append(outcome)
+            status.update(output.progress_line(len(seen), len(inv.hosts),
+                                               sum(o.status == "error" for o in seen), outcome.name))
+        report = run_check(inv, engine, override, fail_on=fail_on, on_host=answered)
+    if fmt == "json":
+        click.echo(dumps(report))
+    elif fmt == "junit":
+        click.echo(output.junit(report))
+    elif fmt == "markdown":
+        click.echo(output.markdown(report), nl=False)
+    else:
+        output.print_table(Console(), report, verbose)
+    sys.exit(EXIT_OK if report.ready else EXIT_FINDINGS)
 
 
 @cli.command()
@@ -231,10 +262,20 @@ def logrotate_plan(inventory: str, limit: str | None, verbose: int, fmt: str) ->
 @logrotate.command("apply")
 @inventory_options
 @click.option("--check", "dry_run", is_flag=True, help="Dry run: change nothing.")
+@click.option("--diff", is_flag=True, help="Show what each file would become.")
 @handle_errors
-def logrotate_apply(inventory: str, limit: str | None, verbose: int, dry_run: bool) -> None:
-    """Apply the log rotation role alone."""
-    not_built("opsctl logrotate apply", inventory, limit)
+def logrotate_apply(inventory: str, limit: str | None, verbose: int, dry_run: bool, diff: bool) -> None:
+    """Apply the log rotation role alone (playbooks/logrotate.yml; `harden --tags logrotate` too).
+
+    Every host gets the slot `opsctl logrotate plan` prints; rotation reopens logs with SIGUSR1
+    and never restarts anything; old logs are pruned later, throttled. Exit codes: 0 every host
+    converged, 1 a host failed, 2 bad input.
+    """
+    from opsctl.harden_flow import HardenOptions, apply_alone
+
+    sys.exit(apply_alone("logrotate", HardenOptions(
+        inventory=inventory, limit=limit, verbose=verbose, check=dry_run, diff=diff, tags=None,
+        explain=False, restart=False, fmt="table")))
 
 
 @cli.group()

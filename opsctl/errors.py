@@ -5,7 +5,3 @@ class OpsctlError(Exception):
     """A problem with the user's input or environment; the CLI prints it and exits 2."""
 
     exit_code = 2
-
-
-class NotBuiltError(OpsctlError):
-    """A command that exists in the command tree but is not implemented yet."""

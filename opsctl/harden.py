@@ -188,9 +188,9 @@ class Follower:
 
 
 def run(inv: Inventory, *, tags: str | None, check: bool, diff: bool, verbose: int,
-        on_event: Callable[[Event], None]) -> RunResult:
+        on_event: Callable[[Event], None], playbook: str = PLAYBOOK) -> RunResult:
     hosts = [h.name for h in inv.hosts]
-    return run_playbook(PLAYBOOK, inv.source, limit=",".join(hosts), verbosity=verbose, on_event=on_event,
+    return run_playbook(playbook, inv.source, limit=",".join(hosts), verbosity=verbose, on_event=on_event,
                         host_count=len(hosts), tags=tags, check=check, diff=diff)
 
 

@@ -49,12 +49,23 @@ def run_harden(opts: HardenOptions) -> int:
     return _restarts(follower, opts, console, err)
 
 
+def apply_alone(playbook: str, opts: HardenOptions) -> int:
+    """One part of harden on its own (`opsctl logrotate apply`): same view, same exit codes."""
+    inv = load_inventory(opts.inventory, opts.limit)
+    console, err = Console(), Console(stderr=True)
+    _, ok, line = _apply(inv, opts, None, console, err, playbook)
+    if not ok:
+        err.print(f"opsctl: {playbook} did not converge: {line}", markup=False, highlight=False)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 def _apply(inv: Inventory, opts: HardenOptions, tags: str | None, console: Console,
-           err: Console) -> tuple[hd.Follower, bool, str]:
+           err: Console, playbook: str = hd.PLAYBOOK) -> tuple[hd.Follower, bool, str]:
     follower = hd.Follower([h.name for h in inv.hosts])
     with Live(live_table(follower), console=err, refresh_per_second=4, transient=True) as live:
         result = hd.run(inv, tags=tags, check=opts.check, diff=opts.diff, verbose=opts.verbose,
-                        on_event=lambda event: (follower(event), live.update(live_table(follower))))
+                        on_event=lambda event: (follower(event), live.update(live_table(follower))),
+                        playbook=playbook)
     follower.finish(result)
     if opts.diff:
         print_diffs(console, follower.diffs)

@@ -113,6 +113,7 @@ def test_cli_inventory_json():
     assert {h["name"] for h in data["hosts"]} >= {"lb-1.shop.example", "web-06.shop.example"}
 
 
-def test_unbuilt_commands_say_so_and_exit_2():
-    proc = opsctl("harden", "--inventory", "example")
-    assert proc.returncode == 2 and "not built yet" in proc.stderr
+def test_unknown_harden_part_is_one_line_and_exit_2_before_any_host_is_touched():
+    proc = opsctl("harden", "--inventory", "example", "--tags", "sysctl,kernel")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "'kernel'" in proc.stderr and "Traceback" not in proc.stderr
