@@ -171,7 +171,7 @@ def test_junit_and_markdown(lab):
     assert proc.returncode == 1
     suites = ET.fromstring(proc.stdout.split("?>", 1)[1])
     cases = suites.findall("./testsuite[@name='web1']/testcase")
-    assert len(cases) > 20
+    assert len(cases) > 20, proc.stdout[:2000]
     failed = [c.get("name") for c in cases if c.find("failure") is not None]
     assert "fpm-process-control-timeout" in failed
     proc = opsctl("check", "--inventory", lab.name, "--limit", "web1", "--format", "markdown", timeout=120)
