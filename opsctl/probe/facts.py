@@ -61,6 +61,7 @@ def parse_meta(text: str) -> dict[str, Any]:
             "utc_offset": kv.get("utc_offset", "+0000"), "timezone": kv.get("timezone", ""),
             "kernel": kv.get("kernel", ""), "cpus": _int(kv.get("cpus"), 1),
             "systemd": kv.get("systemd") == "1", "uid": _int(kv.get("uid")),
+            "nofile_max": _int(kv.get("nofile_max")),
             "python3": kv.get("python3") == "1"}
 
 
@@ -440,6 +441,33 @@ def _retry_schedule(line: str, variables: dict[str, str]) -> str:
     return schedule
 
 
+def _code(line: str) -> str:
+    """A grep -n line without its number and comment."""
+    return line.split(":", 1)[-1].split("#", 1)[0]
+
+
+def _kill_stop(lines: list[str], variables: dict[str, str]) -> str:
+    """A script that signals the master itself (opsctl's managed one): the first stop signal it
+    sends, with its graceful wait; TERM only in force-stop comes later in the file."""
+    for line in lines:
+        match = re.search(r"\bkill -(QUIT|TERM|INT|KILL)\b", _code(line))
+        if match:
+            grace = variables.get("GRACE", "")
+            return f"{match.group(1)}/{grace}" if grace.isdigit() else match.group(1)
+    return ""
+
+
+def _reload_signal(lines: list[str], variables: dict[str, str]) -> str:
+    for line in lines:
+        code = _code(line)
+        match = (re.search(r"--signal (\w+)", code) or re.search(r"\bkill -(USR2|HUP)\b", code)
+                 or re.search(r"\bkill -\$\{?(\w+)\}?", code))
+        signal = match and variables.get(match.group(1), match.group(1))
+        if signal in ("USR2", "HUP"):
+            return signal
+    return ""
+
+
 def parse_init_scripts(text: str) -> dict[str, dict[str, Any]]:
     """Stop/reload behaviour of the SysV init scripts for php-fpm and nginx."""
     out = {}
@@ -456,8 +484,9 @@ def parse_init_scripts(text: str) -> dict[str, dict[str, Any]]:
         stop = next((s for s in stops if s), "")
         if not stop and any("killproc" in l for l in lines):
             stop = "TERM"  # killproc without a signal sends SIGTERM (seed 003's CentOS script)
-        reload = next((m.group(1) for l in lines for m in [re.search(r"--signal (\w+)", l)]
-                       if m and m.group(1) in ("USR2", "HUP")), "")
+        if not stop:
+            stop = _kill_stop(lines, variables)
+        reload = _reload_signal(lines, variables)
         first = stop.split("/")[0] if stop else ""
         out[service] = {"init_script": path, "stop_schedule": stop,
                         "stop_signal": first if first and not first.isdigit() else ("TERM" if first == "" and stop else first),
@@ -500,12 +529,18 @@ _SERVICE = re.compile(r"(php[\d.]*-fpm[\d.]*|nginx)")
 _ACTION = re.compile(r"\b(restart|stop|force-reload|reload|kill(?:all)?|pkill)\b")
 
 
+_GENTLE_SIGNAL = re.compile(r"(?:-s\s*|-)(?:SIG)?(USR1|USR2|HUP|10|12|1)\b")
+
+
 def _service_action(command: str) -> tuple[str, str]:
     service = _SERVICE.search(command)
     action = _ACTION.search(command)
     if not service or not action:
         return "", ""
     name = "nginx" if service.group(1) == "nginx" else "php-fpm"
+    gentle = _GENTLE_SIGNAL.search(command) if action.group(1) in ("kill", "killall", "pkill") else None
+    if gentle:   # USR1 reopens logs; USR2 / HUP reload: none of them cuts a request
+        return name, "reopen" if gentle.group(1) in ("USR1", "10") else "reload"
     return name, action.group(1)
 
 
@@ -717,6 +752,7 @@ def capacity_facts(facts: dict[str, Any], host: str) -> dict[str, Any]:
     return {"cpus": int(facts.get("host", {}).get("cpus") or 1),
             "memory_mb": int(facts.get("memory", {}).get("total_mb") or 0),
             "php_version": facts.get("php_fpm", {}).get("version", "") if facts.get("php_fpm", {}).get("present") else "",
+            "nofile_max": facts.get("host", {}).get("nofile_max") or None,
             "host": host}
 
 

@@ -49,6 +49,10 @@ echo "kernel=$(uname -r)"
 echo "cpus=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)"
 [ -d /run/systemd/system ] && echo "systemd=1" || echo "systemd=0"
 echo "uid=$(id -u)"
+# The most open files a process may get: fs.nr_open, unless CAP_SYS_RESOURCE is missing from
+# the bounding set (containers, the lab): then nothing can rise above the current hard limit.
+capbnd=$(sed -n "s/^CapBnd:[[:space:]]*//p" /proc/self/status)
+if [ $(( 0x${capbnd:-0} >> 24 & 1 )) = 1 ]; then echo "nofile_max=$(cat /proc/sys/fs/nr_open)"; else echo "nofile_max=$(ulimit -Hn)"; fi
 command -v python3 >/dev/null && echo "python3=1" || echo "python3=0"'
 
 section sysctl '
@@ -100,7 +104,7 @@ section init_scripts '
 for f in /etc/init.d/php*-fpm* /etc/init.d/nginx; do
 	[ -f "$f" ] || continue
 	echo "### file $f"
-	grep -nE "^[A-Z_]*(TIMEOUT|SCHEDULE)=|--retry|killproc|--signal|kill -|QUIT|TERM" "$f"
+	grep -nE "^[A-Z_]*(TIMEOUT|SCHEDULE)=|^(GRACE|RELOAD_SIGNAL)=|--retry|killproc|--signal|kill -|QUIT|TERM" "$f"
 done'
 
 section systemd_units '

@@ -132,3 +132,22 @@ def test_target_reads_known_hosts_key_and_become_from_host_vars():
     assert (str(target.known_hosts), str(target.key_file), target.become, target.port) == ("/tmp/kh", "/tmp/key", True, 2222)
     assert str(target_for("w", "a", 22, "u", {"opsctl_known_hosts": "/other"}).known_hosts) == "/other"
     assert target_for("w", "a", 22, "u", {}).known_hosts.name == "known_hosts"
+
+
+def test_managed_init_script_signals_the_master_itself():
+    # opsctl_lifecycle's script: QUIT with a bounded wait; TERM only in force-stop, later on.
+    text = ("### file /etc/init.d/php8.2-fpm\n22:GRACE=10\n33:RELOAD_SIGNAL=USR2\n"
+            "95:\tkill -QUIT \"$_m\" 2>/dev/null || true\n109:\tkill -TERM \"$_m\" 2>/dev/null || true\n"
+            "138:\tkill -$RELOAD_SIGNAL \"$_m\"\n168:\t\t_m=$(master) && kill -USR1 \"$_m\" ;;\n")
+    init = parse_init_scripts(text)["php-fpm"]
+    assert (init["stop_signal"], init["stop_schedule"], init["reload_signal"]) == ("QUIT", "QUIT/10", "USR2")
+
+
+def test_a_usr1_postrotate_is_a_reopen_not_a_restart():
+    from opsctl.probe.facts import parse_logrotate
+
+    text = ("### file /etc/logrotate.d/nginx\npostrotate\n"
+            "  [ ! -s /run/nginx.pid ] || kill -USR1 \"$(cat /run/nginx.pid)\"\nendscript\n"
+            "### file /etc/logrotate.d/php8.2-fpm\npostrotate\n  /etc/init.d/php8.2-fpm restart\nendscript\n")
+    flagged = parse_logrotate(text)
+    assert [(f["source"], f["action"]) for f in flagged] == [("/etc/logrotate.d/php8.2-fpm", "restart")]
