@@ -113,6 +113,16 @@ def test_php_fpm_listen_backlog_is_live_after_the_drained_restart(lab, hardened)
     assert queue and all(q == str(web["plan"]["php_fpm.listen_backlog"]["value"]) for q in queue), queue
 
 
+def test_check_passes_after_harden(lab, hardened):
+    """The readiness gate agrees with what harden did: no fail left on any host (clock sync,
+    which the lab has no daemon for, may still warn)."""
+    proc = opsctl("check", "--inventory", lab.name, "--format", "json", timeout=180)
+    report = json.loads(proc.stdout)
+    failing = [(r["host"], r["check"], r["observed"]) for r in report["results"] if r["status"] in ("fail", "error")]
+    assert proc.returncode == 0 and not failing, failing
+    assert report["verdict"] == "ready"
+
+
 def test_second_run_changes_nothing_through_opsctl_and_standalone(lab, hardened):
     again = opsctl("harden", "--inventory", lab.name, "--no-restart", timeout=1200)
     assert again.returncode == 0, again.stdout + again.stderr
