@@ -8,7 +8,6 @@ host's one-line error; every other host still runs.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import socket
 import threading

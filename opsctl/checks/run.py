@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
-from opsctl.checks.engine import CatalogError, Check, Engine, Result, Unavailable, load_catalog
+from opsctl.checks.engine import CatalogError, Engine, Result, Unavailable, load_catalog
 from opsctl.durations import parse_duration
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import shlex
 from typing import Any, Callable
 
 FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout

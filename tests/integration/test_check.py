@@ -12,18 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import labtools
 from tests.conftest import REPO, opsctl
 
 pytestmark = pytest.mark.lab
 
 
 def ssh(spec, host, command: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={spec.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-i", str(spec.key_file), f"root@{host.address}", command],
-        capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc
+    return labtools.ssh(spec, host, command, check=True)
 
 
 def check_json(*args: str) -> tuple[int, dict]:

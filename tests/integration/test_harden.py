@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, opsctl
+from tests.labtools import playbook, recap, ssh
+from tests.conftest import opsctl
 
 pytestmark = pytest.mark.lab
 
@@ -21,26 +22,7 @@ DROPIN = "/etc/sysctl.d/60-opsctl.conf"
 
 
 def on_host(lab, host: str, script: str) -> str:
-    """Run a shell script inside a lab host (its own namespaces and file system view), over SSH."""
-    address = next(h.address for h in lab.hosts if h.name == host)
-    proc = subprocess.run(
-        ["ssh", "-i", str(lab.key_file), "-o", f"UserKnownHostsFile={lab.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{address}", script],
-        capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-def playbook(lab, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", str(lab.inventory_dir), *args],
-                          capture_output=True, text=True, timeout=900, cwd=REPO)
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    found = {}
-    for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
-        found[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
-    return found
+    return ssh(lab, host, script, check=True).stdout
 
 
 @pytest.fixture(scope="module")

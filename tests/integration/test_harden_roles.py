@@ -10,13 +10,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
+from tests.labtools import recap, ssh
+from tests import labtools
 from tests.conftest import REPO, lab_available, opsctl
 
 pytestmark = pytest.mark.lab
@@ -48,27 +48,9 @@ def host(spec, name: str):
     return next(h for h in spec.hosts if h.name == name)
 
 
-def ssh(spec, name: str, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={spec.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-i", str(spec.key_file), f"root@{host(spec, name).address}", command],
-        capture_output=True, text=True, timeout=60)
-
-
 def playbook(spec, *args: str, overrides: dict | None = None) -> subprocess.CompletedProcess:
     extra = json.dumps({"opsctl_capacity_overrides": OVERRIDES if overrides is None else overrides})
-    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(spec.inventory_dir),
-                           str(PLAYBOOK), "-e", extra, *args], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, ANSIBLE_PIPELINING="1"))
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    hosts = {}
-    for line in output.splitlines():
-        if " : ok=" in line:
-            name, _, counts = line.partition(" : ")
-            hosts[name.strip()] = {k: int(v) for k, v in (pair.split("=") for pair in counts.split())}
-    return hosts
+    return labtools.playbook(spec, str(PLAYBOOK), "-e", extra, *args, timeout=600)
 
 
 def send_q(spec, name: str, match: str, kind: str = "t") -> int:

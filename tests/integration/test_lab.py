@@ -10,16 +10,10 @@ from pathlib import Path
 import pytest
 
 from opsctl.lab import system
+from tests.labtools import ssh
 from tests.conftest import opsctl
 
 pytestmark = pytest.mark.lab
-
-
-def ssh(spec, host, command: str, known_hosts: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known_hosts or spec.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5", "-i", str(spec.key_file),
-         f"root@{host.address}", command], capture_output=True, text=True, timeout=30)
 
 
 def test_status_shows_every_service_answering(lab):

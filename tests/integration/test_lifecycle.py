@@ -5,7 +5,6 @@ state=absent puts the vendor's files back."""
 import os
 import shlex
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -14,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from opsctl.lab.load import BackgroundLoad, Orders
-from tests.conftest import REPO
+from tests import labtools
+from tests.labtools import recap, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -25,28 +25,8 @@ PLANTED = ("SHELL=/bin/sh\n"
            "30 5 * * * root /usr/bin/find /tmp -name '*.tmp' -mtime +7 -delete\n")
 
 
-def ssh(spec, host, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={spec.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "ControlMaster=no", "-i", str(spec.key_file),
-         f"root@{host.address}", command], capture_output=True, text=True, timeout=timeout)
-
-
 def playbook(spec, *args: str) -> subprocess.CompletedProcess:
-    # Pipelining as opsctl's runner sets it: one SSH round trip per task instead of three.
-    env = dict(os.environ, ANSIBLE_PIPELINING="True")
-    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(spec.inventory_dir),
-                           str(REPO / "playbooks/lifecycle.yml"), *args], capture_output=True, text=True,
-                          timeout=400, env=env)
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    hosts = {}
-    for line in output.splitlines():
-        if " : ok=" in line:
-            name, _, counts = line.partition(" : ")
-            hosts[name.strip()] = {k: int(v) for k, v in (pair.split("=") for pair in counts.split())}
-    return hosts
+    return labtools.playbook(spec, "playbooks/lifecycle.yml", *args, timeout=400)
 
 
 def master(spec, host) -> str:

@@ -1,37 +1,20 @@
 """Log rotation on the lab: scheduled at each host's slot, reopened by signal, pruned gently."""
 
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from opsctl.lab.load import BackgroundLoad
-from tests.conftest import REPO, opsctl
+from tests import labtools
+from tests.labtools import recap, ssh
+from tests.conftest import opsctl
 
 pytestmark = pytest.mark.lab
 
 
-def ssh(spec, host, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={spec.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-i", str(spec.key_file), f"root@{host.address}", command],
-        capture_output=True, text=True, timeout=60)
-
-
 def playbook(spec) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(spec.inventory_dir),
-                           str(REPO / "playbooks/logrotate.yml")], capture_output=True, text=True, timeout=600)
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    hosts = {}
-    for line in output.splitlines():
-        if " : ok=" in line:
-            name, _, counts = line.partition(" : ")
-            hosts[name.strip()] = {k: int(v) for k, v in (pair.split("=") for pair in counts.split())}
-    return hosts
+    return labtools.playbook(spec, "playbooks/logrotate.yml", timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ and a failure stops the rollout where it happened with nothing else left drained
 
 import os
 import signal
-import subprocess
 import threading
 import time
 
@@ -11,16 +10,10 @@ import pytest
 
 from opsctl.lab import system
 from opsctl.lab.load import BackgroundLoad
+from tests.labtools import ssh
 from tests.conftest import opsctl
 
 pytestmark = pytest.mark.lab
-
-
-def ssh(spec, host, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={spec.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "ControlMaster=no", "-i", str(spec.key_file),
-         f"root@{host.address}", command], capture_output=True, text=True, timeout=60)
 
 
 def workers(spec, host) -> set[str]:
