@@ -118,14 +118,16 @@ def test_second_run_changes_nothing_through_opsctl_and_standalone(lab, hardened)
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
 
 
-def test_systemd_drop_ins_render_and_verify(lab, tmp_path):
+def test_systemd_drop_ins_render_and_verify(lab, hardened, tmp_path):
     """systemd is not PID 1 in the lab: render the drop-ins on a host, verify them here."""
+    explained, _ = hardened
+    nofile = next(p for p in explained if p["host"] == "web1")["plan"]["limits.nofile"]["value"]
     proc = playbook(lab, "playbooks/harden.yml", "--tags", "limits", "--limit", "web1",
                     "-e", "opsctl_limits_systemd=true")
     assert proc.returncode == 0, proc.stdout[-3000:]
     for unit in ("nginx.service", "php8.2-fpm.service"):
         text = on_host(lab, "web1", f"cat /etc/systemd/system/{unit}.d/opsctl-limits.conf")
-        assert "LimitNOFILE=65535" in text and text.startswith("# managed by opsctl")
+        assert f"LimitNOFILE={nofile}\n" in text and text.startswith("# managed by opsctl")
         (tmp_path / f"{unit}.d").mkdir()
         (tmp_path / f"{unit}.d" / "opsctl-limits.conf").write_text(text)
         shutil.copy(f"/lib/systemd/system/{unit}", tmp_path / unit)
