@@ -38,18 +38,22 @@ def lab_name() -> str:
     return os.environ.get("OPSCTL_TEST_LAB", "t")
 
 
-@pytest.fixture(scope="session")
-def lab(lab_name: str):
-    """A real lab (1 lb + 2 web hosts) for the whole test session, removed at the end."""
+def fresh_lab(name: str):
+    """Bring a lab up from scratch for the tests, yield its spec, and take it down afterwards."""
     reason = lab_available()
     if reason:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    opsctl("lab", "down", "--name", lab_name)
-    opsctl("lab", "up", "--name", lab_name, check=True)
+    opsctl("lab", "down", "--name", name)
+    opsctl("lab", "up", "--name", name, check=True)
     from opsctl.lab import fleet
 
-    spec = fleet.load_spec(lab_name)
-    yield spec
-    opsctl("lab", "down", "--name", lab_name, check=True)
+    yield fleet.load_spec(name)
+    opsctl("lab", "down", "--name", name, check=True)
+
+
+@pytest.fixture(scope="session")
+def lab(lab_name: str):
+    """A real lab (1 lb + 2 web hosts) for the whole test session, removed at the end."""
+    yield from fresh_lab(lab_name)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
-import os
 import socket
 import subprocess
 import urllib.error
@@ -17,7 +16,7 @@ import pytest
 
 from tests.labtools import recap, ssh
 from tests import labtools
-from tests.conftest import REPO, lab_available, opsctl
+from tests.conftest import REPO, fresh_lab
 
 pytestmark = pytest.mark.lab
 
@@ -30,18 +29,7 @@ POOL = "/etc/php/8.2/fpm/pool.d/www.conf"
 @pytest.fixture(scope="module")
 def hlab(lab_name: str):
     """A lab of this module's own: hardening it must not change the lab other modules share."""
-    reason = lab_available()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    name = f"{lab_name}hr"[:8]
-    opsctl("lab", "down", "--name", name)
-    opsctl("lab", "up", "--name", name, check=True)
-    from opsctl.lab import fleet
-
-    yield fleet.load_spec(name)
-    opsctl("lab", "down", "--name", name, check=True)
+    yield from fresh_lab(f"{lab_name}hr"[:8])
 
 
 def host(spec, name: str):
