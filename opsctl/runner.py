@@ -142,10 +142,11 @@ def _user_configured(names: list[str]) -> set[str]:
 
 def runner_env(forks: int) -> dict[str, str]:
     """Environment for ansible-runner; every value a string (ansible-runner #1159)."""
-    env = {k: v for k, v in _FAST_SETTINGS.items() if k not in _user_configured(list(_FAST_SETTINGS))}
+    decided = _user_configured([*_FAST_SETTINGS, "ANSIBLE_FORKS"])   # reads ansible.cfg once
+    env = {k: v for k, v in _FAST_SETTINGS.items() if k not in decided}
     env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(
         p for p in (os.environ.get("ANSIBLE_ROLES_PATH", ""), str(roles_dir())) if p)
-    if "ANSIBLE_FORKS" not in _user_configured(["ANSIBLE_FORKS"]):
+    if "ANSIBLE_FORKS" not in decided:
         env["ANSIBLE_FORKS"] = str(max(5, min(forks, 50)))
     env["ANSIBLE_FORCE_COLOR"] = "False"
     # ansible-playbook lives next to the Python that runs opsctl, on PATH or not (a venv).
