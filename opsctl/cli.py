@@ -210,24 +210,10 @@ def reload(service: str, inventory: str, limit: str | None, verbose: int, rollin
                              on_event=lambda event: (follower(event), live.update(live_table(follower))))
     follower.finish(result)
     print_summary(console, follower, str(result.artifact_dir))
-    failed = follower.failed
-    if not failed and result.rc == 0:
+    if not follower.failed and result.rc == 0:
         return
-    click.echo(_rollout_failure(failed, follower, service, inventory, result), err=True)
+    click.echo(follower.failure_line(service, inventory, result), err=True)
     sys.exit(EXIT_FINDINGS)
-
-
-def _rollout_failure(failed: list, follower, service: str, inventory: str, result) -> str:
-    if not failed:
-        return f"opsctl: rollout failed: {result.failures[0].line() if result.failures else (result.reason or result.status)}"
-    first = failed[0]
-    drained = [p.name for p in failed if p.drained]
-    untouched = [p.name for p in follower.hosts.values() if p.state == "waiting"]
-    where = (f"{first.name} is left drained (out of rotation); fix it, then" if drained
-             else f"{first.name} was not taken out of rotation;")
-    return (f"opsctl: rollout stopped: {first.name} failed at step {first.step}: {first.message}. "
-            f"{where} resume with: opsctl reload {service} --rolling --inventory {inventory} "
-            f"--resume-from {first.name}" + (f" (untouched: {', '.join(untouched)})" if untouched else ""))
 
 
 @cli.group()

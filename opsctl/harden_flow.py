@@ -87,7 +87,6 @@ def _restarts(follower: hd.Follower, opts: HardenOptions, console: Console, err:
 
 
 def _rolling_restart(pending: list[str], opts: HardenOptions, console: Console, err: Console) -> int:
-    from opsctl.cli import _rollout_failure
     from opsctl.rolling import Follower, plan_rollout, run_rollout
     from opsctl.rolling_view import live_table as roll_table
     from opsctl.rolling_view import print_plan
@@ -103,7 +102,7 @@ def _rolling_restart(pending: list[str], opts: HardenOptions, console: Console, 
     roll.finish(result)
     roll_summary(console, roll, str(result.artifact_dir))
     if roll.failed or result.rc != 0:
-        err.print(_rollout_failure(roll.failed, roll, "php-fpm", opts.inventory, result), markup=False,
+        err.print(roll.failure_line("php-fpm", opts.inventory, result), markup=False,
                   highlight=False)
         return EXIT_FAILED
     return EXIT_OK

@@ -143,6 +143,19 @@ class Follower:
     def failed(self) -> list[HostProgress]:
         return [p for p in self.hosts.values() if p.state == "failed"]
 
+    def failure_line(self, service: str, inventory: str, result: RunResult) -> str:
+        """Where a stopped rollout stands and how to resume it, in one line."""
+        failed = self.failed
+        if not failed:
+            return f"opsctl: rollout failed: {result.failures[0].line() if result.failures else (result.reason or result.status)}"
+        first = failed[0]
+        untouched = [p.name for p in self.hosts.values() if p.state == "waiting"]
+        where = (f"{first.name} is left drained (out of rotation); fix it, then" if any(p.drained for p in failed)
+                 else f"{first.name} was not taken out of rotation;")
+        return (f"opsctl: rollout stopped: {first.name} failed at step {first.step}: {first.message}. "
+                f"{where} resume with: opsctl reload {service} --rolling --inventory {inventory} "
+                f"--resume-from {first.name}" + (f" (untouched: {', '.join(untouched)})" if untouched else ""))
+
 
 def run_rollout(plan: RolloutPlan, inventory_source, verbose: int,
                 on_event: Callable[[Event], None]) -> RunResult:
