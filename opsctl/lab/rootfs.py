@@ -59,11 +59,27 @@ def host_public_key(spec: LabSpec, host: LabHost) -> str:
     return " ".join(Path(f"{key}.pub").read_text().split()[:2])
 
 
+def _fresh_root_home(home: Path) -> None:
+    """Give the host root's home of a stock install, not the controller's.
+
+    An opaque upper dir hides the machine's /root: its shell startup files (a pyenv init, say)
+    would run on every SSH command the lab host serves and make it unlike any real web host.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o700)
+    os.setxattr(home, "trusted.overlay.opaque", b"y")
+    for name in (".bashrc", ".profile"):
+        skel = Path("/etc/skel") / name
+        if skel.is_file() and not (home / name).exists():
+            shutil.copyfile(skel, home / name)
+
+
 def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: str) -> None:
     base = spec.host_dir(host)
     upper = base / "upper"
     for sub in ("upper", "work", "merged"):
         (base / sub).mkdir(parents=True, exist_ok=True)
+    _fresh_root_home(upper / "root")
     (upper / "root/.ssh").mkdir(parents=True, exist_ok=True)
     (upper / "root/.ssh").chmod(0o700)
     _write(upper / "root/.ssh/authorized_keys", controller_pubkey.strip() + "\n", 0o600)
