@@ -65,9 +65,14 @@ def parse_meta(text: str) -> dict[str, Any]:
 
 
 def parse_sysctl(text: str) -> dict[str, Any]:
+    """`net/core/somaxconn:4096` lines (grep -H under /proc/sys) -> {"net.core.somaxconn": 4096}."""
     out: dict[str, Any] = {}
-    for key, value in _kv(text).items():
-        out[key] = _int(value, value)
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        value = " ".join(value.split())  # ip_local_port_range is tab separated
+        out[key.replace("/", ".")] = _int(value, value)
     return out
 
 
@@ -196,12 +201,16 @@ def parse_samples(first: str, second: str) -> dict[str, Any]:
 
 # --- php-fpm -----------------------------------------------------------------------------------
 
+_FPM_NOTICE = re.compile(r"^\[[^]]*\] NOTICE: ")  # php-fpm -tt logs each line as a notice
+
+
 def parse_php_fpm(text: str, somaxconn: int | None) -> dict[str, Any]:
     """The effective config as `php-fpm -tt` dumps it: [global] and one section per pool."""
     binary, version, section = "", "", None
     glob: dict[str, str] = {}
     pools: list[dict[str, str]] = []
     for line in text.splitlines():
+        line = _FPM_NOTICE.sub("", line)
         if line.startswith("### binary "):
             if binary:
                 break  # several PHP versions: the first one found is reported
@@ -257,6 +266,7 @@ def parse_fpm_status(text: str, fpm: dict[str, Any]) -> str:
     pools = {p["name"]: p for p in fpm.get("pools", [])}
     current = None
     for line in text.splitlines():
+        line = line.strip()  # cgi-fcgi prints the FastCGI response as is, headers end in CR
         if line.startswith("### pool "):
             current = pools.get(line[9:].strip())
         elif line.startswith("{") and current is not None:

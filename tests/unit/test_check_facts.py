@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
 
 from opsctl.probe.facts import (parse, parse_cron, parse_init_scripts, parse_listeners, parse_nginx,
                                 parse_php_fpm, parse_samples)
@@ -118,7 +124,7 @@ def test_samples_delta():
 
 def test_a_failed_section_does_not_hide_the_rest():
     raw = {"probe": 1, "sections": {"meta": {"rc": 0, "out": "hostname=h\ncpus=4\n"},
-                                    "sysctl": {"rc": 0, "out": "net.core.somaxconn=128\n"},
+                                    "sysctl": {"rc": 0, "out": "net/core/somaxconn:128\n"},
                                     "nginx_T": {"rc": 124, "out": ""}, "listeners": {"rc": 0, "out": None}}}
     facts = parse(json.dumps(raw))
     assert facts["host"]["cpus"] == 4 and facts["sysctl"]["net.core.somaxconn"] == 128
@@ -151,3 +157,35 @@ def test_a_usr1_postrotate_is_a_reopen_not_a_restart():
             "### file /etc/logrotate.d/php8.2-fpm\npostrotate\n  /etc/init.d/php8.2-fpm restart\nendscript\n")
     flagged = parse_logrotate(text)
     assert [(f["source"], f["action"]) for f in flagged] == [("/etc/logrotate.d/php8.2-fpm", "restart")]
+
+
+PROBE = Path(__file__).resolve().parents[2] / "opsctl/probe/probe.sh"
+
+
+def run_probe_here() -> dict:
+    env = {**os.environ, "OPSCTL_PROBE_SAMPLE_CS": "0"}
+    done = subprocess.run(["sh", str(PROBE)], capture_output=True, text=True, env=env, timeout=60, check=True)
+    return json.loads(done.stdout)
+
+
+def test_probe_output_is_json_that_carries_each_read_verbatim():
+    """The probe on this machine: one JSON object, and a section's text is what the command printed."""
+    raw = run_probe_here()
+    sections = raw["sections"]
+    assert raw["probe"] == 1 and {"meta", "sysctl", "listeners", "php_fpm_tt", "nginx_T", "sample1"} <= set(sections)
+    assert all(isinstance(s["rc"], int) and isinstance(s["out"], str) for s in sections.values())
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert parse(raw)["sysctl"]["net.core.somaxconn"] == somaxconn
+    if shutil.which("nginx") and os.geteuid() == 0:
+        direct = subprocess.run(["nginx", "-T"], capture_output=True, text=True, timeout=30)
+        # nginx -T dumps every config file: quotes, backslashes (\.php$) and tabs cross the encoder
+        assert sections["nginx_T"]["out"] == (direct.stdout + direct.stderr).rstrip("\n") or \
+            sections["nginx_T"]["out"] == (direct.stderr + direct.stdout).rstrip("\n")
+
+
+@pytest.mark.skipif(not Path("/etc/crontab").is_file(), reason="no /etc/crontab here")
+def test_probe_cron_section_keeps_the_file_headers_and_entries():
+    out = run_probe_here()["sections"]["cron"]["out"]
+    assert "### file /etc/crontab system" in out
+    entries = parse_cron(out)["entries"]
+    assert any(e["source"] == "/etc/crontab" for e in entries)
