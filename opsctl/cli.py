@@ -138,14 +138,16 @@ def check(inventory: str, limit: str | None, verbose: int, event: str | None, du
 
     Exit codes: 0 ready, 1 findings at or above --fail-on (or hosts not checked), 2 could not run.
     """
+    from opsctl.inventory import load_inventory_soon
+
+    pending = load_inventory_soon(inventory, limit)  # first: it overlaps with the imports below
     from opsctl.checks import output
     from opsctl.checks.run import EventOverride, dumps, load_checks, run_check, validate_override
-    from opsctl.inventory import load_inventory
 
     override = EventOverride(event, duration)
     validate_override(override)
     engine, _ = load_checks(catalog)
-    inv = load_inventory(inventory, limit)
+    inv = pending()
     err = _stderr()
     seen: list = []
     with err.status(output.progress_line(0, len(inv.hosts), 0, "")) as status:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing
 import re
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from opsctl.errors import OpsctlError
 from opsctl.paths import resolve_inventory
@@ -164,3 +166,48 @@ def load_inventory(name_or_path: str, limit: str | None = None) -> Inventory:
                            if g.name in host.groups and g.profile_source), str(source))
         hosts.append(Host(**{**host.__dict__, "profile": _profile(merged.get(VAR_NAME), origin)}))
     return Inventory(source=source, hosts=tuple(hosts), groups=groups)
+
+
+def _plain(value: Any) -> Any:
+    """Ansible's tagged strings and containers as plain Python values, so they cross a pipe."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    try:
+        return str(value)
+    except Exception:  # a vaulted value without its secret: opsctl never reads those itself
+        return f"<unreadable {type(value).__name__}>"
+
+
+def _load_plain(name_or_path: str, limit: str | None) -> Inventory:
+    inv = load_inventory(name_or_path, limit)
+    return replace(inv, hosts=tuple(replace(h, vars=_plain(dict(h.vars))) for h in inv.hosts))
+
+
+def load_inventory_soon(name_or_path: str, limit: str | None = None) -> Callable[[], Inventory]:
+    """Start loading the inventory in a forked process; call the result to get it.
+
+    Importing Ansible and parsing the inventory take about half a second of one CPU: in a
+    process of its own that overlaps with what the caller does meanwhile (importing paramiko,
+    compiling the check catalog) on the other CPU. Errors are raised when the result is asked
+    for, exactly as load_inventory raises them; where fork is unavailable it loads in-process.
+    """
+    try:
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+        future = pool.submit(_load_plain, name_or_path, limit)
+    except (OSError, ValueError):
+        return lambda: load_inventory(name_or_path, limit)
+
+    def result() -> Inventory:
+        try:
+            return future.result()
+        finally:
+            pool.shutdown(wait=False)
+    return result
