@@ -33,6 +33,11 @@ def state_dir() -> Path:
     return Path(os.environ.get("OPSCTL_HOME", "/var/lib/opsctl"))
 
 
+def cache_dir() -> Path:
+    """The user's cache for what opsctl can rebuild (compiled catalogs): XDG_CACHE_HOME/opsctl."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "opsctl"
+
+
 def labs_dir() -> Path:
     return state_dir() / "labs"
 
