@@ -7,10 +7,12 @@ import io
 import multiprocessing
 import re
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from opsctl import inventory_cache
 from opsctl.errors import OpsctlError
 from opsctl.paths import resolve_inventory
 from opsctl.profile import VAR_NAME, EventProfile, ProfileError, parse_profile
@@ -117,59 +119,8 @@ def _profile(value: Any, origin: str) -> EventProfile | None:
         raise ProfileError(f"{origin}: {exc}") from None
 
 
-def _group_profiles(source: Path, loader, manager) -> tuple[Group, ...]:
-    from ansible.utils.vars import combine_vars
-    from ansible.vars.plugins import get_vars_from_inventory_sources
-
-    groups = []
-    for name, group in sorted(manager.groups.items()):
-        own = combine_vars(group.get_vars(),
-                           get_vars_from_inventory_sources(loader, [str(source)], [group], "all"))
-        origin = _var_origin(source, "group_vars", name)
-        groups.append(Group(
-            name=name,
-            hosts=tuple(h.name for h in group.get_hosts()),
-            profile=_profile(own.get(VAR_NAME), origin),
-            profile_source=origin if VAR_NAME in own else "",
-        ))
-    return tuple(groups)
-
-
-def _host(ansible_host, variables) -> tuple[Host, dict]:
-    merged = variables.get_vars(host=ansible_host, include_hostvars=False)
-    port = merged.get("ansible_port") or merged.get("ansible_ssh_port") or 22
-    host = Host(
-        name=ansible_host.name,
-        address=str(merged.get("ansible_host", ansible_host.name)),
-        port=int(port),
-        user=str(merged.get("ansible_user") or merged.get("ansible_ssh_user") or "root"),
-        groups=tuple(sorted(g.name for g in ansible_host.get_groups() if g.name != "all")),
-        vars=merged,
-    )
-    return host, merged
-
-
-def load_inventory(name_or_path: str, limit: str | None = None) -> Inventory:
-    """Load an inventory by name or path; `limit` is an Ansible host pattern."""
-    source = resolve_inventory(name_or_path)
-    loader, manager, variables = _load_manager(source)
-    groups = _group_profiles(source, loader, manager)
-    selected = manager.get_hosts(limit or "all")
-    if limit and not selected:
-        raise InventoryError(f"--limit {limit!r} matches no host in {source}")
-    hosts = []
-    for ansible_host in selected:
-        host, merged = _host(ansible_host, variables)
-        origin = _var_origin(source, "host_vars", host.name)
-        if origin == str(source):
-            origin = next((g.profile_source for g in groups
-                           if g.name in host.groups and g.profile_source), str(source))
-        hosts.append(Host(**{**host.__dict__, "profile": _profile(merged.get(VAR_NAME), origin)}))
-    return Inventory(source=source, hosts=tuple(hosts), groups=groups)
-
-
 def _plain(value: Any) -> Any:
-    """Ansible's tagged strings and containers as plain Python values, so they cross a pipe."""
+    """Ansible's tagged strings and containers as plain JSON values: they cross a pipe and a cache."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, Mapping):
@@ -180,34 +131,103 @@ def _plain(value: Any) -> Any:
         return int(value)
     if isinstance(value, float):
         return float(value)
+    if isinstance(value, (datetime, date)):  # a YAML timestamp (an event window's start)
+        return value.isoformat()
     try:
         return str(value)
     except Exception:  # a vaulted value without its secret: opsctl never reads those itself
         return f"<unreadable {type(value).__name__}>"
 
 
-def _load_plain(name_or_path: str, limit: str | None) -> Inventory:
-    inv = load_inventory(name_or_path, limit)
-    return replace(inv, hosts=tuple(replace(h, vars=_plain(dict(h.vars))) for h in inv.hosts))
+def _group_snapshots(source: Path, loader, manager) -> list[dict[str, Any]]:
+    from ansible.utils.vars import combine_vars
+    from ansible.vars.plugins import get_vars_from_inventory_sources
+
+    groups = []
+    for name, group in sorted(manager.groups.items()):
+        own = combine_vars(group.get_vars(),
+                           get_vars_from_inventory_sources(loader, [str(source)], [group], "all"))
+        groups.append({"name": name, "hosts": [h.name for h in group.get_hosts()],
+                       "event": _plain(own.get(VAR_NAME)), "origin": _var_origin(source, "group_vars", name),
+                       "defines_event": VAR_NAME in own})
+    return groups
+
+
+def _host_snapshot(source: Path, ansible_host, variables) -> dict[str, Any]:
+    merged = variables.get_vars(host=ansible_host, include_hostvars=False)
+    port = merged.get("ansible_port") or merged.get("ansible_ssh_port") or 22
+    return {"name": ansible_host.name, "address": str(merged.get("ansible_host", ansible_host.name)),
+            "port": int(port), "user": str(merged.get("ansible_user") or merged.get("ansible_ssh_user") or "root"),
+            "groups": sorted(g.name for g in ansible_host.get_groups() if g.name != "all"),
+            "vars": _plain(dict(merged)), "origin": _var_origin(source, "host_vars", ansible_host.name)}
+
+
+def ansible_snapshot(source: Path, limit: str | None = None) -> dict[str, Any]:
+    """What Ansible's parser makes of an inventory, as plain data (no Ansible types)."""
+    loader, manager, variables = _load_manager(source)
+    selected = manager.get_hosts(limit or "all")
+    if limit and not selected:
+        raise InventoryError(f"--limit {limit!r} matches no host in {source}")
+    return {"groups": _group_snapshots(source, loader, manager),
+            "hosts": [_host_snapshot(source, h, variables) for h in selected]}
+
+
+def from_snapshot(source: Path, snapshot: Mapping[str, Any]) -> Inventory:
+    """Typed hosts and groups, event profiles validated (errors name the file that defines them)."""
+    groups = tuple(Group(name=g["name"], hosts=tuple(g["hosts"]), profile=_profile(g["event"], g["origin"]),
+                         profile_source=g["origin"] if g["defines_event"] else "")
+                   for g in snapshot["groups"])
+    hosts = []
+    for h in snapshot["hosts"]:
+        origin = h["origin"]
+        if origin == str(source):
+            origin = next((g.profile_source for g in groups
+                           if g.name in h["groups"] and g.profile_source), str(source))
+        hosts.append(Host(name=h["name"], address=h["address"], port=h["port"], user=h["user"],
+                          groups=tuple(h["groups"]), vars=h["vars"],
+                          profile=_profile(h["vars"].get(VAR_NAME), origin)))
+    return Inventory(source=source, hosts=tuple(hosts), groups=groups)
+
+
+def _snapshot(source: Path, limit: str | None) -> dict[str, Any]:
+    """The snapshot from the cache when the inventory's files are unchanged, else from Ansible."""
+    key = inventory_cache.key_for(source, limit)
+    snapshot = inventory_cache.read(key) if key else None
+    if snapshot is None:
+        snapshot = ansible_snapshot(source, limit)
+        if key:
+            inventory_cache.write(key, snapshot)
+    return snapshot
+
+
+def load_inventory(name_or_path: str, limit: str | None = None) -> Inventory:
+    """Load an inventory by name or path; `limit` is an Ansible host pattern."""
+    source = resolve_inventory(name_or_path)
+    return from_snapshot(source, _snapshot(source, limit))
 
 
 def load_inventory_soon(name_or_path: str, limit: str | None = None) -> Callable[[], Inventory]:
-    """Start loading the inventory in a forked process; call the result to get it.
+    """Start loading the inventory; call the result to get it.
 
-    Importing Ansible and parsing the inventory take about half a second of one CPU: in a
-    process of its own that overlaps with what the caller does meanwhile (importing paramiko,
-    compiling the check catalog) on the other CPU. Errors are raised when the result is asked
-    for, exactly as load_inventory raises them; where fork is unavailable it loads in-process.
+    Unchanged inventories come from opsctl's cache at once. Otherwise importing Ansible and
+    parsing take about half a second of one CPU: in a forked process that overlaps with what
+    the caller does meanwhile (importing paramiko, compiling the check catalog) on the other
+    CPU. Errors are raised when the result is asked for, as load_inventory raises them.
     """
+    source = resolve_inventory(name_or_path)
+    key = inventory_cache.key_for(source, limit)
+    cached = inventory_cache.read(key) if key else None
+    if cached is not None:
+        return lambda: from_snapshot(source, cached)
     try:
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-        future = pool.submit(_load_plain, name_or_path, limit)
+        future = pool.submit(_snapshot, source, limit)
     except (OSError, ValueError):
         return lambda: load_inventory(name_or_path, limit)
 
     def result() -> Inventory:
         try:
-            return future.result()
+            return from_snapshot(source, future.result())
         finally:
             pool.shutdown(wait=False)
     return result

@@ -117,3 +117,52 @@ def test_unknown_harden_part_is_one_line_and_exit_2_before_any_host_is_touched()
     proc = opsctl("harden", "--inventory", "example", "--tags", "sysctl,kernel")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "'kernel'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _static_inventory(root: Path) -> Path:
+    return write(root / "inv", {
+        "hosts.yml": """\
+            web:
+              hosts:
+                w1: {ansible_host: 10.0.0.1}
+            """,
+        "group_vars/web.yml": PROFILE,
+    })
+
+
+def test_unchanged_inventory_comes_from_the_cache_and_any_edit_is_a_miss(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    inv_dir = _static_inventory(tmp_path)
+    first = load_inventory(str(inv_dir))
+    entries = list((tmp_path / "cache/opsctl/inventory").glob("*.json"))
+    assert len(entries) == 1 and entries[0].stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "cache/opsctl/inventory").stat().st_mode & 0o777 == 0o700
+
+    def no_ansible(*args, **kwargs):
+        raise AssertionError("Ansible was asked although the inventory did not change")
+    monkeypatch.setattr("opsctl.inventory.ansible_snapshot", no_ansible)
+    again = load_inventory(str(inv_dir))
+    assert again == first and again.host("w1").profile.peak_qps == 300
+
+    (inv_dir / "group_vars/web.yml").write_text(PROFILE.replace("peak_qps: 300", "peak_qps: 400"))
+    with pytest.raises(AssertionError, match="Ansible was asked"):
+        load_inventory(str(inv_dir))
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert load_inventory(str(inv_dir)).host("w1").profile.peak_qps == 400
+
+
+def test_dynamic_and_vaulted_inventories_are_never_cached(tmp_path):
+    from opsctl import inventory_cache
+
+    static = _static_inventory(tmp_path)
+    assert inventory_cache.key_for(static, None) is not None
+    assert inventory_cache.key_for(static, None) != inventory_cache.key_for(static, "w1")
+    script = write(tmp_path / "dyn", {"inventory.sh": "#!/bin/sh\necho '{}'\n"})
+    (script / "inventory.sh").chmod(0o755)
+    assert inventory_cache.key_for(script, None) is None
+    plugin = write(tmp_path / "plug", {"aws_ec2.yml": "plugin: amazon.aws.aws_ec2\n"})
+    assert inventory_cache.key_for(plugin, None) is None
+    vaulted = write(tmp_path / "vault", {"hosts.yml": "all: {hosts: {a: {}}}\n",
+                                         "group_vars/all.yml": "secret: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6162\n"})
+    assert inventory_cache.key_for(vaulted, None) is None
