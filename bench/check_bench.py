@@ -67,6 +67,12 @@ def busy_share(interval: float = 1.0) -> float:
     return 1 - (idle1 - idle0) / max(total1 - total0, 1)
 
 
+def steal_s() -> float:
+    """Seconds of CPU the hypervisor gave to other guests since boot (/proc/stat "steal")."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def wait_quiet(limit_s: float = 60) -> None:
     """Wait (bounded) until the machine is idle: a lab that is still booting, or the last
     run's ssh masters winding down, would be timed along with opsctl."""
@@ -110,6 +116,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the last lab up")
     args = parser.parse_args()
     rows = []
+    stolen_at_start = steal_s()
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             print(f"fleet of {size} hosts ...", file=sys.stderr, flush=True)
@@ -124,7 +131,8 @@ def main() -> None:
               f"{r['rss_mb']:>6} MB "
               f"{r['ansible']:>17.2f}s {r['ansible_rc']:>3} {r['ansible'] / r['check']:>14.1f}x "
               f"{r['check'] / r['floor']:>12.1f}x")
-    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work on the machine skews timings)")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; CPU time stolen by the "
+          f"hypervisor during the run: {steal_s() - stolen_at_start:.1f} s (other work on the machine skews timings)")
 
 
 if __name__ == "__main__":

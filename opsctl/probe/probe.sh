@@ -2,7 +2,7 @@
 # opsctl readiness probe: reads a host's running state and prints it as one JSON object.
 # It never changes anything on the host. Needs only /bin/sh, coreutils, sed, awk; uses ss
 # (iproute2), ps (procps), find, nginx, php-fpm, cgi-fcgi when present. Each section is read on
-# its own (in a subshell; reads that can block run under `timeout`), so one failing read never
+# its own (in a subshell; commands that can block run under `timeout`), so one failing read never
 # hides the others. Parsing is done by the caller (opsctl/probe/facts.py), so the same raw output
 # serves opsctl and Ansible.
 # Output: {"probe": 1, "sections": {"NAME": {"out": "...", "rc": N}, ...}}
@@ -14,17 +14,14 @@ export PATH LC_ALL=C
 ACCESS_LINES=${OPSCTL_PROBE_ACCESS_LINES:-20000}
 SAMPLE_CS=${OPSCTL_PROBE_SAMPLE_CS:-100}   # the sampling interval, in 1/100 s
 MARK=$(printf '\036opsctl-')
-TIMEOUT=""
-command -v timeout >/dev/null 2>&1 && TIMEOUT=timeout
+# Prefixes that bound a command that can block (NFS, D-Bus, a stuck socket), where timeout exists.
+T2="" T4=""
+if command -v timeout >/dev/null 2>&1; then T2="timeout 2" T4="timeout -k 1 4"; fi
 
-# section NAME BODY [SECONDS]: frame BODY's output and status; with SECONDS, bound its time.
+# section NAME BODY: frame BODY's output and exit status; BODY runs in a subshell of its own.
 section() {
 	echo "${MARK}section $1"
-	if [ -n "${3:-}" ] && [ -n "$TIMEOUT" ]; then
-		timeout -k 1 "$3" sh -c "$2" 2>&1
-	else
-		(eval "$2") 2>&1
-	fi
+	(eval "$2") 2>&1
 	rc=$?
 	echo
 	echo "${MARK}rc $rc"
@@ -98,9 +95,8 @@ true'
 		[ -x "$bin" ] || continue
 		echo "### binary $bin"
 		case $bin in *[0-9].[0-9]*) ;; *) "$bin" -v 2>/dev/null ;; esac
-		$TIMEOUT ${TIMEOUT:+4} "$bin" -tt 2>&1
+		$T4 "$bin" -tt 2>&1
 	done)
-	export FPM_TT
 
 	section php_fpm_tt 'printf "%s\n" "$FPM_TT"'
 
@@ -118,11 +114,11 @@ printf "%s\n" "$FPM_TT" | awk "
 			print p, l, path[p] } }" | while read -r pool listen path; do
 	echo "### pool $pool"
 	SCRIPT_NAME=$path SCRIPT_FILENAME=$path REQUEST_METHOD=GET QUERY_STRING=json \
-		timeout 2 cgi-fcgi -bind -connect "$listen" 2>&1
+		$T2 cgi-fcgi -bind -connect "$listen" 2>&1
 	echo
-done' 8
+done'
 
-	section nginx_T 'command -v nginx >/dev/null || { echo "absent"; exit 3; }; nginx -T 2>&1' 4
+	section nginx_T 'command -v nginx >/dev/null || { echo "absent"; exit 3; }; nginx -T 2>&1'
 
 	section init_scripts '
 set --
@@ -168,21 +164,21 @@ for f in /etc/logrotate.conf /etc/logrotate.d/*; do [ -f "$f" ] && [ -r "$f" ] &
 
 	# Rotated logs (numbered, compressed or dated) older than a day: what pruning will delete.
 	section logs_due '
-find /var/log -xdev -type f \( \( -name "*.gz" -o -name "*.[0-9]" -o -name "*.[0-9].log" \
+$T4 find /var/log -xdev -type f \( \( -name "*.gz" -o -name "*.[0-9]" -o -name "*.[0-9].log" \
 	-o -name "*-20[0-9][0-9][0-9][0-9][0-9][0-9]*" \) -mtime +1 -printf "due %s\n" -o -true \) \
 	-printf "all %s\n" 2>/dev/null |
 	awk "\$1 == \"due\" { n++; s += \$2 } \$1 == \"all\" { t += \$2 }
-		END { printf \"files=%d bytes=%d\ntotal_bytes=%d\n\", n, s, t }"' 4
+		END { printf \"files=%d bytes=%d\ntotal_bytes=%d\n\", n, s, t }"'
 
-	section disk 'df -Pk /var/log /' 4
+	section disk '$T4 df -Pk /var/log /'
 
 	section clock '
 if command -v timedatectl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-	echo "timedatectl NTPSynchronized=$(timedatectl show -p NTPSynchronized --value 2>/dev/null)"
+	echo "timedatectl NTPSynchronized=$($T4 timedatectl show -p NTPSynchronized --value 2>/dev/null)"
 fi
-if command -v chronyc >/dev/null 2>&1; then chronyc -n tracking 2>&1 | sed "s/^/chronyc /"; fi
-if command -v ntpq >/dev/null 2>&1; then ntpq -pn 2>&1 | sed "s/^/ntpq /"; fi
-true' 4
+if command -v chronyc >/dev/null 2>&1; then $T4 chronyc -n tracking 2>&1 | sed "s/^/chronyc /"; fi
+if command -v ntpq >/dev/null 2>&1; then $T4 ntpq -pn 2>&1 | sed "s/^/ntpq /"; fi
+true'
 
 	section access_log '
 for f in /var/log/nginx/*access*.log; do
@@ -191,7 +187,7 @@ for f in /var/log/nginx/*access*.log; do
 		{ for (i = 1; i <= NF; i++) if (\$i ~ /^\"(GET|POST|HEAD|PUT|DELETE|PATCH|OPTIONS)/) { s = \$(i + 3); break } }
 		s ~ /^[0-9][0-9][0-9]\$/ { n++; c[s]++; if (s ~ /^5/) f5++ }
 		END { printf \"file=%s lines=%d s499=%d s5xx=%d s502=%d s504=%d\n\", f, n, c[\"499\"], f5, c[\"502\"], c[\"504\"] }"
-done' 8
+done'
 
 	# The second sample closes the interval for iowait, context switches and listen drops.
 	REST=$((SAMPLE_CS - ($(uptime_cs) - START)))
