@@ -56,21 +56,25 @@ def ssh_floor(spec) -> float:
     return time.monotonic() - started
 
 
+def cpu_ticks() -> list[int]:
+    """The all-CPU line of /proc/stat: user nice system idle iowait irq softirq steal ..."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
 def busy_share(interval: float = 1.0) -> float:
-    """Share of all CPUs busy over `interval` seconds, from /proc/stat."""
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-    total0, idle0 = sample()
+    """Share of all CPUs busy over `interval` seconds."""
+    before = cpu_ticks()
     time.sleep(interval)
-    total1, idle1 = sample()
-    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+    after = cpu_ticks()
+    total = sum(after) - sum(before)
+    idle = after[3] + after[4] - before[3] - before[4]  # idle + iowait
+    return 1 - idle / max(total, 1)
 
 
 def steal_s() -> float:
-    """Seconds of CPU the hypervisor gave to other guests since boot (/proc/stat "steal")."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+    """Seconds of CPU the hypervisor gave to other guests since boot ("steal")."""
+    ticks = cpu_ticks()
+    return ticks[7] / os.sysconf("SC_CLK_TCK") if len(ticks) > 7 else 0.0
 
 
 def wait_quiet(limit_s: float = 60) -> None:

@@ -189,21 +189,24 @@ def from_snapshot(source: Path, snapshot: Mapping[str, Any]) -> Inventory:
     return Inventory(source=source, hosts=tuple(hosts), groups=groups)
 
 
-def _snapshot(source: Path, limit: str | None) -> dict[str, Any]:
-    """The snapshot from the cache when the inventory's files are unchanged, else from Ansible."""
+def _cached(source: Path, limit: str | None) -> tuple[str | None, dict[str, Any] | None]:
+    """The cache key for the inventory as it is on disk (None: not cacheable) and its entry, if any."""
     key = inventory_cache.key_for(source, limit)
-    snapshot = inventory_cache.read(key) if key else None
-    if snapshot is None:
-        snapshot = ansible_snapshot(source, limit)
-        if key:
-            inventory_cache.write(key, snapshot)
+    return key, inventory_cache.read(key) if key else None
+
+
+def _parse_and_store(source: Path, limit: str | None, key: str | None) -> dict[str, Any]:
+    snapshot = ansible_snapshot(source, limit)
+    if key:
+        inventory_cache.write(key, snapshot)
     return snapshot
 
 
 def load_inventory(name_or_path: str, limit: str | None = None) -> Inventory:
     """Load an inventory by name or path; `limit` is an Ansible host pattern."""
     source = resolve_inventory(name_or_path)
-    return from_snapshot(source, _snapshot(source, limit))
+    key, snapshot = _cached(source, limit)
+    return from_snapshot(source, snapshot if snapshot is not None else _parse_and_store(source, limit, key))
 
 
 def load_inventory_soon(name_or_path: str, limit: str | None = None) -> Callable[[], Inventory]:
@@ -215,15 +218,14 @@ def load_inventory_soon(name_or_path: str, limit: str | None = None) -> Callable
     CPU. Errors are raised when the result is asked for, as load_inventory raises them.
     """
     source = resolve_inventory(name_or_path)
-    key = inventory_cache.key_for(source, limit)
-    cached = inventory_cache.read(key) if key else None
+    key, cached = _cached(source, limit)
     if cached is not None:
         return lambda: from_snapshot(source, cached)
     try:
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-        future = pool.submit(_snapshot, source, limit)
+        future = pool.submit(_parse_and_store, source, limit, key)
     except (OSError, ValueError):
-        return lambda: load_inventory(name_or_path, limit)
+        return lambda: from_snapshot(source, _parse_and_store(source, limit, key))
 
     def result() -> Inventory:
         try:
