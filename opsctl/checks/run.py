@@ -15,7 +15,6 @@ from opsctl.checks.engine import CatalogError, Engine, Result, Unavailable, load
 from opsctl.durations import parse_duration
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
-from opsctl.paths import cache_dir
 from opsctl.probe.facts import capacity_facts, parse
 from opsctl.profile import DEFAULT_PREPARE, EventProfile
 from opsctl.sshexec import ExecResult, Timeouts, run_many, target_for
@@ -76,7 +75,7 @@ def load_checks(extra: tuple[str, ...] = ()) -> tuple[Engine, list[str]]:
         if not path.is_file():
             raise OpsctlError(f"--catalog {name}: no such file")
         texts.append((str(path), path.read_text()))
-    engine = Engine([], cache_dir=cache_dir())
+    engine = Engine([])
     try:
         engine.checks = load_catalog(texts, engine)
         return engine, [source for source, _ in texts]
