@@ -137,7 +137,7 @@ def capacity_model(host: Host, facts: Mapping[str, Any]) -> Mapping[str, Any]:
     try:
         return capacity.derive(raw_event, capacity_facts(dict(facts), host.name),
                                host.vars.get("opsctl_capacity_overrides") or None,
-                               bool(host.vars.get("opsctl_capacity_force", False)))
+                               host.flag("opsctl_capacity_force"))
     except Exception as exc:  # a model that refuses this host is reported by the checks that read it
         return Unavailable(f"capacity model unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
 
