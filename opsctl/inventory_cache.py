@@ -28,6 +28,7 @@ from opsctl import __version__
 from opsctl.paths import inventory_files, is_private, open_private_cache
 
 FORMAT = 2                                # what a snapshot holds; a change is a miss
+_SUFFIX = f".f{FORMAT}.json"              # entries of older formats may hold passwords: removed
 KEEP = 32                                 # entries kept; the oldest go first
 MAX_BYTES = 4 * 1024 * 1024               # inventories larger than this are not read twice
 _DYNAMIC = re.compile(rb"^\s*plugin\s*:", re.MULTILINE)
@@ -88,7 +89,7 @@ def read(key: str) -> dict[str, Any] | None:
     if directory is None:
         return None
     try:
-        fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+        fd = os.open(entry_name(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
         with os.fdopen(fd) as entry:
             st = os.fstat(entry.fileno())
             if not stat.S_ISREG(st.st_mode) or not is_private(st) or st.st_size > MAX_BYTES:
@@ -112,7 +113,7 @@ def write(key: str, snapshot: dict[str, Any]) -> None:
                      dir_fd=directory)
         with os.fdopen(fd, "w") as out:
             json.dump(snapshot, out)
-        os.replace(tmp, f"{key}.json", src_dir_fd=directory, dst_dir_fd=directory)
+        os.replace(tmp, entry_name(key), src_dir_fd=directory, dst_dir_fd=directory)
         tmp = ""
         _prune(directory)
     except (OSError, TypeError, ValueError):
@@ -123,11 +124,18 @@ def write(key: str, snapshot: dict[str, Any]) -> None:
         os.close(directory)
 
 
+def entry_name(key: str) -> str:
+    return f"{key}{_SUFFIX}"
+
+
 def _prune(directory: int) -> None:
-    """Keep the newest KEEP entries."""
+    """Keep the newest KEEP entries; remove every entry an older opsctl wrote (before opsctl
+    kept only the variables it reads, an entry held every host variable, passwords too)."""
     entries = []
     for name in os.listdir(directory):
-        if name.endswith(".json"):
+        if name.endswith(".json") and not name.endswith(_SUFFIX):
+            _unlink(name, directory)
+        elif name.endswith(_SUFFIX):
             try:
                 entries.append((os.stat(name, dir_fd=directory, follow_symlinks=False).st_mtime, name))
             except OSError:

@@ -133,7 +133,7 @@ def _static(root: Path) -> Path:
 def _forge(cache_home: Path, inv: Path) -> Path:
     """Load once (a real entry), then make the entry say another address, as a planter would."""
     assert load_inventory(str(inv)).host("w1").address == "10.0.0.1"
-    entry = cache_home / "opsctl/inventory" / f"{inventory_cache.key_for(inv, None)}.json"
+    entry = cache_home / "opsctl/inventory" / inventory_cache.entry_name(inventory_cache.key_for(inv, None))
     data = json.loads(entry.read_text())
     data["hosts"][0]["address"] = "203.0.113.66"
     entry.write_text(json.dumps(data))
@@ -223,6 +223,15 @@ def test_neither_the_cache_nor_opsctl_keeps_a_password(tmp_path, cache_home):
     assert host.vars["opsctl_smoke_path"] == "/health.php" and host.become and host.profile.peak_qps == 300
     entries = list((cache_home / "opsctl/inventory").glob("*.json"))
     assert len(entries) == 1 and SECRET not in entries[0].read_text()
+
+
+def test_entries_an_older_opsctl_wrote_are_removed(tmp_path, cache_home):
+    """They held every host variable, passwords included."""
+    old = cache_home / "opsctl/inventory" / f"{'0' * 64}.json"
+    old.parent.mkdir(parents=True, mode=0o700)
+    old.write_text(json.dumps({"hosts": [{"vars": {"ansible_password": SECRET}}]}))
+    load_inventory(str(_static(tmp_path)))
+    assert not old.exists() and len(list(old.parent.glob("*.json"))) == 1
 
 
 @pytest.mark.parametrize("line", [
