@@ -465,7 +465,11 @@ def _filter_plan(event: Mapping, facts: Mapping, overrides: Mapping | None = Non
     clean = {"cpus": _whole(facts.get("cpus"), "cpus"), "memory_mb": _whole(facts.get("memory_mb"), "memory_mb"),
              "php_version": str(facts.get("php_version") or ""), "host": str(facts.get("host") or ""),
              "nofile_max": _whole(facts.get("nofile_max") or NR_OPEN, "nofile_max")}
-    return derive(event, clean, overrides or {}, str(force).lower() in ("true", "yes", "1"))
+    # Ansible's own reading of a boolean ("on", "no", ...), as opsctl reads the inventory's; a
+    # value that is no boolean at all was refused by the role's argument_specs already.
+    from ansible.module_utils.parsing.convert_bool import boolean
+
+    return derive(event, clean, overrides or {}, boolean(force, strict=False))
 
 
 def _filter_error(event: Any, facts: Mapping, overrides: Mapping | None = None, force: Any = False) -> str:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from rich.console import Console
 
 from opsctl import __version__
 from opsctl.errors import OpsctlError
+
+if TYPE_CHECKING:
+    from opsctl.vault import VaultOptions
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -35,8 +38,28 @@ def handle_errors(func: Callable) -> Callable:
     return wrapper
 
 
+def _vault_options(func: Callable) -> Callable:
+    """Ansible's vault options, as ansible-playbook takes them, handed to FUNC as `vault`."""
+    from opsctl.vault import VaultOptions
+
+    @functools.wraps(func)
+    def collect(*args: Any, vault_ids: tuple[str, ...], vault_password_files: tuple[str, ...],
+                ask_vault_pass: bool, **kwargs: Any) -> Any:
+        return func(*args, vault=VaultOptions(tuple(vault_ids), tuple(vault_password_files), ask_vault_pass),
+                    **kwargs)
+
+    collect = click.option("--ask-vault-pass", is_flag=True,
+                           help="Ask for the vault password (on the terminal only).")(collect)
+    collect = click.option("--vault-password-file", "vault_password_files", multiple=True, metavar="FILE",
+                           help="The vault password file (or script); repeatable.")(collect)
+    return click.option("--vault-id", "vault_ids", multiple=True, metavar="LABEL@SOURCE",
+                        help="A vault identity, e.g. prod@~/.vault-pass or dev@prompt; repeatable. "
+                             "ansible.cfg and ANSIBLE_VAULT_* settings apply as for ansible-playbook.")(collect)
+
+
 def inventory_options(func: Callable) -> Callable:
-    """--inventory, --limit and -v: taken by every command that works on hosts."""
+    """--inventory, --limit, -v and the vault options: taken by every command that works on hosts."""
+    func = _vault_options(func)
     func = click.option("-v", "--verbose", count=True, help="More detail; repeat for more.")(func)
     func = click.option("--limit", "-l", metavar="PATTERN",
                         help="Only hosts matching this Ansible host pattern, e.g. 'web:!web3'.")(func)
@@ -71,7 +94,7 @@ def cli() -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="table for people, json for scripts.")
 @handle_errors
-def inventory_cmd(inventory: str, limit: str | None, verbose: int, fmt: str) -> None:
+def inventory_cmd(inventory: str, limit: str | None, verbose: int, fmt: str, vault: VaultOptions) -> None:
     """List hosts with their groups and address, and each group's event profile.
 
     The inventory is read with Ansible's own parser (INI or YAML, group_vars/, host_vars/), and
@@ -81,7 +104,7 @@ def inventory_cmd(inventory: str, limit: str | None, verbose: int, fmt: str) -> 
     from opsctl.inventory import load_inventory
     from opsctl.report import inventory_json, print_inventory
 
-    inv = load_inventory(inventory, limit)
+    inv = load_inventory(inventory, limit, vault)
     if fmt == "json":
         click.echo(json.dumps(inventory_json(inv), indent=2))
     else:
@@ -100,7 +123,7 @@ def inventory_cmd(inventory: str, limit: str | None, verbose: int, fmt: str) -> 
               help="Output of --explain: table for people, json for scripts.")
 @handle_errors
 def harden(inventory: str, limit: str | None, verbose: int, dry_run: bool, diff: bool,
-           tags: str | None, explain: bool, no_restart: bool, fmt: str) -> None:
+           tags: str | None, explain: bool, no_restart: bool, fmt: str, vault: VaultOptions) -> None:
     """Apply capacity-sized sysctl, limits, nginx and php-fpm settings fleet-wide.
 
     Settings are derived from each group's event profile (peak qps, request time, client
@@ -115,7 +138,8 @@ def harden(inventory: str, limit: str | None, verbose: int, dry_run: bool, diff:
     from opsctl.harden_flow import HardenOptions, run_harden
 
     sys.exit(run_harden(HardenOptions(inventory=inventory, limit=limit, verbose=verbose, check=dry_run, diff=diff,
-                                      tags=tags, explain=explain, restart=not no_restart, fmt=fmt)))
+                                      tags=tags, explain=explain, restart=not no_restart, fmt=fmt,
+                                      vault=vault)))
 
 
 @cli.command()
@@ -128,7 +152,7 @@ def harden(inventory: str, limit: str | None, verbose: int, dry_run: bool, diff:
 @click.option("--catalog", multiple=True, metavar="FILE", help="An extra check catalog (YAML).")
 @handle_errors
 def check(inventory: str, limit: str | None, verbose: int, event: str | None, duration: str | None,
-          fmt: str, fail_on: str, catalog: tuple[str, ...]) -> None:
+          fmt: str, fail_on: str, catalog: tuple[str, ...], vault: VaultOptions) -> None:
     """Pre-event readiness checks over SSH: fast, parallel, with numbers and remediation.
 
     Every host runs one read-only probe (opsctl/probe/probe.sh) over one SSH connection, in
@@ -139,8 +163,11 @@ def check(inventory: str, limit: str | None, verbose: int, event: str | None, du
     Exit codes: 0 ready, 1 findings at or above --fail-on (or hosts not checked), 2 could not run.
     """
     from opsctl.inventory import load_inventory_soon
+    from opsctl.vault import resolve
 
-    pending = load_inventory_soon(inventory, limit)  # first: it overlaps with the imports below
+    # First: the load overlaps with the imports below. Vault secrets named on the command line
+    # are read (and prompted for) here, before the fork; ansible.cfg's in the forked parser.
+    pending = load_inventory_soon(inventory, limit, resolve(vault) if vault.given else vault)
     from opsctl.checks import output
     from opsctl.checks.run import EventOverride, dumps, load_checks, run_check, validate_override
 
@@ -178,7 +205,7 @@ def check(inventory: str, limit: str | None, verbose: int, event: str | None, du
 @click.option("--resume-from", metavar="HOST", help="Skip the hosts before HOST in rollout order.")
 @handle_errors
 def reload(service: str, inventory: str, limit: str | None, verbose: int, rolling: bool, batch: str,
-           restart: bool, dry_run: bool, resume_from: str | None) -> None:
+           restart: bool, dry_run: bool, resume_from: str | None, vault: VaultOptions) -> None:
     """Gracefully reload php-fpm or nginx, host by host, losing no request.
 
     \b
@@ -199,8 +226,10 @@ def reload(service: str, inventory: str, limit: str | None, verbose: int, rollin
     from opsctl.inventory import load_inventory
     from opsctl.rolling import Follower, plan_rollout, run_rollout
     from opsctl.rolling_view import live_table, print_plan, print_summary
+    from opsctl.vault import resolve
 
-    inv = load_inventory(inventory, limit)
+    vault = resolve(vault)   # once: the playbook gets the same secrets
+    inv = load_inventory(inventory, limit, vault)
     plan = plan_rollout(inv, service, "restart" if restart else "reload", batch, resume_from)
     console, err = Console(), _stderr()
     print_plan(err, plan)
@@ -209,7 +238,8 @@ def reload(service: str, inventory: str, limit: str | None, verbose: int, rollin
     follower = Follower(plan)
     with Live(live_table(follower), console=err, refresh_per_second=4, transient=True) as live:
         result = run_rollout(plan, inv.source, verbose,
-                             on_event=lambda event: (follower(event), live.update(live_table(follower))))
+                             on_event=lambda event: (follower(event), live.update(live_table(follower))),
+                             vault=vault)
     follower.finish(result)
     print_summary(console, follower, str(result.artifact_dir))
     if not follower.failed and result.rc == 0:
@@ -227,7 +257,7 @@ def logrotate() -> None:
 @inventory_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @handle_errors
-def logrotate_plan(inventory: str, limit: str | None, verbose: int, fmt: str) -> None:
+def logrotate_plan(inventory: str, limit: str | None, verbose: int, fmt: str, vault: VaultOptions) -> None:
     """Print each host's rotation slot and the event windows it avoids.
 
     Hosts behind the same balancers (same `opsctl_balancers`) are spread evenly over the fleet
@@ -239,8 +269,11 @@ def logrotate_plan(inventory: str, limit: str | None, verbose: int, fmt: str) ->
     from opsctl.logrotate_plan import plan
     from opsctl.report import print_logrotate_plan
 
-    selected = [h.name for h in load_inventory(inventory, limit).hosts]
-    plans = plan(load_inventory(inventory), selected)
+    from opsctl.vault import resolve
+
+    vault = resolve(vault)   # once for both loads
+    selected = [h.name for h in load_inventory(inventory, limit, vault).hosts]
+    plans = plan(load_inventory(inventory, None, vault), selected)
     if fmt == "json":
         click.echo(json.dumps([dict(p.slot.as_dict(), balancers=p.balancers) for p in plans], indent=2))
     else:
@@ -252,7 +285,7 @@ def logrotate_plan(inventory: str, limit: str | None, verbose: int, fmt: str) ->
 @click.option("--check", "dry_run", is_flag=True, help="Dry run: change nothing.")
 @click.option("--diff", is_flag=True, help="Show what each file would become.")
 @handle_errors
-def logrotate_apply(inventory: str, limit: str | None, verbose: int, dry_run: bool, diff: bool) -> None:
+def logrotate_apply(inventory: str, limit: str | None, verbose: int, dry_run: bool, diff: bool, vault: VaultOptions) -> None:
     """Apply the log rotation role alone (playbooks/logrotate.yml; `harden --tags logrotate` too).
 
     Every host gets the slot `opsctl logrotate plan` prints; rotation reopens logs with SIGUSR1
@@ -263,7 +296,7 @@ def logrotate_apply(inventory: str, limit: str | None, verbose: int, dry_run: bo
 
     sys.exit(apply_alone("logrotate", HardenOptions(
         inventory=inventory, limit=limit, verbose=verbose, check=dry_run, diff=diff, tags=None,
-        explain=False, restart=False, fmt="table")))
+        explain=False, restart=False, fmt="table", vault=vault)))
 
 
 @cli.group()

@@ -19,6 +19,7 @@ from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
 from opsctl.paths import roles_dir
 from opsctl.runner import Event, RunResult, run_playbook
+from opsctl.vault import VaultOptions
 
 PLAYBOOK = "harden"
 PENDING_TASK = "Report settings that wait for a drained restart"
@@ -44,17 +45,13 @@ def _targets(hosts: list[Host]) -> list:
     return [target_for(h.name, h.address, h.port, h.user, h.vars) for h in hosts]
 
 
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("true", "yes", "1", "on")
-
-
 def plan_host(host: Host, facts: dict[str, Any]) -> HostPlan:
     """The capacity plan of one probed host, with the inventory's overrides."""
     facts = dict(facts, host=host.name)
     try:
         plan = derive(host.vars.get("opsctl_event") or {}, facts,
                       host.vars.get("opsctl_capacity_overrides") or {},
-                      _truthy(host.vars.get("opsctl_capacity_force", False)))
+                      host.flag("opsctl_capacity_force"))
     except CapacityError as exc:
         text = str(exc)
         if not host.vars.get("opsctl_event"):
@@ -188,10 +185,11 @@ class Follower:
 
 
 def run(inv: Inventory, *, tags: str | None, check: bool, diff: bool, verbose: int,
-        on_event: Callable[[Event], None], playbook: str = PLAYBOOK) -> RunResult:
+        on_event: Callable[[Event], None], playbook: str = PLAYBOOK,
+        vault: VaultOptions = VaultOptions()) -> RunResult:
     hosts = [h.name for h in inv.hosts]
     return run_playbook(playbook, inv.source, limit=",".join(hosts), verbosity=verbose, on_event=on_event,
-                        host_count=len(hosts), tags=tags, check=check, diff=diff)
+                        host_count=len(hosts), tags=tags, check=check, diff=diff, vault=vault)
 
 
 def restart_command(inventory: str, hosts: list[str]) -> str:

@@ -4,7 +4,7 @@ view, then restart (drained, graceful, one host at a time) what a reload could n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from rich.console import Console
 from rich.live import Live
@@ -12,6 +12,7 @@ from rich.live import Live
 from opsctl import harden as hd
 from opsctl.harden_view import explain_json, live_table, print_diffs, print_explain, print_summary
 from opsctl.inventory import Inventory, load_inventory
+from opsctl.vault import VaultOptions, resolve
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -27,10 +28,12 @@ class HardenOptions:
     explain: bool
     restart: bool
     fmt: str
+    vault: VaultOptions = field(default_factory=VaultOptions)
 
 
 def run_harden(opts: HardenOptions) -> int:
-    inv = load_inventory(opts.inventory, opts.limit)
+    opts = replace(opts, vault=resolve(opts.vault))   # once: every load and playbook gets the same secrets
+    inv = load_inventory(opts.inventory, opts.limit, opts.vault)
     tags = hd.check_tags(opts.tags)
     console, err = Console(), Console(stderr=True)
     with err.status("probing hosts for the capacity model"):
@@ -51,7 +54,8 @@ def run_harden(opts: HardenOptions) -> int:
 
 def apply_alone(playbook: str, opts: HardenOptions) -> int:
     """One part of harden on its own (`opsctl logrotate apply`): same view, same exit codes."""
-    inv = load_inventory(opts.inventory, opts.limit)
+    opts = replace(opts, vault=resolve(opts.vault))
+    inv = load_inventory(opts.inventory, opts.limit, opts.vault)
     console, err = Console(), Console(stderr=True)
     _, ok, line = _apply(inv, opts, None, console, err, playbook)
     if not ok:
@@ -65,7 +69,7 @@ def _apply(inv: Inventory, opts: HardenOptions, tags: str | None, console: Conso
     with Live(live_table(follower), console=err, refresh_per_second=4, transient=True) as live:
         result = hd.run(inv, tags=tags, check=opts.check, diff=opts.diff, verbose=opts.verbose,
                         on_event=lambda event: (follower(event), live.update(live_table(follower))),
-                        playbook=playbook)
+                        playbook=playbook, vault=opts.vault)
     follower.finish(result)
     if opts.diff:
         print_diffs(console, follower.diffs)
@@ -92,13 +96,14 @@ def _rolling_restart(pending: list[str], opts: HardenOptions, console: Console, 
     from opsctl.rolling_view import print_plan
     from opsctl.rolling_view import print_summary as roll_summary
 
-    sub = load_inventory(opts.inventory, ",".join(pending))
+    sub = load_inventory(opts.inventory, ",".join(pending), opts.vault)
     plan = plan_rollout(sub, "php-fpm", "restart", "1", None)
     print_plan(err, plan)
     roll = Follower(plan)
     with Live(roll_table(roll), console=err, refresh_per_second=4, transient=True) as live:
         result = run_rollout(plan, sub.source, opts.verbose,
-                             on_event=lambda event: (roll(event), live.update(roll_table(roll))))
+                             on_event=lambda event: (roll(event), live.update(roll_table(roll))),
+                             vault=opts.vault)
     roll.finish(result)
     roll_summary(console, roll, str(result.artifact_dir))
     if roll.failed or result.rc != 0:

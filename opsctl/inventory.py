@@ -16,6 +16,28 @@ from opsctl import inventory_cache
 from opsctl.errors import OpsctlError
 from opsctl.paths import resolve_inventory
 from opsctl.profile import VAR_NAME, EventProfile, ProfileError, parse_profile
+from opsctl.redact import first_line, hide_values, is_secret_name
+from opsctl.vault import HOW, VaultOptions, install, undecryptable
+
+# The host variables opsctl itself reads, so the only ones a snapshot (and the cache) keeps: how
+# to reach the host, and opsctl's own settings. Never a password (opsctl logs in with keys and
+# the agent); ansible-playbook reads the inventory itself, with everything in it.
+CONNECTION_VARS = frozenset({
+    "ansible_host", "ansible_port", "ansible_ssh_port", "ansible_user", "ansible_ssh_user",
+    "ansible_become", "ansible_become_user", "ansible_become_method",
+    "ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args",
+    "ansible_ssh_private_key_file", "ansible_private_key_file",
+    "ansible_host_key_checking", "ansible_ssh_host_key_checking",
+})
+OWN_PREFIX = "opsctl_"
+# Read as Ansible reads booleans (INI inventories give strings: "false", "no", "off", "0").
+BOOLEAN_VARS = frozenset({"ansible_become", "ansible_host_key_checking", "ansible_ssh_host_key_checking",
+                          "opsctl_capacity_force"})
+
+
+def opsctl_reads(name: str) -> bool:
+    """Whether a host variable is one opsctl reads (and may keep in its cache)."""
+    return (name in CONNECTION_VARS or name.startswith(OWN_PREFIX)) and not is_secret_name(name)
 
 
 class InventoryError(OpsctlError):
@@ -34,7 +56,11 @@ class Host:
 
     @property
     def become(self) -> bool:
-        return bool(self.vars.get("ansible_become", False))
+        return self.flag("ansible_become")
+
+    def flag(self, name: str) -> bool:
+        """A boolean variable (BOOLEAN_VARS, already read the way Ansible reads booleans)."""
+        return bool(self.vars.get(name, False))
 
 
 @dataclass(frozen=True)
@@ -73,10 +99,30 @@ def _condense_warnings(text: str, source: Path) -> str | None:
     want = preferred.get(Path(unparsed[0]).suffix, "")
     reason = next((msg for plugin, msg in failures if plugin == want), None)
     reason = reason or (failures[0][1] if failures else "not a valid inventory")
-    return f"{unparsed[0]}: cannot parse inventory: {reason.strip()}"
+    # The parser quotes the line it could not parse, and an INI line can hold a password.
+    return f"{unparsed[0]}: cannot parse inventory: {hide_values(reason.strip())}"
 
 
-def _load_manager(source: Path):
+def _failure(exc: BaseException, source: Path, secrets: list) -> InventoryError:
+    """Ansible's error while reading an inventory as one line naming the file."""
+    from ansible.parsing.vault import AnsibleVaultError
+
+    chain = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    if any(isinstance(e, AnsibleVaultError) for e in chain):
+        path = undecryptable(source, secrets) or source
+        if not secrets:
+            return InventoryError(f"{path}: vault-encrypted, and no vault secret was given: use {HOW}")
+        return InventoryError(f"{path}: cannot decrypt with the vault secrets given: {first_line(chain[0])}")
+    # A YAML error says where it was found: its obj is an Origin (a path, a line).
+    origins = [getattr(e, "obj", None) for e in chain]
+    where = next((o.path for o in origins if isinstance(getattr(o, "path", None), str)), str(source))
+    return InventoryError(f"{where}: {first_line(chain[0])}")
+
+
+def _load_manager(source: Path, vault: VaultOptions):
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
@@ -84,18 +130,19 @@ def _load_manager(source: Path):
 
     captured = io.StringIO()
     loader = DataLoader()
+    secrets = install(loader, vault)
     try:
         # Ansible reports parse failures as warnings on stderr; keep them to say it in one line.
         with contextlib.redirect_stderr(captured):
             manager = InventoryManager(loader=loader, sources=[str(source)])
             variables = VariableManager(loader=loader, inventory=manager)
     except AnsibleError as exc:
-        raise InventoryError(_condense_warnings(captured.getvalue(), source)
-                             or f"{source}: {str(exc).splitlines()[0]}") from None
+        problem = _condense_warnings(captured.getvalue(), source)
+        raise (InventoryError(problem) if problem else _failure(exc, source, secrets)) from None
     problem = _condense_warnings(captured.getvalue(), source)
     if problem:
         raise InventoryError(problem)
-    return loader, manager, variables
+    return loader, manager, variables, secrets
 
 
 def _var_origin(source: Path, kind: str, name: str) -> str:
@@ -119,6 +166,10 @@ def _profile(value: Any, origin: str) -> EventProfile | None:
         raise ProfileError(f"{origin}: {exc}") from None
 
 
+class _Unreadable(ValueError):
+    """A value opsctl reads is vault-encrypted and no secret opens it."""
+
+
 def _plain(value: Any) -> Any:
     """Ansible's tagged strings and containers as plain JSON values: they cross a pipe and a cache."""
     if isinstance(value, bool) or value is None:
@@ -135,8 +186,65 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     try:
         return str(value)
-    except Exception:  # a vaulted value without its secret: opsctl never reads those itself
-        return f"<unreadable {type(value).__name__}>"
+    except Exception:  # an inline !vault value without its secret
+        raise _Unreadable(type(value).__name__) from None
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_template(v) for v in value)
+    return False
+
+
+def _templated(owner: str, values: dict[str, Any], loader,
+               scope: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+    """VALUES with `{{ ... }}` resolved by Ansible's own templating, as a play sees them
+    (`ansible_host: "{{ base }}.11"`, lookups); scope() gives the variables, built only if needed."""
+    from ansible.errors import AnsibleError
+    from ansible.template import Templar
+
+    wanted = [name for name, value in values.items() if _has_template(value)]
+    if not wanted:
+        return values
+    templar = Templar(loader=loader, variables=scope())
+    resolved = dict(values)
+    for name in wanted:
+        try:
+            resolved[name] = templar.template(values[name])
+        except AnsibleError as exc:
+            raise InventoryError(f"{owner}: {name}: cannot resolve {values[name]!r}: {first_line(exc)}") from None
+    return resolved
+
+
+def _booleans(owner: str, values: dict[str, Any]) -> dict[str, Any]:
+    """BOOLEAN_VARS as real booleans, by Ansible's own rule; anything else there is bad input."""
+    from ansible.module_utils.parsing.convert_bool import boolean
+
+    out = dict(values)
+    for name in BOOLEAN_VARS & values.keys():
+        try:
+            out[name] = boolean(values[name], strict=True)
+        except TypeError:
+            raise InventoryError(f"{owner}: {name}: {values[name]!r} is not a boolean "
+                                 "(true/false, yes/no, on/off, 1/0)") from None
+    return out
+
+
+def _kept(owner: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables opsctl reads, as plain data; a vaulted one must be readable."""
+    kept = {}
+    for name, value in values.items():
+        if not opsctl_reads(name):
+            continue
+        try:
+            kept[name] = _plain(value)
+        except _Unreadable:
+            raise InventoryError(f"{owner}: {name} is vault-encrypted and no vault secret opens it: use {HOW}") from None
+    return kept
 
 
 def _group_snapshots(source: Path, loader, manager) -> list[dict[str, Any]]:
@@ -147,29 +255,62 @@ def _group_snapshots(source: Path, loader, manager) -> list[dict[str, Any]]:
     for name, group in sorted(manager.groups.items()):
         own = combine_vars(group.get_vars(),
                            get_vars_from_inventory_sources(loader, [str(source)], [group], "all"))
+        event = own.get(VAR_NAME)
+        templated = _has_template(event)
+        try:   # with the group's own variables; each host resolves it with all of its own
+            event = _templated(f"group {name}", {VAR_NAME: event}, loader, lambda: own)[VAR_NAME]
+        except InventoryError:
+            pass
         groups.append({"name": name, "hosts": [h.name for h in group.get_hosts()],
-                       "event": _plain(own.get(VAR_NAME)), "origin": _var_origin(source, "group_vars", name),
-                       "defines_event": VAR_NAME in own})
+                       "event": _kept(f"group {name}", {VAR_NAME: event}).get(VAR_NAME),
+                       "origin": _var_origin(source, "group_vars", name), "defines_event": VAR_NAME in own,
+                       "templated": templated})
     return groups
 
 
-def _host_snapshot(source: Path, ansible_host, variables) -> dict[str, Any]:
+def _port(owner: str, values: Mapping[str, Any]) -> int:
+    raw = values.get("ansible_port") or values.get("ansible_ssh_port") or 22
+    try:
+        port = int(raw)
+    except (TypeError, ValueError):
+        port = 0
+    if not 0 < port < 65536 or isinstance(raw, bool):
+        raise InventoryError(f"{owner}: ansible_port {raw!r} is not a port number (1-65535)")
+    return port
+
+
+def _host_snapshot(source: Path, ansible_host, loader, variables) -> dict[str, Any]:
+    name = ansible_host.name
     merged = variables.get_vars(host=ansible_host, include_hostvars=False)
-    port = merged.get("ansible_port") or merged.get("ansible_ssh_port") or 22
-    return {"name": ansible_host.name, "address": str(merged.get("ansible_host", ansible_host.name)),
-            "port": int(port), "user": str(merged.get("ansible_user") or merged.get("ansible_ssh_user") or "root"),
+    raw = {k: v for k, v in merged.items() if opsctl_reads(k)}
+    own = _booleans(name, _kept(name, _templated(
+        name, raw, loader, lambda: variables.get_vars(host=ansible_host, include_hostvars=True))))
+    return {"name": name, "address": str(own.get("ansible_host") or name), "port": _port(name, own),
+            "user": str(own.get("ansible_user") or own.get("ansible_ssh_user") or "root"),
             "groups": sorted(g.name for g in ansible_host.get_groups() if g.name != "all"),
-            "vars": _plain(dict(merged)), "origin": _var_origin(source, "host_vars", ansible_host.name)}
+            "vars": own, "origin": _var_origin(source, "host_vars", name),
+            "templated": any(_has_template(v) for v in raw.values())}
 
 
-def ansible_snapshot(source: Path, limit: str | None = None) -> dict[str, Any]:
-    """What Ansible's parser makes of an inventory, as plain data (no Ansible types)."""
-    loader, manager, variables = _load_manager(source)
-    selected = manager.get_hosts(limit or "all")
-    if limit and not selected:
-        raise InventoryError(f"--limit {limit!r} matches no host in {source}")
-    return {"groups": _group_snapshots(source, loader, manager),
-            "hosts": [_host_snapshot(source, h, variables) for h in selected]}
+def ansible_snapshot(source: Path, limit: str | None = None,
+                     vault: VaultOptions = VaultOptions()) -> dict[str, Any]:
+    """What Ansible's parser makes of an inventory, as plain data (no Ansible types): only the
+    variables opsctl reads, templates resolved, booleans read as Ansible reads them."""
+    from ansible.errors import AnsibleError
+
+    loader, manager, variables, secrets = _load_manager(source, vault)
+    try:
+        selected = manager.get_hosts(limit or "all")
+        if limit and not selected:
+            raise InventoryError(f"--limit {limit!r} matches no host in {source}")
+        snapshot = {"groups": _group_snapshots(source, loader, manager),
+                    "hosts": [_host_snapshot(source, h, loader, variables) for h in selected]}
+    except AnsibleError as exc:   # group_vars and host_vars are read here (YAML errors, vault)
+        raise _failure(exc, source, secrets) from None
+    # A template's answer may come from outside the files the cache key covers (a lookup of
+    # the environment, a command): such a snapshot is never stored.
+    snapshot["templated"] = any(entry.pop("templated") for entry in snapshot["groups"] + snapshot["hosts"])
+    return snapshot
 
 
 def from_snapshot(source: Path, snapshot: Mapping[str, Any]) -> Inventory:
@@ -195,21 +336,22 @@ def _cached(source: Path, limit: str | None) -> tuple[str | None, dict[str, Any]
     return key, inventory_cache.read(key) if key else None
 
 
-def _parse_and_store(source: Path, limit: str | None, key: str | None) -> dict[str, Any]:
-    snapshot = ansible_snapshot(source, limit)
-    if key:
+def _parse_and_store(source: Path, limit: str | None, key: str | None, vault: VaultOptions) -> dict[str, Any]:
+    snapshot = ansible_snapshot(source, limit, vault)
+    if key and not snapshot["templated"]:
         inventory_cache.write(key, snapshot)
     return snapshot
 
 
-def load_inventory(name_or_path: str, limit: str | None = None) -> Inventory:
+def load_inventory(name_or_path: str, limit: str | None = None, vault: VaultOptions = VaultOptions()) -> Inventory:
     """Load an inventory by name or path; `limit` is an Ansible host pattern."""
     source = resolve_inventory(name_or_path)
     key, snapshot = _cached(source, limit)
-    return from_snapshot(source, snapshot if snapshot is not None else _parse_and_store(source, limit, key))
+    return from_snapshot(source, snapshot if snapshot is not None else _parse_and_store(source, limit, key, vault))
 
 
-def load_inventory_soon(name_or_path: str, limit: str | None = None) -> Callable[[], Inventory]:
+def load_inventory_soon(name_or_path: str, limit: str | None = None,
+                        vault: VaultOptions = VaultOptions()) -> Callable[[], Inventory]:
     """Start loading the inventory; call the result to get it.
 
     Unchanged inventories come from opsctl's cache at once. Otherwise importing Ansible and
@@ -223,9 +365,9 @@ def load_inventory_soon(name_or_path: str, limit: str | None = None) -> Callable
         return lambda: from_snapshot(source, cached)
     try:
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-        future = pool.submit(_parse_and_store, source, limit, key)
+        future = pool.submit(_parse_and_store, source, limit, key, vault)
     except (OSError, ValueError):
-        return lambda: from_snapshot(source, _parse_and_store(source, limit, key))
+        return lambda: from_snapshot(source, _parse_and_store(source, limit, key, vault))
 
     def result() -> Inventory:
         try:

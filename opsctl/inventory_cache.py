@@ -6,8 +6,10 @@ before a sale. The cache holds the parse of a static inventory only (YAML, INI o
 group_vars and host_vars): an entry is keyed on every file's path and contents, the
 ANSIBLE_* environment, the ansible.cfg files Ansible would read, the --limit and the versions
 of opsctl and ansible-core, so any edit is a miss. Dynamic inventories (executable scripts,
-inventory plugin configs) and vaulted files are never cached. Entries are private files
-(0600 in a 0700 directory) in the user's cache directory.
+inventory plugin configs) and vaulted files (or values) are never cached. Entries are private
+files (0600 in a 0700 directory) in the user's cache directory, and hold only the variables
+opsctl reads, never a secret. An entry or directory that another user owns or could write, or
+a symlink, is ignored: the cache decides which hosts opsctl connects to, and how.
 """
 
 from __future__ import annotations
@@ -16,33 +18,30 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
+import stat
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from opsctl import __version__
-from opsctl.paths import cache_dir
+from opsctl.paths import inventory_files, is_private, open_private_cache
 
+FORMAT = 2                                # what a snapshot holds; a change is a miss
+_SUFFIX = f".f{FORMAT}.json"              # entries of older formats may hold passwords: removed
 KEEP = 32                                 # entries kept; the oldest go first
 MAX_BYTES = 4 * 1024 * 1024               # inventories larger than this are not read twice
 _DYNAMIC = re.compile(rb"^\s*plugin\s*:", re.MULTILINE)
 _VAULT = b"$ANSIBLE_VAULT"
 
 
-def _directory() -> Path:
-    return cache_dir() / "inventory"
+DIRECTORY = "inventory"                   # under opsctl.paths.cache_dir()
 
 
 def _files(source: Path) -> list[tuple[Path, bytes]] | None:
     """Every file Ansible reads for this source with its bytes, or None when it is not static."""
-    if source.is_dir():
-        paths = [p for p in source.rglob("*") if p.is_file()]
-    else:
-        paths = [source] + [p for d in ("group_vars", "host_vars") if (source.parent / d).is_dir()
-                            for p in (source.parent / d).rglob("*") if p.is_file()]
     files, total = [], 0
-    for path in sorted(paths):
+    for path in inventory_files(source):
         if os.access(path, os.X_OK):
             return None                    # a script inventory: its answer can change any time
         data = path.read_bytes()
@@ -76,7 +75,7 @@ def key_for(source: Path, limit: str | None) -> str | None:
         ansible_version = metadata.version("ansible-core")
     except (OSError, metadata.PackageNotFoundError):
         return None
-    parts = [f"opsctl {__version__}", f"ansible-core {ansible_version}", f"source {source}", f"limit {limit}"]
+    parts = [f"opsctl {__version__} format {FORMAT}", f"ansible-core {ansible_version}", f"source {source}", f"limit {limit}"]
     parts += sorted(f"env {k}={v}" for k, v in os.environ.items() if k.startswith("ANSIBLE_"))
     # Contents, not times: an edit within one timestamp tick must still be a miss.
     parts += [f"{path} {hashlib.sha256(data).hexdigest()}" for path, data in files]
@@ -85,28 +84,68 @@ def key_for(source: Path, limit: str | None) -> str | None:
 
 
 def read(key: str) -> dict[str, Any] | None:
+    """The entry for KEY, or None when there is none or it is not this user's private file."""
+    directory = open_private_cache(DIRECTORY)
+    if directory is None:
+        return None
     try:
-        return json.loads((_directory() / f"{key}.json").read_text())
+        fd = os.open(entry_name(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+        with os.fdopen(fd) as entry:
+            st = os.fstat(entry.fileno())
+            if not stat.S_ISREG(st.st_mode) or not is_private(st) or st.st_size > MAX_BYTES:
+                return None
+            data = json.loads(entry.read())
+        return data if isinstance(data, dict) else None
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(directory)
 
 
 def write(key: str, snapshot: dict[str, Any]) -> None:
     """Store an entry atomically; a cache that cannot be written is only a slower next run."""
-    directory = _directory()
-    tmp = None
+    directory = open_private_cache(DIRECTORY, create=True)
+    if directory is None:
+        return
+    tmp = f".{secrets.token_hex(8)}.tmp"
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")   # created 0600
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=directory)
         with os.fdopen(fd, "w") as out:
             json.dump(snapshot, out)
-        os.replace(tmp, directory / f"{key}.json")
-        tmp = None
-        entries = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
-        for old in entries[:-KEEP]:
-            old.unlink(missing_ok=True)
+        os.replace(tmp, entry_name(key), src_dir_fd=directory, dst_dir_fd=directory)
+        tmp = ""
+        _prune(directory)
     except (OSError, TypeError, ValueError):
         pass
     finally:
         if tmp:
-            Path(tmp).unlink(missing_ok=True)
+            _unlink(tmp, directory)
+        os.close(directory)
+
+
+def entry_name(key: str) -> str:
+    return f"{key}{_SUFFIX}"
+
+
+def _prune(directory: int) -> None:
+    """Keep the newest KEEP entries; remove every entry an older opsctl wrote (before opsctl
+    kept only the variables it reads, an entry held every host variable, passwords too)."""
+    entries = []
+    for name in os.listdir(directory):
+        if name.endswith(".json") and not name.endswith(_SUFFIX):
+            _unlink(name, directory)
+        elif name.endswith(_SUFFIX):
+            try:
+                entries.append((os.stat(name, dir_fd=directory, follow_symlinks=False).st_mtime, name))
+            except OSError:
+                pass
+    for _, old in sorted(entries)[:-KEEP]:
+        _unlink(old, directory)
+
+
+def _unlink(name: str, directory: int) -> None:
+    try:
+        os.unlink(name, dir_fd=directory)
+    except OSError:
+        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -34,8 +35,42 @@ def state_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """The user's cache for what opsctl can rebuild (compiled catalogs): XDG_CACHE_HOME/opsctl."""
+    """The user's cache for what opsctl can rebuild (parsed inventories): XDG_CACHE_HOME/opsctl."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "opsctl"
+
+
+def is_private(st: os.stat_result) -> bool:
+    """Owned by the user running opsctl and writable by nobody else."""
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def open_private_cache(name: str, create: bool = False) -> int | None:
+    """A descriptor of cache_dir()/NAME when it and cache_dir() are real directories (no
+    symlink) that only this user can change, else None: a cache another user could write to is
+    neither read nor written. With create, missing directories are made 0700. Open files
+    relative to the descriptor (dir_fd=) so that nobody can swap the directory meanwhile."""
+    fd = None
+    try:
+        if create:
+            cache_dir().parent.mkdir(parents=True, exist_ok=True)
+        for part in (cache_dir(), Path(name)):
+            if create:
+                try:
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            parent = fd
+            fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            if parent is not None:
+                os.close(parent)
+            if not is_private(os.fstat(fd)):
+                os.close(fd)
+                return None
+        return fd
+    except OSError:
+        if fd is not None:
+            os.close(fd)
+        return None
 
 
 def labs_dir() -> Path:
@@ -49,6 +84,15 @@ def inventory_search_path() -> list[Path]:
         labs_dir(),
         share_dir() / "inventories",
     ]
+
+
+def inventory_files(source: Path) -> list[Path]:
+    """The files Ansible reads for an inventory: every file of a directory source; a file source
+    and the group_vars/ and host_vars/ next to it."""
+    if source.is_dir():
+        return sorted(p for p in source.rglob("*") if p.is_file())
+    return [source] + sorted(p for d in ("group_vars", "host_vars") if (source.parent / d).is_dir()
+                             for p in (source.parent / d).rglob("*") if p.is_file())
 
 
 def resolve_inventory(name_or_path: str) -> Path:

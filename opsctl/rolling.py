@@ -12,6 +12,7 @@ from typing import Callable
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
 from opsctl.runner import Event, RunResult, run_playbook
+from opsctl.vault import VaultOptions
 
 STEPS = ("test", "drain", "reload", "smoke", "enable")
 _STEP = re.compile(r"^Step (\w+):")
@@ -158,10 +159,10 @@ class Follower:
 
 
 def run_rollout(plan: RolloutPlan, inventory_source, verbose: int,
-                on_event: Callable[[Event], None]) -> RunResult:
+                on_event: Callable[[Event], None], vault: VaultOptions = VaultOptions()) -> RunResult:
     hosts = [name for batch in plan.batches for name in batch]
     return run_playbook(
         "rolling-reload", inventory_source, limit=",".join(hosts), verbosity=verbose,
         extravars={"opsctl_rolling_hosts": "all", "opsctl_rolling_batch": len(plan.batches[0]),
                    "opsctl_rolling_service": plan.service, "opsctl_rolling_mode": plan.mode},
-        on_event=on_event, host_count=len(plan.batches[0]))
+        on_event=on_event, host_count=len(plan.batches[0]), vault=vault)

@@ -1,5 +1,9 @@
 """Run opsctl's playbooks through ansible-runner: one private directory per run, fast settings
-that a user's own ansible.cfg still overrides, and events turned into small typed records."""
+that a user's own ansible.cfg still overrides, and events turned into small typed records.
+
+ansible-playbook runs in the operator's working directory, so it reads the ansible.cfg that
+opsctl read, and with a scrubbed environment: ansible-runner records the whole environment of
+a run in artifacts/*/command, so only what ansible-playbook needs is handed on."""
 
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from opsctl.errors import OpsctlError
 from opsctl.paths import playbooks_dir, roles_dir, state_dir
+from opsctl.redact import is_secret_name
+from opsctl import vault as vaults
 
 KEEP_RUNS = 20
 # What ssh itself prints when a raw task's PTY closes; never the reason for anything.
@@ -30,6 +36,14 @@ _FAST_SETTINGS = {
     "ANSIBLE_RETRY_FILES_ENABLED": "False",
     "ANSIBLE_DEPRECATION_WARNINGS": "False",
 }
+
+# What ansible-playbook needs from the operator's environment: where programs and the home are,
+# who the user is (Ansible's default remote user), the locale (Ansible refuses a non-UTF-8 one),
+# the SSH agent and Kerberos ticket, and Ansible's own settings (ANSIBLE_*, never one holding a
+# secret). A token or password exported in the operator's shell stays out of the run.
+_PASSED_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
+                         "TMPDIR", "SSH_AUTH_SOCK", "KRB5CCNAME"})
+_PASSED_PREFIXES = ("LC_", "ANSIBLE_")
 
 _EVENT_KINDS = {
     "playbook_on_task_start": "task_start",
@@ -154,6 +168,24 @@ def runner_env(forks: int) -> dict[str, str]:
     return env
 
 
+def _passed(name: str) -> bool:
+    return (name in _PASSED_ENV or name.startswith(_PASSED_PREFIXES)) and not is_secret_name(name)
+
+
+def scrubbed_env(prepared: dict[str, str], operator: Mapping[str, str]) -> dict[str, str]:
+    """ansible-runner's environment for a run (the operator's, plus ours and its own settings)
+    without what the operator's environment holds beyond what ansible-playbook needs."""
+    return {k: v for k, v in prepared.items() if _passed(k) or operator.get(k) != v}
+
+
+def _operator_cwd() -> str:
+    """Where the operator runs opsctl: ansible-playbook reads ./ansible.cfg there, as opsctl did."""
+    try:
+        return os.getcwd()
+    except OSError:    # the directory was removed meanwhile: Ansible would find no ./ansible.cfg
+        return str(playbooks_dir())
+
+
 def _new_run_dir(name: str) -> Path:
     """One private_data_dir per run (runs sharing one are not safe: ansible-runner #808);
     the oldest are removed so that a busy operator's disk does not fill up."""
@@ -177,9 +209,11 @@ def playbook_path(name: str) -> Path:
 def run_playbook(name: str, inventory_source: Path | str, *, limit: str | None = None,
                  verbosity: int = 0, extravars: dict[str, Any] | None = None,
                  on_event: Callable[[Event], None] | None = None, host_count: int = 5,
-                 tags: str | None = None, check: bool = False, diff: bool = False) -> RunResult:
+                 tags: str | None = None, check: bool = False, diff: bool = False,
+                 vault: vaults.VaultOptions = vaults.VaultOptions()) -> RunResult:
     """Run playbooks/NAME.yml against an inventory and report every host's outcome."""
     import ansible_runner
+    from ansible_runner.utils import signal_handler
 
     failures: list[Failure] = []
 
@@ -192,14 +226,23 @@ def run_playbook(name: str, inventory_source: Path | str, *, limit: str | None =
                 on_event(event)
         return True
 
-    cmdline = " ".join(flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted)
+    vault = vaults.resolve(vault)
+    flags = [flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted]
+    cmdline = " ".join(flags + vaults.playbook_cmdline(vault))
     run_dir = _new_run_dir(name)
-    runner = ansible_runner.run(
+    # ansible_runner.run() without its dump of kwargs to files: the environment is scrubbed
+    # and the working directory set after ansible-runner has prepared the run.
+    config = ansible_runner.RunnerConfig(
         private_data_dir=str(run_dir), playbook=str(playbook_path(name)),
         inventory=str(Path(inventory_source).resolve()), limit=limit, tags=tags,
         extravars=extravars or {}, envvars=runner_env(host_count), verbosity=verbosity or None,
-        cmdline=cmdline or None, event_handler=handler, quiet=True, suppress_env_files=True,
-        rotate_artifacts=1, project_dir=str(playbooks_dir()))
+        cmdline=cmdline or None, passwords=vaults.playbook_answers(vault) or None, quiet=True,
+        suppress_env_files=True, rotate_artifacts=1, project_dir=str(playbooks_dir()))
+    config.prepare()
+    config.env = scrubbed_env(config.env, os.environ)
+    config.cwd = _operator_cwd()
+    runner = ansible_runner.Runner(config, event_handler=handler, cancel_callback=signal_handler())
+    runner.run()
     rc = runner.rc if runner.rc is not None else 1
     return RunResult(rc=rc, status=runner.status, artifact_dir=Path(runner.config.artifact_dir),
                      stats=runner.stats or {}, failures=failures,

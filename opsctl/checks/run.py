@@ -15,7 +15,6 @@ from opsctl.checks.engine import CatalogError, Engine, Result, Unavailable, load
 from opsctl.durations import parse_duration
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
-from opsctl.paths import cache_dir
 from opsctl.probe.facts import capacity_facts, parse
 from opsctl.profile import DEFAULT_PREPARE, EventProfile
 from opsctl.sshexec import ExecResult, Timeouts, run_many, target_for
@@ -76,7 +75,7 @@ def load_checks(extra: tuple[str, ...] = ()) -> tuple[Engine, list[str]]:
         if not path.is_file():
             raise OpsctlError(f"--catalog {name}: no such file")
         texts.append((str(path), path.read_text()))
-    engine = Engine([], cache_dir=cache_dir())
+    engine = Engine([])
     try:
         engine.checks = load_catalog(texts, engine)
         return engine, [source for source, _ in texts]
@@ -138,7 +137,7 @@ def capacity_model(host: Host, facts: Mapping[str, Any]) -> Mapping[str, Any]:
     try:
         return capacity.derive(raw_event, capacity_facts(dict(facts), host.name),
                                host.vars.get("opsctl_capacity_overrides") or None,
-                               bool(host.vars.get("opsctl_capacity_force", False)))
+                               host.flag("opsctl_capacity_force"))
     except Exception as exc:  # a model that refuses this host is reported by the checks that read it
         return Unavailable(f"capacity model unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
 

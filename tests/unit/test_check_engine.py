@@ -130,28 +130,6 @@ def test_fail_on_decides_readiness():
     assert not errored.ready
 
 
-def test_compiled_catalog_is_cached_and_gives_the_same_results(tmp_path):
-    """A second engine loads the compiled checks from the cache directory and judges alike."""
-    check = dict(CHECK, let={"limit": "10"}, rule="facts.x < limit")
-    first = Engine([], cache_dir=tmp_path)
-    first.checks = load_catalog([("test.yml", yaml.safe_dump({"checks": [check]}))], first)
-    cached = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
-    assert cached, "nothing was written to the cache"
-    second = Engine([], cache_dir=tmp_path)
-    second.checks = load_catalog([("test.yml", yaml.safe_dump({"checks": [check]}))], second)
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == cached
-    for facts in ({"x": 3}, {"x": 30}):
-        assert [r.as_dict() for r in first.evaluate("h", {"facts": facts})] == \
-            [r.as_dict() for r in second.evaluate("h", {"facts": facts})]
-
-
-def test_unwritable_cache_directory_only_costs_compile_time(tmp_path):
-    blocked = tmp_path / "file"
-    blocked.write_text("not a directory")
-    engine = Engine(catalog(CHECK), cache_dir=blocked)
-    assert engine.evaluate("h", {"facts": {"x": 3}})[0].status == "pass"
-
-
 def test_an_expression_with_trailing_words_is_refused():
     with pytest.raises(CatalogError, match="check c"):
         catalog(dict(CHECK, rule="facts.x < 10 facts.y"))
