@@ -126,7 +126,8 @@ def _check_override(key: str, value: Any) -> Any:
     if key == "nginx.worker_processes" and value == "auto":
         return value
     text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit():
+    # isdigit() alone accepts "²" and other Unicode digits that int() refuses.
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or len(text) > 12:
         raise CapacityError(f"override {key}={value!r}: expected a whole number >= 0")
     return int(text)
 

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from opsctl import __version__
 from opsctl.errors import OpsctlError
+from opsctl.safetext import visible
 
 if TYPE_CHECKING:
     from opsctl.vault import VaultOptions
@@ -30,7 +31,7 @@ def handle_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except OpsctlError as exc:
-            click.echo(f"opsctl: error: {exc}", err=True)
+            click.echo(f"opsctl: error: {visible(exc)}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("opsctl: interrupted", err=True)
@@ -244,7 +245,7 @@ def reload(service: str, inventory: str, limit: str | None, verbose: int, rollin
     print_summary(console, follower, str(result.artifact_dir))
     if not follower.failed and result.rc == 0:
         return
-    click.echo(follower.failure_line(service, inventory, result), err=True)
+    click.echo(visible(follower.failure_line(service, inventory, result)), err=True)
     sys.exit(EXIT_FINDINGS)
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# No event, margin or timeout opsctl reads is longer than this; a larger figure is a typo, and
+# a bound keeps every datetime sum (start + duration) far from Python's limits.
+MAX_SECONDS = 3650 * 86400
 
 
 def parse_duration(value: object) -> timedelta:
@@ -16,7 +20,7 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like 90s, 30m or 2h, got {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = float(min(value, MAX_SECONDS + 1))   # 10**400 has no float; it is too long anyway
     elif isinstance(value, str) and value.strip():
         text = value.strip().replace(" ", "")
         parts = _PART.findall(text)
@@ -25,6 +29,8 @@ def parse_duration(value: object) -> timedelta:
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     else:
         raise ValueError(f"expected a duration like 90s, 30m or 2h, got {value!r}")
+    if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+        raise ValueError(f"a duration must be at most 3650d, got {value!r}")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative, got {value!r}")
     return timedelta(seconds=seconds)

@@ -12,6 +12,7 @@ from rich.live import Live
 from opsctl import harden as hd
 from opsctl.harden_view import explain_json, live_table, print_diffs, print_explain, print_summary
 from opsctl.inventory import Inventory, load_inventory
+from opsctl.safetext import visible
 from opsctl.vault import VaultOptions, resolve
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -47,7 +48,7 @@ def run_harden(opts: HardenOptions) -> int:
     hd.refuse_bad_input(plans)
     follower, ok, line = _apply(inv, opts, tags, console, err)
     if not ok:
-        err.print(f"opsctl: harden did not converge: {line}", markup=False, highlight=False)
+        err.print(visible(f"opsctl: harden did not converge: {line}"), markup=False, highlight=False)
         return EXIT_FAILED
     return _restarts(follower, opts, console, err)
 
@@ -59,7 +60,7 @@ def apply_alone(playbook: str, opts: HardenOptions) -> int:
     console, err = Console(), Console(stderr=True)
     _, ok, line = _apply(inv, opts, None, console, err, playbook)
     if not ok:
-        err.print(f"opsctl: {playbook} did not converge: {line}", markup=False, highlight=False)
+        err.print(visible(f"opsctl: {playbook} did not converge: {line}"), markup=False, highlight=False)
     return EXIT_OK if ok else EXIT_FAILED
 
 
@@ -84,8 +85,8 @@ def _restarts(follower: hd.Follower, opts: HardenOptions, console: Console, err:
         return EXIT_OK
     if opts.check or not opts.restart:
         for name in pending:
-            console.print(f"{name}: pending restart (php-fpm applies listen.backlog only on a stop and start); "
-                          f"apply with: {hd.restart_command(opts.inventory, [name])}", markup=False, highlight=False)
+            console.print(visible(f"{name}: pending restart (php-fpm applies listen.backlog only on a stop and start); "
+                          f"apply with: {hd.restart_command(opts.inventory, [name])}"), markup=False, highlight=False)
         return EXIT_OK
     return _rolling_restart(pending, opts, console, err)
 

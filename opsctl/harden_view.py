@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from opsctl.harden import DiffRecord, Follower, HostPlan
+from opsctl.safetext import plain, visible
 
 _STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "failed": "bold red", "unreachable": "bold red"}
 
@@ -23,8 +24,8 @@ def live_table(follower: Follower) -> Group:
     for column in ("host", "state", "changed", "current task"):
         table.add_column(column)
     for r in runs:
-        table.add_row(r.name, Text(r.state, style=_STYLE[r.state]), str(r.changed),
-                      Text(r.task if r.state == "running" else r.message, overflow="ellipsis", no_wrap=True))
+        table.add_row(plain(r.name), Text(r.state, style=_STYLE[r.state]), str(r.changed),
+                      Text(visible(r.task if r.state == "running" else r.message), overflow="ellipsis", no_wrap=True))
     return Group(header, table)
 
 
@@ -34,10 +35,10 @@ def print_summary(console: Console, follower: Follower, artifact_dir: str, check
         table.add_column(column)
     for r in follower.hosts.values():
         result = {"done": "converged" if not r.pending_restart else "converged, pending restart"}.get(r.state, r.state)
-        table.add_row(r.name, Text(result, style=_STYLE.get(r.state, "")), str(r.ok), str(r.changed),
-                      str(r.failed), str(r.unreachable), Text(r.message))
+        table.add_row(plain(r.name), Text(result, style=_STYLE.get(r.state, "")), str(r.ok), str(r.changed),
+                      str(r.failed), str(r.unreachable), plain(r.message))
     console.print(table)
-    console.print(f"Ansible artifacts: {artifact_dir}")
+    console.print(plain(f"Ansible artifacts: {artifact_dir}"))
 
 
 def _diff_text(record: DiffRecord) -> list[str]:
@@ -57,25 +58,25 @@ def print_diffs(console: Console, diffs: list[DiffRecord]) -> None:
         console.print("No differences.")
         return
     for record in diffs:
-        console.print(Text(f"--- {record.host}: {record.task}", style="bold"))
+        console.print(Text(visible(f"--- {record.host}: {record.task}"), style="bold"))
         for line in _diff_text(record):
             style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
-            console.print(Text(line, style=style))
+            console.print(Text(visible(line), style=style))
 
 
 def print_explain(console: Console, plans: list[HostPlan]) -> None:
     for p in plans:
         if p.error:
-            console.print(Text(f"{p.host}: {p.error.removeprefix(p.host + ': ')}", style="bold red"))
+            console.print(Text(visible(f"{p.host}: {p.error.removeprefix(p.host + ': ')}"), style="bold red"))
             continue
         f = p.facts
         title = (f"{p.host}: {f.get('cpus')} CPUs, {f.get('memory_mb')} MB, "
                  f"php-fpm {f.get('php_version') or 'absent'}, nginx {'present' if f.get('nginx') else 'absent'}")
-        table = Table(title=title, title_justify="left")
+        table = Table(title=plain(title), title_justify="left")
         for column in ("setting", "value", "reason"):
             table.add_column(column, overflow="fold")
         for key, decision in p.plan.items():
-            table.add_row(key, str(decision["value"]), decision["reason"])
+            table.add_row(plain(key), plain(decision["value"]), plain(decision["reason"]))
         console.print(table)
 
 

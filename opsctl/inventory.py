@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from opsctl import inventory_cache
+from opsctl.balancers import VAR_NAME as BALANCERS_VAR, check_balancers
 from opsctl.errors import OpsctlError
 from opsctl.paths import resolve_inventory
 from opsctl.profile import VAR_NAME, EventProfile, ProfileError, parse_profile
@@ -272,7 +273,7 @@ def _port(owner: str, values: Mapping[str, Any]) -> int:
     raw = values.get("ansible_port") or values.get("ansible_ssh_port") or 22
     try:
         port = int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: a YAML .inf
         port = 0
     if not 0 < port < 65536 or isinstance(raw, bool):
         raise InventoryError(f"{owner}: ansible_port {raw!r} is not a port number (1-65535)")
@@ -324,6 +325,7 @@ def from_snapshot(source: Path, snapshot: Mapping[str, Any]) -> Inventory:
         if origin == str(source):
             origin = next((g.profile_source for g in groups
                            if g.name in h["groups"] and g.profile_source), str(source))
+        check_balancers(h["vars"].get(BALANCERS_VAR), h["name"])
         hosts.append(Host(name=h["name"], address=h["address"], port=h["port"], user=h["user"],
                           groups=tuple(h["groups"]), vars=h["vars"],
                           profile=_profile(h["vars"].get(VAR_NAME), origin)))

@@ -97,10 +97,11 @@ def _number(data: dict, key: str, where: str, *, integer: bool = False,
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProfileError(f"{where}.{key}: expected a number, got {value!r}")
+    # The range first: an int too large for a float (10**400) must be refused, not overflow.
+    if not minimum < value <= maximum:
+        raise ProfileError(f"{where}.{key}: {str(value)[:20]} is out of range ({minimum:g} < value <= {maximum:g})")
     if integer and not float(value).is_integer():
         raise ProfileError(f"{where}.{key}: expected a whole number, got {value!r}")
-    if not minimum < value <= maximum:
-        raise ProfileError(f"{where}.{key}: {value!r} is out of range ({minimum:g} < value <= {maximum:g})")
     return float(value)
 
 

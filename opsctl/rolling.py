@@ -59,13 +59,14 @@ class HostProgress:
 def batch_size(spec: str, count: int) -> int:
     """'1', '3' or '25%' of `count` hosts (at least one)."""
     text = spec.strip()
-    try:
-        size = math.ceil(count * float(text[:-1]) / 100) if text.endswith("%") else int(text)
-    except ValueError:
-        raise OpsctlError(f"--batch {spec!r}: give a host count (2) or a percentage (25%)") from None
-    if size < 1 or (text.endswith("%") and not 0 < float(text[:-1]) <= 100):
+    match = re.fullmatch(r"(\d{1,6})(%?)", text) or re.fullmatch(r"(\d{1,3}\.\d{1,3})(%)", text)
+    if not match:
+        raise OpsctlError(f"--batch {spec!r}: give a host count (2) or a percentage (25%)")
+    number, percent = float(match[1]), bool(match[2])
+    if number <= 0 or (percent and number > 100):
         raise OpsctlError(f"--batch {spec!r}: must be at least one host and at most 100%")
-    return min(size, count)
+    size = math.ceil(count * number / 100) if percent else int(number)
+    return max(1, min(size, count))
 
 
 def plan_rollout(inv: Inventory, service: str, mode: str, batch: str, resume_from: str | None) -> RolloutPlan:

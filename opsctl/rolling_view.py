@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from opsctl.rolling import STEPS, Follower, RolloutPlan
+from opsctl.safetext import plain
 
 _STATE_STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "failed": "bold red"}
 
@@ -16,11 +17,11 @@ _STATE_STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "failed"
 def print_plan(console: Console, plan: RolloutPlan) -> None:
     console.print(f"Rolling {plan.mode} of {plan.service}: {sum(map(len, plan.batches))} hosts in "
                   f"{len(plan.batches)} batches; steps per host: {' -> '.join(STEPS)}")
-    console.print("Balancers touched: " + (", ".join(plan.balancers) or "none (hosts are not drained)"))
+    console.print(plain("Balancers touched: " + (", ".join(plan.balancers) or "none (hosts are not drained)")))
     if plan.skipped:
-        console.print("Skipped (before --resume-from): " + ", ".join(plan.skipped))
+        console.print(plain("Skipped (before --resume-from): " + ", ".join(plan.skipped)))
     for number, batch in enumerate(plan.batches, 1):
-        console.print(f"  batch {number}: {', '.join(batch)}")
+        console.print(plain(f"  batch {number}: {', '.join(batch)}"))
 
 
 def live_table(follower: Follower) -> Group:
@@ -32,7 +33,7 @@ def live_table(follower: Follower) -> Group:
     for column in ("host", "step", "state", "seconds"):
         table.add_column(column)
     for p in hosts:
-        table.add_row(Text(p.name), p.step, Text(p.state, style=_STATE_STYLE[p.state]),
+        table.add_row(plain(p.name), plain(p.step), Text(p.state, style=_STATE_STYLE[p.state]),
                       f"{p.seconds:.1f}" if p.started else "")
     return Group(header, table)
 
@@ -45,7 +46,7 @@ def print_summary(console: Console, follower: Follower, artifact_dir: str) -> No
         steps = p.step_seconds()
         result = {"done": "reloaded", "failed": f"failed at {p.step}", "waiting": "untouched",
                   "running": "interrupted"}[p.state]
-        table.add_row(Text(p.name), Text(result, style=_STATE_STYLE[p.state]), f"{p.seconds:.1f}" if p.started else "",
-                      *[f"{steps[s]:.1f}" if s in steps else "" for s in STEPS], Text(p.message))
+        table.add_row(plain(p.name), Text(result, style=_STATE_STYLE[p.state]), f"{p.seconds:.1f}" if p.started else "",
+                      *[f"{steps[s]:.1f}" if s in steps else "" for s in STEPS], plain(p.message))
     console.print(table)
-    console.print(f"Ansible artifacts: {artifact_dir}")
+    console.print(plain(f"Ansible artifacts: {artifact_dir}"))

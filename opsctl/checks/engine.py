@@ -29,6 +29,7 @@ STATUSES = ("pass", "warn", "fail", "error")
 REQUIRED = ("id", "title", "severity", "failure_mode", "facts", "rule", "observed", "expected", "remediation")
 OPTIONAL = ("when", "each", "label", "let", "doc")
 MAX_SCAN_MINUTES = 7 * 24 * 60  # cron scans never look further than a week
+MAX_WINDOW_SECONDS = 3650 * 86400  # opsctl/durations.py's bound: the role and the CLI agree
 
 
 class CatalogError(ValueError):
@@ -105,19 +106,39 @@ _MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 
 _RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 
 
+def _cron_number(text: str, low: int, high: int) -> int:
+    """One cron value (a number or a month/day name) inside its field's limits, as cron demands."""
+    value = _NAMES.get(text)
+    if value is None:
+        if not (text.isascii() and text.isdigit()) or len(text) > 2:
+            raise ValueError(f"{text!r} is not a cron value")
+        value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"{value} is outside {low}-{high}")
+    return value
+
+
 def _field(text: str, low: int, high: int) -> set[int]:
+    """One cron field as the set of values it matches; raises ValueError for what cron refuses.
+
+    Every number is checked against the field's limits before a range is built: a host's crontab
+    must not be able to make the controller build a set of millions of values."""
     values: set[int] = set()
-    for part in text.lower().split(","):
-        body, _, step = part.partition("/")
+    parts = text.lower().split(",")
+    if len(parts) > high - low + 1:   # more entries than the field has values: not a real schedule
+        raise ValueError(f"{len(parts)} entries in a field of {high - low + 1} values")
+    for part in parts:
+        body, slash, step_text = part.partition("/")
+        step = _cron_number(step_text, 1, high + 1) if slash else 1
         if body == "*":
             start, end = low, high
         elif "-" in body:
             a, b = body.split("-", 1)
-            start, end = int(_NAMES.get(a, a)), int(_NAMES.get(b, b))
+            start, end = _cron_number(a, low, high), _cron_number(b, low, high)
         else:
-            start = int(_NAMES.get(body, body))
-            end = high if step else start
-        values.update(range(start, end + 1, int(step) if step else 1))
+            start = _cron_number(body, low, high)
+            end = high if slash else start
+        values.update(range(start, end + 1, step))
     return values
 
 
@@ -245,8 +266,14 @@ def _check_from(entry: Any, source: str, engine: "Engine") -> Check:
     let = entry.get("let") or {}
     if not isinstance(let, dict):
         raise CatalogError(f"{where}: let must be a mapping of name: expression")
+    facts = entry["facts"] or []
+    if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
+        raise CatalogError(f"{where}: facts must be a list of fact names, got {facts!r}"[:300])
+    for key in ("id", "title", "rule", "observed", "expected", "remediation", "when", "each", "label"):
+        if not isinstance(entry.get(key, ""), (str, int, float, bool, type(None))):
+            raise CatalogError(f"{where}: {key} must be text or a plain value, got {type(entry[key]).__name__}")
     check = Check(id=str(entry["id"]), title=str(entry["title"]), severity=entry["severity"],
-                  failure_mode=str(entry["failure_mode"]), facts=tuple(entry["facts"] or ()),
+                  failure_mode=str(entry["failure_mode"]), facts=tuple(facts),
                   rule=str(entry["rule"]), observed=str(entry["observed"]), expected=str(entry["expected"]),
                   remediation=str(entry["remediation"]).strip(), when=str(entry.get("when") or ""),
                   each=str(entry.get("each") or ""), label=str(entry.get("label") or ""),
@@ -406,10 +433,14 @@ def window_context(window: Mapping[str, Any]) -> dict[str, Any]:
 
 def _seconds(value: Any) -> float:
     if isinstance(value, (int, float)):
-        return float(value)
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", str(value))
-    return sum(float(n) * units[u] for n, u in parts)
+        seconds = float(value)
+    else:
+        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", str(value))
+        seconds = sum(float(n) * units[u] for n, u in parts)
+    if not 0 <= seconds <= MAX_WINDOW_SECONDS:   # also false for nan
+        raise ValueError(f"duration {value!r}: expected 0 to 3650 days")
+    return seconds
 
 
 class FilterModule:

@@ -7,11 +7,12 @@ from collections import Counter
 from typing import Iterable
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from opsctl.checks.engine import Result
 from opsctl.checks.run import Report
+from opsctl.safetext import plain, visible, xml_text
 
 STYLE = {"fail": "bold red", "warn": "yellow", "error": "magenta", "pass": "green"}
 ORDER = {"error": 0, "fail": 1, "warn": 2, "pass": 3}
@@ -37,7 +38,7 @@ def print_table(console: Console, report: Report, verbose: int = 0) -> None:
         for col in ("host", "address", "error"):
             table.add_column(col, overflow="fold")
         for h in errors:
-            table.add_row(h.name, h.address, f"[magenta]{escape(h.error)}[/]")
+            table.add_row(plain(h.name), plain(h.address), Text(visible(h.error), style="magenta"))
         console.print(table)
     rows = report.results if verbose else _not_passed(report)
     rows = sorted(rows, key=lambda r: (ORDER[r.status], r.host, r.failure_mode, r.check))
@@ -47,12 +48,13 @@ def print_table(console: Console, report: Report, verbose: int = 0) -> None:
                            ("remediation", 36)):
             table.add_column(col, overflow="fold", min_width=min(width, 10), ratio=width)
         for r in rows:
-            check = f"{r.check}\n[dim]{r.failure_mode}{' ' + escape(r.item) if r.item else ''}[/]"
-            table.add_row(f"[{STYLE[r.status]}]{r.status}[/]", r.host, check, escape(r.observed),
-                          escape(r.expected), escape(r.remediation))
+            check = Text.assemble(visible(r.check), "\n",
+                                  (f"{r.failure_mode}{' ' + visible(r.item) if r.item else ''}", "dim"))
+            table.add_row(Text(r.status, style=STYLE[r.status]), plain(r.host), check, plain(r.observed),
+                          plain(r.expected), plain(r.remediation))
         console.print(table)
     style = "bold green" if report.ready else "bold red"
-    console.print(f"[{style}]{_summary(report)}[/]")
+    console.print(Text(_summary(report), style=style))
 
 
 def junit(report: Report) -> str:
@@ -63,27 +65,28 @@ def junit(report: Report) -> str:
         by_host.setdefault(r.host, []).append(r)
     for h in report.hosts:
         results = by_host.get(h.name, [])
-        suite = ET.SubElement(suites, "testsuite", name=h.name, tests=str(max(len(results), 1)),
+        suite = ET.SubElement(suites, "testsuite", name=xml_text(h.name), tests=str(max(len(results), 1)),
                               failures=str(sum(r.status in ("fail", "warn") for r in results)),
                               errors=str(sum(r.status == "error" for r in results) + (h.status == "error")),
                               time=f"{h.elapsed_s:.2f}")
         if h.status == "error":
-            case = ET.SubElement(suite, "testcase", classname=h.name, name="reachable")
-            ET.SubElement(case, "error", message=h.error).text = h.error
+            case = ET.SubElement(suite, "testcase", classname=xml_text(h.name), name="reachable")
+            ET.SubElement(case, "error", message=xml_text(h.error)).text = xml_text(h.error)
         for r in results:
-            name = r.check + (f" [{r.item}]" if r.item else "")
-            case = ET.SubElement(suite, "testcase", classname=f"{h.name}.{r.failure_mode}", name=name)
-            text = f"observed: {r.observed}\nexpected: {r.expected}\nremediation: {r.remediation}"
+            name = xml_text(r.check + (f" [{r.item}]" if r.item else ""))
+            case = ET.SubElement(suite, "testcase", classname=xml_text(f"{h.name}.{r.failure_mode}"), name=name)
+            text = xml_text(f"observed: {r.observed}\nexpected: {r.expected}\nremediation: {r.remediation}")
             if r.status in ("fail", "warn"):
-                ET.SubElement(case, "failure", message=f"{r.severity}: {r.title}", type=r.severity).text = text
+                ET.SubElement(case, "failure", message=xml_text(f"{r.severity}: {r.title}"), type=r.severity).text = text
             elif r.status == "error":
-                ET.SubElement(case, "error", message=r.observed).text = text
+                ET.SubElement(case, "error", message=xml_text(r.observed)).text = text
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """A Markdown table cell: one line, no column breaks, no HTML a ticket system would render."""
+    return visible(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
 
 
 def markdown(report: Report) -> str:
@@ -91,19 +94,20 @@ def markdown(report: Report) -> str:
     errors = [h for h in report.hosts if h.status == "error"]
     if errors:
         lines += ["## Hosts not checked", "", "| host | address | error |", "|---|---|---|"]
-        lines += [f"| {h.name} | {h.address} | {_cell(h.error)} |" for h in errors] + [""]
+        lines += [f"| {_cell(h.name)} | {_cell(h.address)} | {_cell(h.error)} |" for h in errors] + [""]
     rows = _not_passed(report)
     if rows:
         lines += ["## Findings", "", "| status | host | check | mode | observed | expected | remediation |",
                   "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r.status} | {r.host} | {_cell(r.check + (' ' + r.item if r.item else ''))} | "
+        lines += [f"| {r.status} | {_cell(r.host)} | {_cell(r.check + (' ' + r.item if r.item else ''))} | "
                   f"{r.failure_mode} | {_cell(r.observed)} | {_cell(r.expected)} | {_cell(r.remediation)} |"
                   for r in rows]
     return "\n".join(lines) + "\n"
 
 
-def progress_line(done: int, total: int, errors: int, last: str) -> str:
-    return f"checking {total} hosts: {done} answered, {errors} failed{'; last ' + last if last else ''}"
+def progress_line(done: int, total: int, errors: int, last: str) -> Text:
+    text = f"checking {total} hosts: {done} answered, {errors} failed{'; last ' + visible(last) if last else ''}"
+    return Text(text)
 
 
 def statuses(results: Iterable[Result]) -> Counter:

@@ -74,7 +74,12 @@ def load_checks(extra: tuple[str, ...] = ()) -> tuple[Engine, list[str]]:
         path = Path(name).expanduser()
         if not path.is_file():
             raise OpsctlError(f"--catalog {name}: no such file")
-        texts.append((str(path), path.read_text()))
+        try:
+            texts.append((str(path), path.read_text(encoding="utf-8")))
+        except UnicodeDecodeError:
+            raise OpsctlError(f"--catalog {name}: not a text file (not UTF-8): expected a YAML check catalog") from None
+        except OSError as exc:
+            raise OpsctlError(f"--catalog {name}: cannot read it: {exc.strerror or exc}") from None
     engine = Engine([])
     try:
         engine.checks = load_catalog(texts, engine)
@@ -152,14 +157,19 @@ def _evaluate_host(host: Host, answer: ExecResult, engine: Engine, override: Eve
                    outcome: HostOutcome) -> list[Result]:
     try:
         facts = parse(answer.stdout)
-    except (ValueError, KeyError) as exc:
-        outcome.status, outcome.error = "error", f"probe output is not valid JSON: {exc}"
+    except ValueError as exc:   # JSONDecodeError included: the host printed something else
+        outcome.status, outcome.error = "error", f"probe output is not usable: {str(exc)[:200]}"
         return []
-    context = host_context(host, facts, override)
-    if context["event"]:
-        event = context["event"]
-        outcome.window = f"{event['start']:%Y-%m-%d %H:%M} {event['timezone']} +{format_span(event)}"
-    return engine.evaluate(host.name, context)
+    try:
+        context = host_context(host, facts, override)
+        if context["event"]:
+            event = context["event"]
+            outcome.window = f"{event['start']:%Y-%m-%d %H:%M} {event['timezone']} +{format_span(event)}"
+        return engine.evaluate(host.name, context)
+    except Exception as exc:  # noqa: BLE001 - one host's odd facts must never abort the fleet's report
+        outcome.status = "error"
+        outcome.error = f"could not evaluate this host's facts: {type(exc).__name__}: {str(exc)[:200]}"
+        return []
 
 
 def format_span(event: Mapping[str, Any]) -> str:

@@ -673,11 +673,21 @@ def parse_access_log(text: str) -> dict[str, Any]:
 def parse(raw: str | dict[str, Any]) -> dict[str, Any]:
     """The probe's JSON (text or already decoded) -> facts; failed sections listed in errors."""
     data = json.loads(raw) if isinstance(raw, str) else raw
-    sections = data.get("sections", {})
+    sections = data.get("sections") if isinstance(data, dict) else None
+    if not isinstance(sections, dict):
+        # Whatever a host printed, it is that host's error: the caller reports it for this host only.
+        raise ValueError(f"expected a JSON object with a 'sections' mapping, got {_shape(data)}")
     facts: dict[str, Any] = {"errors": {}}
 
+    def section(name: str) -> dict[str, Any]:
+        found = sections.get(name)
+        return found if isinstance(found, dict) else {}
+
     def out(name: str) -> str:
-        return sections.get(name, {}).get("out", "")
+        text = section(name).get("out", "")
+        if not isinstance(text, str):   # raised inside run(): this section's error, not the host's
+            raise TypeError(f"section {name}: 'out' is a {type(text).__name__}, not text")
+        return text
 
     def run(key: str, parser: Callable[[], Any], default: Any) -> None:
         try:
@@ -706,8 +716,7 @@ def parse(raw: str | dict[str, Any]) -> dict[str, Any]:
     run("_st", lambda: facts["php_fpm"].__setitem__("status_skipped", parse_fpm_status(out("php_fpm_status"),
                                                                                      facts["php_fpm"])), None)
     facts.pop("_st", None)
-    nginx = sections.get("nginx_T", {})
-    run("nginx", lambda: parse_nginx(nginx.get("out", ""), nginx.get("rc", 1), facts["host"].get("cpus", 1)),
+    run("nginx", lambda: parse_nginx(out("nginx_T"), _int(section("nginx_T").get("rc"), 1), facts["host"].get("cpus", 1)),
         {"present": False, "locations": [], "listens": [], "upstreams": []})
     run("_ann", lambda: annotate_listeners(facts), None)
     facts.pop("_ann", None)
@@ -720,6 +729,13 @@ def parse(raw: str | dict[str, Any]) -> dict[str, Any]:
     run("clock", lambda: parse_clock(out("clock")), {"synced": None, "source": "unknown"})
     run("access_log", lambda: parse_access_log(out("access_log")), {"lines": 0, "share_499": 0.0, "share_5xx": 0.0})
     return facts
+
+
+def _shape(value: Any) -> str:
+    """What a value is, for an error message, without echoing a host's arbitrary output."""
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(map(str, value))[:5]}"
+    return f"a JSON {type(value).__name__}"
 
 
 def _port(address: str) -> int | None:

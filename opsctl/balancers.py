@@ -1,0 +1,35 @@
+"""The balancers in front of a web host (`opsctl_balancers`), checked once when the inventory is read.
+
+Each entry names the balancer's inventory host, the driver type and the upstream that holds this
+backend; `config` optionally names the file. Every command that reads the list (the rolling
+reload, log-rotation pools) can then rely on its shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opsctl.errors import OpsctlError
+
+VAR_NAME = "opsctl_balancers"
+_REQUIRED = ("host", "type", "upstream")
+_OPTIONAL = ("config",)
+
+
+def check_balancers(value: Any, host: str) -> None:
+    """Raise OpsctlError naming the host and the entry when `opsctl_balancers` is malformed."""
+    if value in (None, "", []):
+        return
+    where = f"host {host}: {VAR_NAME}"
+    if not isinstance(value, list):
+        raise OpsctlError(f"{where}: expected a list of {{host, type, upstream}}, got {type(value).__name__}")
+    for index, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise OpsctlError(f"{where}[{index}]: expected a mapping with host, type and upstream, "
+                              f"got {str(entry)[:40]!r}")
+        missing = [k for k in _REQUIRED if not isinstance(entry.get(k), str) or not entry[k].strip()]
+        if missing:
+            raise OpsctlError(f"{where}[{index}]: {missing[0]!r} must be a non-empty string")
+        unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
+        if unknown:
+            raise OpsctlError(f"{where}[{index}]: unknown key {unknown[0]!r} (known: host, type, upstream, config)")
