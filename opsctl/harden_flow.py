@@ -12,6 +12,7 @@ from rich.live import Live
 from opsctl import harden as hd
 from opsctl.harden_view import explain_json, live_table, print_diffs, print_explain, print_summary
 from opsctl.inventory import Inventory, load_inventory
+from opsctl.logrotate_plan import refuse_before_apply
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -32,6 +33,8 @@ class HardenOptions:
 def run_harden(opts: HardenOptions) -> int:
     inv = load_inventory(opts.inventory, opts.limit)
     tags = hd.check_tags(opts.tags)
+    if tags is None or "logrotate" in tags.split(","):
+        refuse_before_apply(opts.inventory, inv)
     console, err = Console(), Console(stderr=True)
     with err.status("probing hosts for the capacity model"):
         plans = hd.explain(inv)
@@ -52,6 +55,8 @@ def run_harden(opts: HardenOptions) -> int:
 def apply_alone(playbook: str, opts: HardenOptions) -> int:
     """One part of harden on its own (`opsctl logrotate apply`): same view, same exit codes."""
     inv = load_inventory(opts.inventory, opts.limit)
+    if playbook == "logrotate":
+        refuse_before_apply(opts.inventory, inv)
     console, err = Console(), Console(stderr=True)
     _, ok, line = _apply(inv, opts, None, console, err, playbook)
     if not ok:

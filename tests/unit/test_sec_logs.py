@@ -286,3 +286,113 @@ def test_names_with_escape_sequences_are_printed_escaped(tree):
     result = run(render(tree / "prune", [f"{logs}/*.log"]))
     assert result.returncode == 0 and "\x1b" not in result.stdout
     assert "access.log-2020\\x1b[2J\\n-1" in result.stdout
+
+
+# ------------------------------------------------------------- bad values, refused up front
+
+def inventory(tmp_path: Path, group_vars: str) -> Path:
+    """Two web hosts on a closed loopback port: opsctl must refuse before it connects at all."""
+    (tmp_path / "hosts.yml").write_text(
+        "all:\n  children:\n    web:\n      hosts:\n"
+        "        web1: {ansible_host: 127.0.0.1, ansible_port: 9}\n"
+        "        web2: {ansible_host: 127.0.0.1, ansible_port: 9}\n")
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text(group_vars)
+    return tmp_path
+
+
+def opsctl_run(*args: str) -> subprocess.CompletedProcess:
+    import sys
+    return subprocess.run([sys.executable, "-m", "opsctl", *args], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+
+
+def assert_refused(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("opsctl: error: web1: "), result.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+BAD = {
+    # item 12: each of these crashed, passed the plan or silently moved the prune before
+    "window as text": ('opsctl_logrotate_window: "04:00"\n',
+                       "opsctl_logrotate_window: expected a mapping such as {start: \"04:00\""),
+    "negative prune delay": ("opsctl_logrotate_window: {start: \"04:00\", prune_delay_minutes: -120}\n",
+                             "opsctl_logrotate_window.prune_delay_minutes: expected a whole number of minutes from 1 to 720, got -120"),
+    "unknown time zone": ("opsctl_logrotate_window: {start: \"04:00\", timezone: Mars/Olympus}\n",
+                          "opsctl_logrotate_window.timezone: unknown time zone 'Mars/Olympus'"),
+    "start as a number": ("opsctl_logrotate_window:\n  start: 4\n",
+                          "opsctl_logrotate_window.start: got the number 4: quote the time"),
+    "start out of range": ("opsctl_logrotate_window: {start: '24:00'}\n",
+                           "opsctl_logrotate_window.start: expected a time HH:MM such as \"04:00\", got '24:00'"),
+    "unknown window key": ("opsctl_logrotate_window: {start: \"04:00\", prune_delay: 5}\n",
+                           "opsctl_logrotate_window: unknown key 'prune_delay'"),
+    # item 8: values that would add lines or syntax to root-owned files
+    "postrotate injected by a log path": (
+        'opsctl_logrotate_nginx_logs: "/var/log/nginx/*.log {\\n}\\n/tmp/x {\\n postrotate\\n  touch /pwned\\n endscript\\n}\\n#"\n',
+        "opsctl_logrotate_nginx_logs: expected an absolute path of letters, digits and"),
+    "second path after a space": ("opsctl_logrotate_nginx_logs: /var/log/nginx/*.log /etc/shadow\n",
+                                  "got '/var/log/nginx/*.log /etc/shadow'"),
+    "relative path": ("opsctl_logrotate_nginx_logs: nginx/*.log\n", "got 'nginx/*.log'"),
+    "dot-dot path": ("opsctl_logrotate_php_fpm_log: /var/log/../../etc/shadow\n",
+                     "opsctl_logrotate_php_fpm_log: expected a normalized path to a file"),
+    "brace in an app log": ("opsctl_logrotate_app_logs: [{path: '/var/log/shop/*.log}'}]\n",
+                            "opsctl_logrotate_app_logs[0].path: expected an absolute path"),
+    "newline in su owner": ('opsctl_logrotate_app_logs: [{path: /var/log/shop/*.log, owner: "www-data\\n postrotate"}]\n',
+                            "opsctl_logrotate_app_logs[0].owner: expected a user or group name"),
+    "group without owner": ("opsctl_logrotate_app_logs: [{path: /var/log/shop/*.log, group: adm}]\n",
+                            "opsctl_logrotate_app_logs[0]: group is used only with owner"),
+    "app logs not a list": ("opsctl_logrotate_app_logs: /var/log/shop/*.log\n",
+                            "opsctl_logrotate_app_logs: expected a list of {path, owner, group} mappings"),
+    "unit line injected by a number": ('opsctl_logrotate_keep_days: "14\\nExecStartPre=/bin/touch /pwned"\n',
+                                       "opsctl_logrotate_keep_days: expected a whole number from 1 to 36500"),
+    "zero step": ("opsctl_logrotate_prune_step_mb: 0\n", "opsctl_logrotate_prune_step_mb: expected a whole number from 1"),
+    "boolean count": ("opsctl_logrotate_prune_max_files: true\n", "got True"),
+    "shell in the backup dir": ("opsctl_logrotate_backup_dir: /var/backups/x;touch /pwned\n",
+                                "opsctl_logrotate_backup_dir: expected an absolute path"),
+    "cron line in the time zone": ('opsctl_logrotate_window: {timezone: "UTC\\n* * * * * root touch /pwned"}\n',
+                                   "opsctl_logrotate_window.timezone: unknown time zone 'UTC\\n* * * * * root touch /pwned'"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_logrotate_plan_refuses_in_one_line(tmp_path, name):
+    group_vars, message = BAD[name]
+    result = opsctl_run("logrotate", "plan", "--inventory", str(inventory(tmp_path, group_vars)))
+    assert_refused(result, message)
+    assert "(and 1 more host(s))" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["window as text", "negative prune delay", "unknown time zone",
+                                  "postrotate injected by a log path", "shell in the backup dir"])
+@pytest.mark.parametrize("command", [("logrotate", "apply"), ("logrotate", "apply", "--check"),
+                                     ("harden", "--tags", "logrotate"), ("harden",)])
+def test_apply_and_harden_refuse_before_connecting(tmp_path, name, command):
+    group_vars, message = BAD[name]
+    result = opsctl_run(*command, "--inventory", str(inventory(tmp_path, group_vars)))
+    assert_refused(result, message)
+
+
+def test_good_values_still_plan(tmp_path):
+    good = ("opsctl_logrotate_window: {start: '23:30', minutes: '120', timezone: Asia/Shanghai, prune_delay_minutes: 45}\n"
+            "opsctl_logrotate_nginx_logs: /srv/www/*/logs/access-[0-9]*.log\n"
+            "opsctl_logrotate_php_fpm_log: /var/log/php8.2-fpm.log\n"
+            "opsctl_logrotate_app_logs: [{path: /var/log/shop/*.log, owner: www-data, group: adm}, {path: /var/log/x.log}]\n"
+            "opsctl_logrotate_keep_days: '30'\nopsctl_logrotate_prune_step_pause_ms: 0\n"
+            "opsctl_logrotate_backup_dir: /var/backups/opsctl/logrotate\n")
+    result = opsctl_run("logrotate", "plan", "--format", "json", "--inventory", str(inventory(tmp_path, good)))
+    assert result.returncode == 0, result.stderr
+    slots = json.loads(result.stdout)
+    assert [(s["rotate"], s["prune"], s["timezone"]) for s in slots] == [
+        ("23:30", "00:15", "Asia/Shanghai"), ("00:30", "01:15", "Asia/Shanghai")]
+
+
+def test_templated_values_are_left_to_the_role():
+    from opsctl.logrotate_vars import problems, role_problems
+
+    values = {"opsctl_logrotate_nginx_logs": "{{ log_root }}/nginx/*.log"}
+    assert problems(values) == []
+    # Inside Ansible the value arrives resolved: a "{{" left in it is data, and refused.
+    assert role_problems(values)[0].startswith("opsctl_logrotate_nginx_logs: expected an absolute path")
