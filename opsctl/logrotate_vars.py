@@ -55,10 +55,18 @@ def _account_problem(value: Any, where: str) -> str:
     return f"{where}: expected a user or group name (letters, digits, _ . -; at most 32), got {value!r}"
 
 
-def _number_problem(value: Any, where: str, low: int, high: int) -> str:
-    if isinstance(value, str) and value.strip().isdigit():  # INI inventories and -e give text
+def whole(value: Any, low: int, high: int) -> int | None:
+    """`value` as a whole number from low to high, else None. Digits as text count: INI
+    inventories and -e key=value give text, and Ansible's own int conversion accepts them."""
+    if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
+    return value
+
+
+def _number_problem(value: Any, where: str, low: int, high: int) -> str:
+    if whole(value, low, high) is None:
         return f"{where}: expected a whole number from {low} to {high}, got {value!r}"
     return ""
 

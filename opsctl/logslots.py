@@ -1,8 +1,9 @@
 """When each host rotates its logs: a fleet window, one slot per host, clear of event windows.
 
-Stdlib only and free of opsctl imports: the opsctl_logrotate role carries this same file as an
-Ansible filter plugin (a symlink), so `ansible-playbook` and AWX compute exactly the slots that
-`opsctl logrotate plan` prints.
+Stdlib only: the opsctl_logrotate role carries this same file as an Ansible filter plugin (a
+symlink), so `ansible-playbook` and AWX compute exactly the slots that `opsctl logrotate plan`
+prints. The opsctl modules it reuses (durations, logrotate_vars: stdlib only too) are imported
+as usual inside opsctl, and loaded from the file next to its real path inside Ansible.
 
 Rules:
 - Hosts that share balancers (the same `opsctl_balancers`) form one pool; a pool's hosts are
@@ -41,13 +42,15 @@ def _sibling(name: str) -> ModuleType:
         return importlib.import_module(f"opsctl.{name}")
     spec = importlib.util.spec_from_file_location(
         f"_opsctl_{name}", Path(os.path.realpath(__file__)).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise ImportError(f"opsctl's {name}.py is not next to {os.path.realpath(__file__)}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 parse_duration = _sibling("durations").parse_duration
+whole = _sibling("logrotate_vars").whole
 
 
 class WindowError(ValueError):
@@ -103,12 +106,11 @@ def event_span(event: Mapping[str, Any]) -> Span | None:
 
 def _minutes(raw: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
     value = raw.get(key, default)
-    if isinstance(value, str) and value.strip().isdigit():  # INI inventories and -e give text
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    minutes = whole(value, low, high)
+    if minutes is None:
         raise WindowError(f"{WINDOW_VAR}.{key}: expected a whole number of minutes from {low} to {high}, "
                           f"got {value!r}")
-    return value
+    return minutes
 
 
 def _start(value: Any) -> time:
