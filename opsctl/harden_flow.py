@@ -12,6 +12,7 @@ from rich.live import Live
 from opsctl import harden as hd
 from opsctl.harden_view import explain_json, live_table, print_diffs, print_explain, print_summary
 from opsctl.inventory import Inventory, load_inventory
+from opsctl.logrotate_plan import refuse_before_apply
 from opsctl.safetext import visible
 from opsctl.vault import VaultOptions, resolve
 
@@ -36,6 +37,8 @@ def run_harden(opts: HardenOptions) -> int:
     opts = replace(opts, vault=resolve(opts.vault))   # once: every load and playbook gets the same secrets
     inv = load_inventory(opts.inventory, opts.limit, opts.vault)
     tags = hd.check_tags(opts.tags)
+    if tags is None or "logrotate" in tags.split(","):
+        refuse_before_apply(opts.inventory, inv, opts.vault)
     console, err = Console(), Console(stderr=True)
     with err.status("probing hosts for the capacity model"):
         plans = hd.explain(inv)
@@ -57,6 +60,8 @@ def apply_alone(playbook: str, opts: HardenOptions) -> int:
     """One part of harden on its own (`opsctl logrotate apply`): same view, same exit codes."""
     opts = replace(opts, vault=resolve(opts.vault))
     inv = load_inventory(opts.inventory, opts.limit, opts.vault)
+    if playbook == "logrotate":
+        refuse_before_apply(opts.inventory, inv, opts.vault)
     console, err = Console(), Console(stderr=True)
     _, ok, line = _apply(inv, opts, None, console, err, playbook)
     if not ok:

@@ -1,8 +1,9 @@
 """When each host rotates its logs: a fleet window, one slot per host, clear of event windows.
 
-Stdlib only and free of opsctl imports: the opsctl_logrotate role carries this same file as an
-Ansible filter plugin (a symlink), so `ansible-playbook` and AWX compute exactly the slots that
-`opsctl logrotate plan` prints.
+Stdlib only: the opsctl_logrotate role carries this same file as an Ansible filter plugin (a
+symlink), so `ansible-playbook` and AWX compute exactly the slots that `opsctl logrotate plan`
+prints. The opsctl modules it reuses (durations, logrotate_vars: stdlib only too) are imported
+as usual inside opsctl, and loaded from the file next to its real path inside Ansible.
 
 Rules:
 - Hosts that share balancers (the same `opsctl_balancers`) form one pool; a pool's hosts are
@@ -15,16 +16,45 @@ Rules:
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterable, Mapping
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_SHIFTS = 8
+WINDOW_VAR = "opsctl_logrotate_window"
+_WINDOW_KEYS = ("start", "minutes", "timezone", "prune_delay_minutes")
+_HHMM = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
+_ZONE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+
+
+def _sibling(name: str) -> ModuleType:
+    """opsctl's module `name`. Ansible loads this file by path as the role's filter plugin (a
+    symlink), outside the opsctl package: then it is the file next to this one's real path."""
+    if __package__ == "opsctl":
+        return importlib.import_module(f"opsctl.{name}")
+    spec = importlib.util.spec_from_file_location(
+        f"_opsctl_{name}", Path(os.path.realpath(__file__)).with_name(f"{name}.py"))
+    if spec is None or spec.loader is None:
+        raise ImportError(f"opsctl's {name}.py is not next to {os.path.realpath(__file__)}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+parse_duration = _sibling("durations").parse_duration
+whole = _sibling("logrotate_vars").whole
+
+
+class WindowError(ValueError):
+    """An opsctl_logrotate_window that cannot be used; the message is one line for a person."""
 
 
 @dataclass(frozen=True)
@@ -60,16 +90,6 @@ class Slot:
         return asdict(self)
 
 
-def _seconds(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).replace(" ", "")
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"expected a duration like 30m or 2h, got {value!r}")
-    return sum(float(n) * _UNIT[u] for n, u in parts)
-
-
 def event_span(event: Mapping[str, Any]) -> Span | None:
     """The protected span of a raw `opsctl_event` (None when it declares no window)."""
     window = event.get("window") if event else None
@@ -79,18 +99,63 @@ def event_span(event: Mapping[str, Any]) -> Span | None:
     start = start if isinstance(start, datetime) else datetime.fromisoformat(str(start))
     if start.tzinfo is None:
         start = start.replace(tzinfo=ZoneInfo(str(window["timezone"])))
-    prepare = timedelta(seconds=_seconds(window.get("prepare", "1h")))
-    end = start + timedelta(seconds=_seconds(window["duration"]))
+    prepare = parse_duration(window.get("prepare", "1h"))
+    end = start + parse_duration(window["duration"])
     return Span(name=str(event.get("name") or "event"), start=start - prepare, end=end)
 
 
-def parse_window(raw: Mapping[str, Any]) -> Window:
-    hour, minute = (int(x) for x in str(raw.get("start", "04:00")).split(":"))
-    minutes = int(raw.get("minutes", 60))
-    if not (0 <= hour < 24 and 0 <= minute < 60 and 1 <= minutes <= 720):
-        raise ValueError(f"log rotation window {dict(raw)!r}: start must be HH:MM, minutes 1-720")
-    return Window(start=time(hour, minute), minutes=minutes, timezone=str(raw.get("timezone", "UTC")),
-                  prune_delay=int(raw.get("prune_delay_minutes", 30)))
+def _minutes(raw: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = raw.get(key, default)
+    minutes = whole(value, low, high)
+    if minutes is None:
+        raise WindowError(f"{WINDOW_VAR}.{key}: expected a whole number of minutes from {low} to {high}, "
+                          f"got {value!r}")
+    return minutes
+
+
+def _start(value: Any) -> time:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # A number (-e start=4, or a YAML 1.1 loader's sexagesimal 04:00 = 240) is no time of day.
+        raise WindowError(f"{WINDOW_VAR}.start: got the number {value!r}: quote the time, e.g. start: \"04:00\"")
+    match = _HHMM.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        raise WindowError(f"{WINDOW_VAR}.start: expected a time HH:MM such as \"04:00\", got {value!r}")
+    return time(int(match[1]), int(match[2]))
+
+
+def check_zone(value: Any, where: str) -> str:
+    """An IANA time zone name known to this machine's tz database, or WindowError."""
+    try:
+        if isinstance(value, str) and _ZONE.fullmatch(value):
+            ZoneInfo(value)
+            return value
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        pass
+    raise WindowError(f"{where}: unknown time zone {value!r} (expected an IANA name such as UTC or Europe/Berlin)")
+
+
+def parse_window(raw: Any) -> Window:
+    """The fleet window from its inventory value; every error names the key and is one line."""
+    if not isinstance(raw, Mapping):
+        raise WindowError(f"{WINDOW_VAR}: expected a mapping such as {{start: \"04:00\", minutes: 60, "
+                          f"timezone: UTC, prune_delay_minutes: 30}}, got {raw!r}")
+    unknown = sorted(str(k) for k in raw if k not in _WINDOW_KEYS)
+    if unknown:
+        raise WindowError(f"{WINDOW_VAR}: unknown key {unknown[0]!r} (allowed: {', '.join(_WINDOW_KEYS)})")
+    # The prune runs prune_delay_minutes after each rotation and must itself stay clear of every
+    # event: a negative or zero delay would put it before or at the rotation, outside the span checked.
+    return Window(start=_start(raw.get("start", "04:00")), minutes=_minutes(raw, "minutes", 60, 1, 720),
+                  timezone=check_zone(raw.get("timezone", "UTC"), f"{WINDOW_VAR}.timezone"),
+                  prune_delay=_minutes(raw, "prune_delay_minutes", 30, 1, 720))
+
+
+def window_error(raw: Any) -> str:
+    """'' when `raw` is a usable window, else why not (the role's assert shows it)."""
+    try:
+        parse_window(raw)
+    except WindowError as exc:
+        return str(exc)
+    return ""
 
 
 def _daily_span(window: Window, day: date, start: time) -> tuple[datetime, datetime]:
@@ -187,4 +252,5 @@ class FilterModule:
     """Ansible filters: the same slot computation inside the opsctl_logrotate role."""
 
     def filters(self) -> dict[str, Any]:
-        return {"opsctl_logrotate_slot": _filter_slot, "opsctl_logrotate_host_local": host_local}
+        return {"opsctl_logrotate_slot": _filter_slot, "opsctl_logrotate_host_local": host_local,
+                "opsctl_logrotate_window_error": window_error}

@@ -84,3 +84,33 @@ def test_host_local_time_follows_the_host_offset():
     assert host_local("04:00", "UTC", "+0800") == {"hour": 12, "minute": 0}
     assert host_local("04:30", "UTC", "-0530") == {"hour": 23, "minute": 0}
     assert host_local("12:00", "Asia/Shanghai", "+0000") == {"hour": 4, "minute": 0}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("04:00", "expected a mapping"),                                   # used to be an AttributeError
+    ({"start": "04:00", "prune_delay_minutes": -120}, "prune_delay_minutes"),  # used to prune early
+    ({"prune_delay_minutes": 0}, "prune_delay_minutes"),
+    ({"timezone": "Mars/Olympus"}, "unknown time zone"),               # used to pass the plan
+    ({"timezone": "../../etc/passwd"}, "unknown time zone"),
+    ({"start": "4"}, "expected a time HH:MM"),
+    ({"start": "04:00:00"}, "expected a time HH:MM"),
+    ({"minutes": "sixty"}, "minutes"),
+    ({"minutes": True}, "minutes"),
+    ({"length": 60}, "unknown key 'length'"),
+])
+def test_bad_windows_say_which_key_in_one_line(raw, message):
+    with pytest.raises(ValueError, match=message) as caught:
+        parse_window(raw)
+    assert "\n" not in str(caught.value)
+
+
+def test_windows_from_text_inventories():
+    window = parse_window({"start": "4:05", "minutes": "90", "prune_delay_minutes": "15", "timezone": "Asia/Shanghai"})
+    assert (window.start.hour, window.start.minute, window.minutes, window.prune_delay) == (4, 5, 90, 15)
+
+
+def test_event_durations_are_read_by_opsctl_durations():
+    span = event_span(event("2026-11-11T05:00", duration="1h30m", prepare="90s"))
+    assert span.end - span.start == timedelta(minutes=91, seconds=30)
+    with pytest.raises(ValueError, match="negative|expected a duration"):
+        event_span(event("2026-11-11T05:00", duration="-2h"))

@@ -1,0 +1,1 @@
+../../../opsctl/logrotate_vars.py
