@@ -191,7 +191,8 @@ def run(inv: Inventory, *, tags: str | None, check: bool, diff: bool, verbose: i
         on_event: Callable[[Event], None], playbook: str = PLAYBOOK) -> RunResult:
     hosts = [h.name for h in inv.hosts]
     return run_playbook(playbook, inv.source, limit=",".join(hosts), verbosity=verbose, on_event=on_event,
-                        host_count=len(hosts), tags=tags, check=check, diff=diff)
+                        host_count=len(hosts), tags=tags, check=check, diff=diff,
+                        host_vars={h.name: h.vars for h in inv.hosts})
 
 
 def restart_command(inventory: str, hosts: list[str]) -> str:

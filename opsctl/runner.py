@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from opsctl.errors import OpsctlError
 from opsctl.paths import playbooks_dir, roles_dir, state_dir
@@ -177,9 +177,19 @@ def playbook_path(name: str) -> Path:
 def run_playbook(name: str, inventory_source: Path | str, *, limit: str | None = None,
                  verbosity: int = 0, extravars: dict[str, Any] | None = None,
                  on_event: Callable[[Event], None] | None = None, host_count: int = 5,
-                 tags: str | None = None, check: bool = False, diff: bool = False) -> RunResult:
-    """Run playbooks/NAME.yml against an inventory and report every host's outcome."""
+                 tags: str | None = None, check: bool = False, diff: bool = False,
+                 host_vars: Mapping[str, Mapping[str, Any]] | None = None) -> RunResult:
+    """Run playbooks/NAME.yml against an inventory and report every host's outcome.
+
+    `host_vars` (host -> its inventory vars) says where Ansible would skip host key checks:
+    refused unless those hosts accept it (opsctl/hostkeys.py), then said in one warning line."""
     import ansible_runner
+
+    from opsctl.hostkeys import guard_ansible
+
+    warning = guard_ansible(host_vars if host_vars is not None else {"every host": {}})
+    if warning:
+        print(warning, file=sys.stderr)
 
     failures: list[Failure] = []
 
