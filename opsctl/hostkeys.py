@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import paramiko
-from paramiko.hostkeys import HostKeyEntry, HostKeys
+from paramiko.hostkeys import HostKeyEntry
 
 USER_FILES = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 GLOBAL_FILES = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
@@ -45,6 +45,31 @@ class HostKeyRefused(paramiko.SSHException):
     """The host's key is not one known_hosts trusts for it; the message is the host's error."""
 
 
+def _glob(pattern: str) -> re.Pattern[str]:
+    """OpenSSH's match_pattern: `*` and `?` only (no [classes]: `[host]:port` is literal)."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(regex, re.IGNORECASE | re.DOTALL)
+
+
+def _matchers(patterns: Iterable[str]) -> tuple[tuple[bool, re.Pattern[str]], ...]:
+    return tuple((p.startswith("!"), _glob(p[1:] if p.startswith("!") else p)) for p in patterns)
+
+
+def _match(name: str, matchers: Iterable[tuple[bool, re.Pattern[str]]]) -> bool:
+    """OpenSSH's match_hostname: a matching negated pattern wins over every positive one."""
+    found = False
+    for negated, regex in matchers:
+        if regex.fullmatch(name):
+            if negated:
+                return False
+            found = True
+    return found
+
+
+def match_host(name: str, patterns: Iterable[str]) -> bool:
+    return _match(name, _matchers(patterns))
+
+
 @dataclass(frozen=True)
 class Entry:
     """One usable known_hosts line: where it is, its marker, its host patterns and its key."""
@@ -53,11 +78,31 @@ class Entry:
     patterns: tuple[str, ...]    # as written; a hashed entry has exactly one |1|salt|hash
     keytype: str
     blob: bytes
+    # Prepared once per line, since a fleet's check looks every host up in every line: the
+    # compiled patterns, and for a hashed name the HMAC keyed with its salt and the digest.
+    matchers: tuple[tuple[bool, re.Pattern[str]], ...] = field(default=(), compare=False, repr=False)
+    hashed_parts: tuple[Any, bytes] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def hashed(self) -> bool:
+        return self.patterns[0].startswith("|1|")
+
+    @property
+    def plain_names(self) -> tuple[str, ...]:
+        """The names of a line with neither hashing nor wildcards nor negation, else ()."""
+        return () if self.hashed or self.matchers else tuple(p.lower() for p in self.patterns)
 
     def matches(self, name: str) -> bool:
-        if self.patterns[0].startswith("|1|"):
-            return hmac.compare_digest(HostKeys.hash_host(name, self.patterns[0]), self.patterns[0])
-        return match_host(name, self.patterns)
+        if self.hashed_parts is not None:
+            # What paramiko's HostKeys.hash_host computes (HMAC-SHA1 of the name), without
+            # decoding the salt again for every host.
+            keyed, digest = self.hashed_parts
+            mac = keyed.copy()
+            mac.update(name.encode())
+            return hmac.compare_digest(mac.digest(), digest)
+        if self.matchers:
+            return _match(name, self.matchers)
+        return name.lower() in self.plain_names
 
     def key(self) -> paramiko.PKey | None:
         """The key object, or None when this paramiko cannot use the type (OpenSSH skips those too)."""
@@ -69,24 +114,6 @@ class Entry:
         return entry.key if entry is not None else None
 
 
-def _glob(name: str, pattern: str) -> bool:
-    """OpenSSH's match_pattern: `*` and `?` only (no [classes]: `[host]:port` is literal)."""
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, name, re.IGNORECASE | re.DOTALL) is not None
-
-
-def match_host(name: str, patterns: Iterable[str]) -> bool:
-    """OpenSSH's match_hostname: a matching negated pattern wins over every positive one."""
-    found = False
-    for pattern in patterns:
-        negated = pattern.startswith("!")
-        if _glob(name, pattern[1:] if negated else pattern):
-            if negated:
-                return False
-            found = True
-    return found
-
-
 def lookup_name(address: str, port: int, alias: str = "") -> str:
     """The name ssh looks up: HostKeyAlias as given, else the host, as `[host]:port` off port 22."""
     if alias:
@@ -94,13 +121,16 @@ def lookup_name(address: str, port: int, alias: str = "") -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-def _hashed_ok(field_: str) -> bool:
+def _hashed(field_: str) -> tuple[Any, bytes] | None:
+    """(HMAC-SHA1 keyed with the salt, digest) of a `|1|salt|hash` name, or None when it is not one."""
     parts = field_.split("|")
     try:
-        return (len(parts) == 4 and len(base64.b64decode(parts[2], validate=True)) == 20
-                and len(base64.b64decode(parts[3], validate=True)) == 20)
-    except (binascii.Error, ValueError):
-        return False
+        salt, digest = (base64.b64decode(parts[2], validate=True), base64.b64decode(parts[3], validate=True))
+    except (binascii.Error, ValueError, IndexError):
+        return None
+    if len(parts) != 4 or parts[1] != "1" or not len(salt) == len(digest) == 20:
+        return None
+    return hmac.new(salt, digestmod="sha1"), digest
 
 
 def parse_line(text: str, source: str) -> tuple[Entry | None, str]:
@@ -116,13 +146,16 @@ def parse_line(text: str, source: str) -> tuple[Entry | None, str]:
     if len(words) < 3:
         return None, "expected host patterns, a key type and a key"
     patterns = tuple(p for p in words[0].split(",") if p)
-    if not patterns or (patterns[0].startswith("|") and (len(patterns) > 1 or not _hashed_ok(patterns[0]))):
+    hashed = _hashed(patterns[0]) if patterns and patterns[0].startswith("|") else None
+    if not patterns or (patterns[0].startswith("|") and (len(patterns) > 1 or hashed is None)):
         return None, "unreadable host name field"
     try:
         blob = base64.b64decode(words[2], validate=True)
     except (binascii.Error, ValueError):
         return None, "the key is not valid base64"
-    return Entry(source, marker, patterns, words[1], blob), ""
+    wild = not patterns[0].startswith("|") and any(c in p for p in patterns for c in "*?!")
+    return Entry(source, marker, patterns, words[1], blob, _matchers(patterns) if wild else (),
+                 hashed), ""
 
 
 @dataclass(frozen=True)
@@ -131,9 +164,22 @@ class KnownHosts:
     files: tuple[Path, ...]
     entries: tuple[Entry, ...] = ()
     skipped: tuple[str, ...] = ()        # "path:line: why", or "path: cannot read: ..."
+    by_name: dict[str, list[Entry]] = field(default_factory=dict, compare=False, repr=False)
+    others: tuple[Entry, ...] = field(default=(), compare=False, repr=False)   # hashed or patterned
+
+    def __post_init__(self) -> None:
+        # An index of the plain names: one dict lookup per host instead of a scan of every line.
+        others = []
+        for entry in self.entries:
+            for name in entry.plain_names:
+                self.by_name.setdefault(name, []).append(entry)
+            if not entry.plain_names:
+                others.append(entry)
+        object.__setattr__(self, "others", tuple(others))
 
     def trust(self, name: str) -> "Trust":
-        matching = [e for e in self.entries if e.matches(name)]
+        matching = self.by_name.get(name.lower(), []) + [e for e in self.others if e.matches(name)]
+        matching = list(dict.fromkeys(matching))     # a line naming the host twice counts once
         keys = [(e, e.key()) for e in matching]
         revoked = tuple(k for e, k in keys if k is not None and e.marker == REVOKED)
         plain = tuple((e.source, k) for e, k in keys if k is not None and not e.marker and k not in revoked)
