@@ -105,7 +105,11 @@ def _integer(value: Any, where: str) -> str | None:
 
 
 def _workers(value: Any, where: str) -> str | None:
-    return None if str(value) == "auto" and isinstance(value, str) else _integer(value, where)
+    """"auto" or a count; any other single word is left for `nginx -t` to judge (the role then
+    restores the previous files), since one word cannot add a directive."""
+    if isinstance(value, str):
+        return _matching(re.compile(r"[A-Za-z0-9]+"), "auto or a number of workers")(value, where)
+    return _integer(value, where)
 
 
 def _list_of(rule: Rule) -> Rule:
