@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from opsctl.capacity import CapacityError, derive
+from opsctl.configvalues import inventory_problem
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
 from opsctl.paths import roles_dir
@@ -46,8 +47,12 @@ def _targets(hosts: list[Host]) -> list:
 
 
 def plan_host(host: Host, facts: dict[str, Any]) -> HostPlan:
-    """The capacity plan of one probed host, with the inventory's overrides."""
+    """The capacity plan of one probed host, with the inventory's overrides; a value the
+    roles would refuse to write (opsctl/configvalues.py) is refused here first."""
     facts = dict(facts, host=host.name)
+    problem = inventory_problem(host.vars)
+    if problem:
+        return HostPlan(host.name, facts, error=f"{host.name}: {problem}", refused=True)
     try:
         plan = derive(host.vars.get("opsctl_event") or {}, facts,
                       host.vars.get("opsctl_capacity_overrides") or {},
@@ -71,6 +76,9 @@ def explain(inv: Inventory) -> list[HostPlan]:
     results = run_many(_targets(list(inv.hosts)), probe_script(), "sh -s")
     plans = []
     for host, result in zip(inv.hosts, results):
+        if not result.ok and inventory_problem(host.vars):
+            plans.append(plan_host(host, {}))       # bad input even where the probe failed
+            continue
         if not result.ok:
             plans.append(HostPlan(host.name, error=f"{host.name}: {result.error}"))
             continue
@@ -189,7 +197,8 @@ def run(inv: Inventory, *, tags: str | None, check: bool, diff: bool, verbose: i
         vault: VaultOptions = VaultOptions()) -> RunResult:
     hosts = [h.name for h in inv.hosts]
     return run_playbook(playbook, inv.source, limit=",".join(hosts), verbosity=verbose, on_event=on_event,
-                        host_count=len(hosts), tags=tags, check=check, diff=diff, vault=vault)
+                        host_count=len(hosts), tags=tags, check=check, diff=diff, vault=vault,
+                        host_vars={h.name: h.vars for h in inv.hosts})
 
 
 def restart_command(inventory: str, hosts: list[str]) -> str:

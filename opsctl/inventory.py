@@ -28,7 +28,7 @@ CONNECTION_VARS = frozenset({
     "ansible_become", "ansible_become_user", "ansible_become_method",
     "ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args",
     "ansible_ssh_private_key_file", "ansible_private_key_file",
-    "ansible_host_key_checking", "ansible_ssh_host_key_checking",
+    "ansible_host_key_checking", "ansible_ssh_host_key_checking", "ansible_connection",
 })
 OWN_PREFIX = "opsctl_"
 # Read as Ansible reads booleans (INI inventories give strings: "false", "no", "off", "0").

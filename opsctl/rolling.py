@@ -7,7 +7,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
@@ -26,6 +26,7 @@ class RolloutPlan:
     batches: list[list[str]]
     skipped: list[str]      # before --resume-from
     balancers: list[str]
+    host_vars: dict[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)  # for the host key guard
 
 
 @dataclass
@@ -83,7 +84,7 @@ def plan_rollout(inv: Inventory, service: str, mode: str, batch: str, resume_fro
     size = batch_size(batch, len(names))
     batches = [names[i:i + size] for i in range(0, len(names), size)]
     return RolloutPlan(service=service, mode=mode, batches=batches, skipped=skipped,
-                       balancers=_balancers(hosts))
+                       balancers=_balancers(hosts), host_vars={h.name: h.vars for h in inv.hosts})
 
 
 def _balancers(hosts: list[Host]) -> list[str]:
@@ -166,4 +167,4 @@ def run_rollout(plan: RolloutPlan, inventory_source, verbose: int,
         "rolling-reload", inventory_source, limit=",".join(hosts), verbosity=verbose,
         extravars={"opsctl_rolling_hosts": "all", "opsctl_rolling_batch": len(plan.batches[0]),
                    "opsctl_rolling_service": plan.service, "opsctl_rolling_mode": plan.mode},
-        on_event=on_event, host_count=len(plan.batches[0]), vault=vault)
+        on_event=on_event, host_count=len(plan.batches[0]), vault=vault, host_vars=plan.host_vars)

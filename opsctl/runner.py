@@ -210,10 +210,20 @@ def run_playbook(name: str, inventory_source: Path | str, *, limit: str | None =
                  verbosity: int = 0, extravars: dict[str, Any] | None = None,
                  on_event: Callable[[Event], None] | None = None, host_count: int = 5,
                  tags: str | None = None, check: bool = False, diff: bool = False,
-                 vault: vaults.VaultOptions = vaults.VaultOptions()) -> RunResult:
-    """Run playbooks/NAME.yml against an inventory and report every host's outcome."""
+                 vault: vaults.VaultOptions = vaults.VaultOptions(),
+                 host_vars: Mapping[str, Mapping[str, Any]] | None = None) -> RunResult:
+    """Run playbooks/NAME.yml against an inventory and report every host's outcome.
+
+    `host_vars` (host -> its inventory vars) says where Ansible would skip host key checks:
+    refused unless those hosts accept it (opsctl/hostkeys.py), then said in one warning line."""
     import ansible_runner
     from ansible_runner.utils import signal_handler
+
+    from opsctl.hostkeys import guard_ansible
+
+    warning = guard_ansible(host_vars if host_vars is not None else {"every host": {}})
+    if warning:
+        print(warning, file=sys.stderr)
 
     failures: list[Failure] = []
 

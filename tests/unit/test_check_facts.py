@@ -135,9 +135,9 @@ def test_target_reads_known_hosts_key_and_become_from_host_vars():
     target = target_for("w", "10.0.0.5", 2222, "deploy", {
         "ansible_ssh_common_args": "-o UserKnownHostsFile=/tmp/kh -o StrictHostKeyChecking=yes",
         "ansible_ssh_private_key_file": "/tmp/key", "ansible_become": True, "opsctl_known_hosts": "/other"})
-    assert (str(target.known_hosts), str(target.key_file), target.become, target.port) == ("/tmp/kh", "/tmp/key", True, 2222)
-    assert str(target_for("w", "a", 22, "u", {"opsctl_known_hosts": "/other"}).known_hosts) == "/other"
-    assert target_for("w", "a", 22, "u", {}).known_hosts.name == "known_hosts"
+    assert (target.known_hosts, str(target.key_file), target.become, target.port) == ((Path("/tmp/kh"),), "/tmp/key", True, 2222)
+    assert target_for("w", "a", 22, "u", {"opsctl_known_hosts": "/other"}).known_hosts == (Path("/other"),)
+    assert [p.name for p in target_for("w", "a", 22, "u", {}).known_hosts] == ["known_hosts", "known_hosts2"]
 
 
 def test_managed_init_script_signals_the_master_itself():

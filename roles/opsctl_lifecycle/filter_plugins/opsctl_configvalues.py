@@ -1,0 +1,1 @@
+../../../opsctl/configvalues.py
