@@ -121,6 +121,9 @@ def sshd_on_another_port(lab):
     web1 = host(lab, "web1")
     pidfile = "/run/opsctl-test-sshd.pid"
     ssh(lab, web1, f"/usr/sbin/sshd -f /etc/opsctl-lab/sshd_config -p {PORT} -o PidFile={pidfile}", check=True)
+    # sshd forks into the background before it listens: wait (bounded) until it does.
+    ssh(lab, web1, f"for i in $(seq 100); do ss -Hltn 'sport = :{PORT}' | grep -q . && exit 0; sleep 0.1; done; exit 1",
+        check=True)
     yield web1
     ssh(lab, web1, f"kill $(cat {pidfile})")
 

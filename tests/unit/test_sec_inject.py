@@ -1,6 +1,6 @@
 """Issue 11 item 8, the pure logic: the rules of opsctl/configvalues.py, and that every role that
 writes configuration checks every one of its inputs with them (the lab tests are in
-tests/integration/test_sec_inject.py)."""
+tests/integration/test_sec_inject_lab.py)."""
 
 from __future__ import annotations
 

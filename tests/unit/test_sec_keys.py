@@ -1,6 +1,6 @@
 """Issue 11 item 10, the pure logic: known_hosts read as OpenSSH reads it (files, hashed names,
 ports, patterns, markers, bad lines) and what turns host key checking off for Ansible.
-The same verdicts against a real sshd: tests/integration/test_sec_keys.py."""
+The same verdicts against a real sshd: tests/integration/test_sec_keys_lab.py."""
 
 from __future__ import annotations
 
