@@ -206,6 +206,8 @@ VARIABLES: dict[str, Rule] = {
     "opsctl_lifecycle_cron_policy": _word,
     "opsctl_lifecycle_cron_paths": _list_of(_path),
     "opsctl_lifecycle_backup_dir": _path,
+    "opsctl_php_fpm_backup_dir": _path,
+    "opsctl_nginx_backup_dir": _path,
 }
 
 

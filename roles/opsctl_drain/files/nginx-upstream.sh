@@ -114,7 +114,7 @@ upstream_awk "$STATE" <"$file" >"$new"
 master=$(cat /run/nginx.pid)
 # A run killed between its edit and its reload leaves the file right and nginx on the old
 # config: reload too when the file is not older than the youngest worker.
-youngest=$(ps -o etimes= --ppid "$master" | sort -n | head -n 1)
+youngest=$(ps -o etimes= --ppid "$master" | awk 'NR == 1 || $1 < m { m = $1 } END { print m }')
 stale=$(( $(stat -c %Y -- "$file") >= $(date +%s) - ${youngest:-0} ))
 if cmp -s -- "$file" "$new"; then
   edited=
