@@ -111,3 +111,16 @@ def test_deployed_prune_withstands_www_data_swapping_a_log_for_a_symlink(applied
     assert "victim-untouched" in out, out
     assert "pruning there as www-data:www-data" in out and "it changed since the scan" in out, out
     assert "prune-rc=1" in out  # what it left alone is reported, not swallowed
+
+
+def test_plain_harden_playbook_refuses_log_rotation_values_before_any_role_runs(applied):
+    """harden.yml runs log rotation last: its values are refused before the first role changes a file."""
+    lab = applied
+    before = state(lab)
+    run = labtools.playbook(lab, "playbooks/harden.yml", "-e",
+                            json.dumps({"opsctl_logrotate_nginx_logs": INJECTED_POSTROTATE}), timeout=600)
+    assert run.returncode != 0
+    assert "opsctl_logrotate_nginx_logs: expected an absolute path" in run.stdout, run.stdout[-3000:]
+    assert "opsctl_sysctl" not in run.stdout and "Opsctl_sysctl" not in run.stdout, run.stdout[-3000:]
+    assert all(counts["changed"] == 0 for counts in labtools.recap(run.stdout).values()), run.stdout[-2000:]
+    assert state(lab) == before
