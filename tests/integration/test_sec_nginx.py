@@ -207,6 +207,7 @@ def test_rolling_reload_drains_each_host_in_the_loaded_file(slab, decoys):
     ({"config": "/etc/nginx/nginx.conf"}, "config /etc/nginx/nginx.conf does not define upstream opsctl_web"),
     ({"upstream": "opsctl_nope"}, "no file nginx loads defines upstream opsctl_nope"),
     ({"quoted": True}, "upstream opsctl_web is defined in 2 files nginx loads"),
+    ({"upstream": "opsctl_web|.*"}, "invalid upstream name 'opsctl_web|.*'"),
 ])
 def test_drain_refuses_anything_but_one_loaded_file_and_changes_nothing(slab, decoys, balancer, message):
     quoted = "/etc/nginx/conf.d/zz-quoted.conf"

@@ -15,12 +15,12 @@ umask 077
 fail() { echo "$2" >&2; exit "$1"; }
 
 # Values reach awk and file names below: accept only what nginx names and addresses look like.
-[[ $UPSTREAM =~ ^[A-Za-z0-9_.-]+$ ]] || fail 2 "invalid upstream name '$UPSTREAM'"
-[[ $ADDRESS =~ ^([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$ ]] || fail 2 "invalid backend address '$ADDRESS'"
-[[ $PORT =~ ^[0-9]{1,5}$ ]] || fail 2 "invalid backend port '$PORT'"
-[[ $STATE == drained || $STATE == serving ]] || fail 2 "invalid state '$STATE' (drained or serving)"
+[[ $UPSTREAM =~ ^[A-Za-z0-9_.-]+$ ]] || fail 2 "invalid upstream name '$UPSTREAM', nothing changed"
+[[ $ADDRESS =~ ^([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$ ]] || fail 2 "invalid backend address '$ADDRESS', nothing changed"
+[[ $PORT =~ ^[0-9]{1,5}$ ]] || fail 2 "invalid backend port '$PORT', nothing changed"
+[[ $STATE == drained || $STATE == serving ]] || fail 2 "invalid state '$STATE' (drained or serving), nothing changed"
 BACKUP_DIR=${BACKUP_DIR%/}
-[[ $BACKUP_DIR == /?* && $BACKUP_DIR != /etc/* ]] || fail 2 "the backup directory must be absolute and outside /etc: '$BACKUP_DIR'"
+[[ $BACKUP_DIR == /?* && $BACKUP_DIR != /etc/* ]] || fail 2 "the backup directory must be absolute and outside /etc: '$BACKUP_DIR', nothing changed"
 
 # In the block `upstream UPSTREAM {` (only in the section of file SECTION when reading a
 # `nginx -T` dump): MODE=count prints "<servers> <down>" for the server lines of ADDRESS:PORT,
