@@ -143,7 +143,10 @@ def _read_all(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]
             progressed = True
         if len(out) > MAX_OUTPUT:
             raise paramiko.SSHException("output exceeds 16 MB")
-        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+        # sshd may send the exit status before the last output it read from the command: the
+        # output is complete only at EOF (or close), not at the exit status.
+        done = channel.exit_status_ready() and (channel.eof_received or channel.closed)
+        if done and not channel.recv_ready() and not channel.recv_stderr_ready():
             return bytes(out), bytes(err)
         if not progressed:
             channel.status_event.wait(0.02)
