@@ -157,7 +157,7 @@ def _evaluate_host(host: Host, answer: ExecResult, engine: Engine, override: Eve
                    outcome: HostOutcome) -> list[Result]:
     try:
         facts = parse(answer.stdout)
-    except ValueError as exc:   # JSONDecodeError included: the host printed something else
+    except (ValueError, RecursionError) as exc:   # not JSON, or nested deeper than json can parse
         outcome.status, outcome.error = "error", f"probe output is not usable: {str(exc)[:200]}"
         return []
     try:

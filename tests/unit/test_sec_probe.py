@@ -42,7 +42,7 @@ def _evaluate(engine, stdout: str) -> tuple[HostOutcome, list]:
 
 
 @pytest.mark.parametrize("stdout", ["[1, 2]", '{"sections": []}', '"text"', "null", "42", '{"probe": 1}',
-                                    '{"sections": "meta"}', "not json at all", "", "\x1b[2J{"])
+                                    '{"sections": "meta"}', "not json at all", "", "\x1b[2J{", "[" * 100000])
 def test_output_that_is_not_a_probe_report_is_that_hosts_error(engine, stdout):
     outcome, results = _evaluate(engine, stdout)
     assert outcome.status == "error" and results == []
