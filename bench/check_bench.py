@@ -3,7 +3,7 @@
 
 - the floor: one plain `ssh host true` per host, all in parallel;
 - opsctl check (one paramiko connection and one probe round trip per host, catalog evaluated);
-- Ansible reading the same facts: playbooks/preflight.yml with forks = hosts.
+- Ansible reading the same facts: opsctl.fleet.preflight with forks = hosts.
 
 Prints wall times, ratios and opsctl's peak memory (ru_maxrss of the child). Every loop is
 bounded; only the lab's own addresses are contacted. Usage (root, from the checkout):
@@ -106,8 +106,10 @@ def bench_size(hosts: int, runs: int) -> dict:
         checks.append(timed([OPSCTL, "check", "--inventory", inventory, "--format", "json"]))
     best = min(checks, key=lambda c: c[0])
     wait_quiet()
+    from opsctl.paths import collections_env
+
     ansible = timed([str(Path(PYTHON).parent / "ansible-playbook"), "-i", inventory,
-                     str(REPO / "playbooks/preflight.yml")], env={"ANSIBLE_FORKS": str(hosts)})
+                     "opsctl.fleet.preflight"], env={"ANSIBLE_FORKS": str(hosts), **collections_env()})
     median = sorted(c[0] for c in checks)[len(checks) // 2]
     return {"hosts": hosts, "floor": floor, "check": best[0], "median": median, "check_rc": best[1], "rss_mb": best[2],
             "ansible": ansible[0], "ansible_rc": ansible[1]}

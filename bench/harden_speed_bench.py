@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from opsctl.paths import collections_env  # noqa: E402
 PYTHON = str(REPO / ".venv/bin/python")
 LIMIT_S = 1800
 
@@ -47,8 +50,9 @@ def ansible_defaults(inventory: Path) -> subprocess.CompletedProcess:
         config.write_text("[defaults]\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
         env["ANSIBLE_CONFIG"] = str(config)
+        env.update(collections_env())
         return subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", str(inventory),
-                               str(REPO / "playbooks/harden.yml")], capture_output=True, text=True,
+                               "opsctl.fleet.harden"], capture_output=True, text=True,
                               cwd=empty, env=env, timeout=LIMIT_S)
 
 

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from opsctl.lab import fleet  # noqa: E402
+from opsctl.paths import collections_env  # noqa: E402
 from opsctl.lab.load import BackgroundLoad, LoadResult, Orders  # noqa: E402
 
 INIT = "/etc/init.d/php8.2-fpm"
@@ -65,9 +66,9 @@ def under_load(spec, host, name: str, command: str) -> Row:
 
 
 def apply_role(spec, host) -> None:
-    env = dict(os.environ, ANSIBLE_PIPELINING="True")
+    env = dict(os.environ, ANSIBLE_PIPELINING="True", **collections_env())
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(spec.inventory_dir),
-                           "--limit", host.name, str(REPO / "playbooks/lifecycle.yml")],
+                           "--limit", host.name, "opsctl.fleet.lifecycle"],
                           capture_output=True, text=True, timeout=600, env=env)
     if proc.returncode != 0:
         raise SystemExit(proc.stdout[-3000:] + proc.stderr)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """F4 on the lab: what deleting 2 GB of expired logs does to request latency.
 
-Brings up its own lab (one web host), applies playbooks/logrotate.yml, then for each method
+Brings up its own lab (one web host), applies opsctl.fleet.logrotate, then for each method
 plants the same expired logs on the web host, runs a steady load against it, deletes the logs
 while the load runs, and prints p50/p99 latency before and during the deletion:
 - unthrottled: `rm -f` of every expired file at once (what a cleanup script in the rotation
@@ -15,6 +15,7 @@ Needs root. Sends traffic only to the lab's own web host; every phase is bounded
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from opsctl.lab import fleet  # noqa: E402
+from opsctl.paths import collections_env  # noqa: E402
 from opsctl.lab.load import BackgroundLoad, LoadResult, run_load  # noqa: E402
 
 PATH = "/work.php?ms=5"
@@ -91,8 +93,8 @@ def main() -> None:
     spec = fleet.up(args.lab, 1, None, report=lambda msg: None)
     host = spec.by_role("web")[0]
     apply = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(spec.inventory_dir),
-                            str(REPO / "playbooks/logrotate.yml"), "--limit", host.name],
-                           capture_output=True, text=True)
+                            "opsctl.fleet.logrotate", "--limit", host.name],
+                           capture_output=True, text=True, env=dict(os.environ, **collections_env()))
     if apply.returncode != 0:
         raise SystemExit(apply.stdout[-2000:])
     methods = {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """F1 on the lab: an overload burst against Debian's stock nginx + php-fpm, then the same burst
-after playbooks/harden.yml (the opsctl_php_fpm and opsctl_nginx roles among others, sized by
+after opsctl.fleet.harden (the opsctl_php_fpm and opsctl_nginx roles among others, sized by
 the capacity model) has run.
 
 Brings up its own fresh lab (1 balancer, 2 web hosts). For each configuration, in one run:
@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from opsctl.lab import fleet  # noqa: E402
+from opsctl.paths import collections_env  # noqa: E402
 
 SERVICE_MS = 200
 WORKERS_PER_HOST = 5          # Debian's stock pm.max_children, and what EVENT below sizes to
@@ -192,12 +193,12 @@ def run_one(spec, label: str, factor: float, seconds: float, window: float, time
 
 
 def harden(spec) -> None:
-    """playbooks/harden.yml (kernel, limits, php-fpm, nginx, lifecycle, logrotate), sized by the
+    """opsctl.fleet.harden (kernel, limits, php-fpm, nginx, lifecycle, logrotate), sized by the
     model for EVENT; then a stop/start of php-fpm (QUIT, graceful) on each web host, since a
     reload cannot apply a new listen.backlog."""
-    env = dict(os.environ, ANSIBLE_PIPELINING="1")
+    env = dict(os.environ, ANSIBLE_PIPELINING="1", **collections_env())
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(spec.inventory_dir),
-                           str(REPO / "playbooks/harden.yml"),
+                           "opsctl.fleet.harden",
                            "-e", json.dumps({"opsctl_event": EVENT})],
                           capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
     if proc.returncode != 0:

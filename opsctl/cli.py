@@ -156,8 +156,8 @@ def check(inventory: str, limit: str | None, verbose: int, event: str | None, du
           fmt: str, fail_on: str, catalog: tuple[str, ...], vault: VaultOptions) -> None:
     """Pre-event readiness checks over SSH: fast, parallel, with numbers and remediation.
 
-    Every host runs one read-only probe (opsctl/probe/probe.sh) over one SSH connection, in
-    parallel; the facts are judged by the check catalog (opsctl/checks/catalog.yml, plus
+    Every host runs one read-only probe (roles/opsctl_preflight/files/probe.sh in the collection) over one SSH connection, in
+    parallel; the facts are judged by the check catalog (roles/opsctl_preflight/files/catalog.yml, plus
     --catalog files) against each host's event profile, the window under check and the
     capacity model. Unreachable hosts, bad host keys and auth failures are per-host errors.
 
@@ -220,7 +220,7 @@ def reload(service: str, inventory: str, limit: str | None, verbose: int, rollin
       enable  put the host back on its balancers
     Any failure stops the rollout: the failed host stays drained, every other host serves,
     and the output says which host failed at which step and how to resume. The same playbook
-    runs on its own: ansible-playbook -i INVENTORY playbooks/rolling-reload.yml.
+    runs on its own: ansible-playbook -i INVENTORY opsctl.fleet.rolling_reload.
     """
     from rich.live import Live
 
@@ -287,7 +287,7 @@ def logrotate_plan(inventory: str, limit: str | None, verbose: int, fmt: str, va
 @click.option("--diff", is_flag=True, help="Show what each file would become.")
 @handle_errors
 def logrotate_apply(inventory: str, limit: str | None, verbose: int, dry_run: bool, diff: bool, vault: VaultOptions) -> None:
-    """Apply the log rotation role alone (playbooks/logrotate.yml; `harden --tags logrotate` too).
+    """Apply the log rotation role alone (opsctl.fleet.logrotate; `harden --tags logrotate` too).
 
     Every host gets the slot `opsctl logrotate plan` prints; rotation reopens logs with SIGUSR1
     and never restarts anything; old logs are pruned later, throttled. Exit codes: 0 every host

@@ -1,4 +1,4 @@
-"""`opsctl harden`: size each host with the capacity model, run playbooks/harden.yml, follow
+"""`opsctl harden`: size each host with the capacity model, run opsctl.fleet.harden, follow
 every host live, then restart (drained, graceful) the hosts holding settings a reload cannot
 apply.
 
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from opsctl.capacity import CapacityError, derive
-from opsctl.configvalues import inventory_problem
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import CapacityError, derive
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import inventory_problem
+
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
 from opsctl.paths import roles_dir
@@ -48,7 +49,7 @@ def _targets(hosts: list[Host]) -> list:
 
 def plan_host(host: Host, facts: dict[str, Any]) -> HostPlan:
     """The capacity plan of one probed host, with the inventory's overrides; a value the
-    roles would refuse to write (opsctl/configvalues.py) is refused here first."""
+    roles would refuse to write (plugins/plugin_utils/configvalues.py) is refused here first."""
     facts = dict(facts, host=host.name)
     problem = inventory_problem(host.vars)
     if problem:

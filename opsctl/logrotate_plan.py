@@ -8,10 +8,11 @@ from typing import Any, Mapping
 
 import yaml
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.logrotate_vars import problems, templated
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.logslots import WINDOW_VAR, Slot, fleet_slot, window_error
+
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory, load_inventory
-from opsctl.logrotate_vars import problems, templated
-from opsctl.logslots import WINDOW_VAR, Slot, fleet_slot, window_error
 from opsctl.paths import roles_dir
 from opsctl.vault import VaultOptions
 

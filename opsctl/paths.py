@@ -1,4 +1,5 @@
-"""Where opsctl finds its roles, playbooks and inventories, installed or from a checkout."""
+"""Where opsctl finds its collection (roles, playbooks, rules) and inventories, installed or
+from a checkout."""
 
 from __future__ import annotations
 
@@ -8,25 +9,48 @@ from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
+COLLECTION = "opsctl.fleet"
+
 
 def share_dir() -> Path:
-    """The directory holding roles/, playbooks/ and inventories/.
+    """The directory holding the example inventories/.
 
-    A wheel carries them under opsctl/_share; a checkout (or an editable install) has them
-    at the top of the repository, one level above the package.
+    A wheel carries them under opsctl/_share; a checkout (or an editable install) has them at
+    the top of the repository, one level above the package.
     """
     installed = _PACKAGE_DIR / "_share"
-    if (installed / "playbooks").is_dir():
+    if (installed / "inventories").is_dir():
         return installed
     return _PACKAGE_DIR.parent
 
 
+def collection_dir() -> Path:
+    """The collection opsctl.fleet whose rules this process imported: its roles and playbooks
+    are the ones opsctl runs, so the CLI and ansible-playbook use one copy of every rule. A
+    wheel carries it in site-packages/ansible_collections/; a checkout at its top."""
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
+
+    return Path(durations.__file__).resolve().parents[2]
+
+
+def collections_root() -> Path:
+    """The directory to put on ANSIBLE_COLLECTIONS_PATH for collection_dir()."""
+    return collection_dir().parents[2]
+
+
+def collections_env() -> dict[str, str]:
+    """ANSIBLE_COLLECTIONS_PATH for an ansible-playbook that must run this opsctl's collection:
+    first on the path, before any other copy of opsctl.fleet the operator has installed."""
+    given = os.environ.get("ANSIBLE_COLLECTIONS_PATH", "")
+    return {"ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(p for p in (str(collections_root()), given) if p)}
+
+
 def roles_dir() -> Path:
-    return share_dir() / "roles"
+    return collection_dir() / "roles"
 
 
 def playbooks_dir() -> Path:
-    return share_dir() / "playbooks"
+    return collection_dir() / "playbooks"
 
 
 def state_dir() -> Path:

@@ -25,7 +25,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from opsctl.durations import parse_duration
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import parse_duration
+
 from opsctl.errors import OpsctlError
 
 VAR_NAME = "opsctl_event"

@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from opsctl.durations import format_duration
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import format_duration
+
 from opsctl.inventory import Inventory
 from opsctl.lab.health import HostHealth
 from opsctl.lab.spec import LabSpec

@@ -1,4 +1,4 @@
-"""`opsctl reload --rolling`: plan the batches, run playbooks/rolling-reload.yml, follow each
+"""`opsctl reload --rolling`: plan the batches, run opsctl.fleet.rolling_reload, follow each
 host through its steps, and say exactly where a failed rollout stopped and how to resume."""
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def run_rollout(plan: RolloutPlan, inventory_source, verbose: int,
                 on_event: Callable[[Event], None], vault: VaultOptions = VaultOptions()) -> RunResult:
     hosts = [name for batch in plan.batches for name in batch]
     return run_playbook(
-        "rolling-reload", inventory_source, limit=",".join(hosts), verbosity=verbose,
+        "rolling_reload", inventory_source, limit=",".join(hosts), verbosity=verbose,
         extravars={"opsctl_rolling_hosts": "all", "opsctl_rolling_batch": len(plan.batches[0]),
                    "opsctl_rolling_service": plan.service, "opsctl_rolling_mode": plan.mode},
         on_event=on_event, host_count=len(plan.batches[0]), vault=vault, host_vars=plan.host_vars)

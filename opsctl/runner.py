@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from opsctl.errors import OpsctlError
-from opsctl.paths import playbooks_dir, roles_dir, state_dir
+from opsctl.paths import collections_env, playbooks_dir, state_dir
 from opsctl.redact import is_secret_name
 from opsctl import vault as vaults
 
@@ -158,8 +158,7 @@ def runner_env(forks: int) -> dict[str, str]:
     """Environment for ansible-runner; every value a string (ansible-runner #1159)."""
     decided = _user_configured([*_FAST_SETTINGS, "ANSIBLE_FORKS"])   # reads ansible.cfg once
     env = {k: v for k, v in _FAST_SETTINGS.items() if k not in decided}
-    env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(
-        p for p in (os.environ.get("ANSIBLE_ROLES_PATH", ""), str(roles_dir())) if p)
+    env.update(collections_env())
     if "ANSIBLE_FORKS" not in decided:
         env["ANSIBLE_FORKS"] = str(max(5, min(forks, 50)))
     env["ANSIBLE_FORCE_COLOR"] = "False"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from opsctl.paths import collections_env
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -31,9 +33,10 @@ def ssh(spec, host, command: str, *, timeout: float = 60, known_hosts: str | Non
 
 
 def playbook(spec, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """ansible-playbook on its own (as AWX would run it) against the lab's inventory, from the
-    checkout; pipelining on, as opsctl's runner and any tuned ansible.cfg have it."""
-    env = dict(os.environ, ANSIBLE_PIPELINING="True")
+    """ansible-playbook on its own (as AWX would run it) against the lab's inventory, with the
+    checkout's collection (`opsctl.fleet.harden` ...); pipelining on, as opsctl's runner and any
+    tuned ansible.cfg have it."""
+    env = dict(os.environ, ANSIBLE_PIPELINING="True", **collections_env())
     return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(spec.inventory_dir),
                            *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
 

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from opsctl.checks.engine import Result
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import Result
+
 from opsctl.checks.run import Report
 from opsctl.safetext import plain, visible, xml_text
 

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
-from opsctl.checks.engine import CatalogError, Engine, Result, Unavailable, load_catalog
-from opsctl.durations import parse_duration
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import capacity
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import CatalogError, Engine, Result, Unavailable, load_catalog
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import parse_duration
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import capacity_facts, parse
+
 from opsctl.errors import OpsctlError
+from opsctl.paths import roles_dir
 from opsctl.inventory import Host, Inventory
-from opsctl.probe.facts import capacity_facts, parse
 from opsctl.profile import DEFAULT_PREPARE, EventProfile
 from opsctl.sshexec import ExecResult, Timeouts, run_many, target_for
 
@@ -63,13 +64,13 @@ class Report:
 
 
 def probe_script() -> bytes:
-    return resources.files("opsctl.probe").joinpath("probe.sh").read_bytes()
+    return (roles_dir() / "opsctl_preflight/files/probe.sh").read_bytes()
 
 
 def load_checks(extra: tuple[str, ...] = ()) -> tuple[Engine, list[str]]:
     """The shipped catalog plus users' own (a user check with a shipped id replaces it), compiled."""
-    texts = [("opsctl/checks/catalog.yml",
-              resources.files("opsctl.checks").joinpath("catalog.yml").read_text())]
+    shipped = roles_dir() / "opsctl_preflight/files/catalog.yml"
+    texts = [(str(shipped), shipped.read_text(encoding="utf-8"))]
     for name in extra:
         path = Path(name).expanduser()
         if not path.is_file():
@@ -135,10 +136,6 @@ def capacity_model(host: Host, facts: Mapping[str, Any]) -> Mapping[str, Any]:
     raw_event = host.vars.get("opsctl_event")
     if not raw_event:
         return Unavailable("capacity model unavailable: no opsctl_event for this host")
-    try:
-        capacity = importlib.import_module("opsctl.capacity")
-    except ImportError:
-        return Unavailable("capacity model unavailable (opsctl.capacity is not installed)")
     try:
         return capacity.derive(raw_event, capacity_facts(dict(facts), host.name),
                                host.vars.get("opsctl_capacity_overrides") or None,

@@ -7,11 +7,13 @@ import shutil
 import sys
 import subprocess
 import xml.etree.ElementTree as ET
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from opsctl.paths import collections_env
 from tests import labtools
 from tests.conftest import REPO, opsctl
 
@@ -195,7 +197,8 @@ def test_user_catalog_and_fail_on(lab, tmp_path: Path):
 def test_preflight_playbook_gives_the_same_verdicts(lab, stock):
     _, report = stock
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(lab.inventory_dir),
-                           str(REPO / "playbooks/preflight.yml")], capture_output=True, text=True, timeout=300)
+                           "opsctl.fleet.preflight"], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **collections_env()))
     assert proc.returncode != 0
     recap = {line.split()[0]: line for line in proc.stdout.splitlines() if " : ok=" in line}
     assert set(recap) == {h.name for h in lab.hosts}

@@ -40,7 +40,7 @@ def test_refused_override_is_one_line_naming_host_and_key_and_changes_nothing(la
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "web1" in lines[0] and "php_fpm.listen_backlog=100000" in lines[0], proc.stderr
-    standalone = playbook(lab, "playbooks/harden.yml")
+    standalone = playbook(lab, "opsctl.fleet.harden")
     assert standalone.returncode != 0
     assert "web1: override php_fpm.listen_backlog=100000 refused" in standalone.stdout
     assert all(counts["changed"] == 0 for counts in recap(standalone.stdout).values()), standalone.stdout
@@ -111,7 +111,7 @@ def test_second_run_changes_nothing_through_opsctl_and_standalone(lab, hardened)
     assert "pending restart" not in again.stdout
     rows = re.findall(r"│ (\w+)\s+│ converged\s+│ \d+\s+│ (\d+)\s+│", again.stdout)
     assert len(rows) == 3 and all(changed == "0" for _, changed in rows), again.stdout
-    standalone = playbook(lab, "playbooks/harden.yml")
+    standalone = playbook(lab, "opsctl.fleet.harden")
     assert standalone.returncode == 0, standalone.stdout[-3000:]
     counts = recap(standalone.stdout)
     assert set(counts) == {"lb1", "web1", "web2"}
@@ -122,7 +122,7 @@ def test_systemd_drop_ins_render_and_verify(lab, hardened, tmp_path):
     """systemd is not PID 1 in the lab: render the drop-ins on a host, verify them here."""
     explained, _ = hardened
     nofile = next(p for p in explained if p["host"] == "web1")["plan"]["limits.nofile"]["value"]
-    proc = playbook(lab, "playbooks/harden.yml", "--tags", "limits", "--limit", "web1",
+    proc = playbook(lab, "opsctl.fleet.harden", "--tags", "limits", "--limit", "web1",
                     "-e", "opsctl_limits_systemd=true")
     assert proc.returncode == 0, proc.stdout[-3000:]
     for unit in ("nginx.service", "php8.2-fpm.service"):

@@ -26,7 +26,7 @@ PLANTED = ("SHELL=/bin/sh\n"
 
 
 def playbook(spec, *args: str) -> subprocess.CompletedProcess:
-    return labtools.playbook(spec, "playbooks/lifecycle.yml", *args, timeout=400)
+    return labtools.playbook(spec, "opsctl.fleet.lifecycle", *args, timeout=400)
 
 
 def master(spec, host) -> str:

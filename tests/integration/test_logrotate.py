@@ -14,7 +14,7 @@ pytestmark = pytest.mark.lab
 
 
 def playbook(spec) -> subprocess.CompletedProcess:
-    return labtools.playbook(spec, "playbooks/logrotate.yml", timeout=600)
+    return labtools.playbook(spec, "opsctl.fleet.logrotate", timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from opsctl.paths import collections_env
 from tests.labtools import recap, ssh
 
 pytestmark = pytest.mark.lab
@@ -60,7 +61,8 @@ def bad_inventory(lab, tmp_path: Path, group: str, values: dict) -> Path:
 
 
 def clean_env() -> dict[str, str]:
-    return dict({k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}, ANSIBLE_PIPELINING="True")
+    return dict({k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}, ANSIBLE_PIPELINING="True",
+                **collections_env())
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_plain_ansible_playbook_stops_at_the_validation_task(lab, tmp_path, befo
     group, values, message = CASES[case]
     inv = bad_inventory(lab, tmp_path, group, values)
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv),
-                           "playbooks/harden.yml"], capture_output=True, text=True, timeout=900, cwd=REPO,
+                           "opsctl.fleet.harden"], capture_output=True, text=True, timeout=900, cwd=REPO,
                           env=clean_env())
     assert proc.returncode != 0
     failed = [line for line in proc.stdout.splitlines() if line.startswith("fatal: [")]
@@ -98,10 +100,10 @@ def test_plain_ansible_playbook_stops_at_the_validation_task(lab, tmp_path, befo
 
 
 def test_a_role_on_its_own_checks_its_values(lab, tmp_path, before):
-    """playbooks/lifecycle.yml has no capacity gate: the role's own validation stops it."""
+    """opsctl.fleet.lifecycle has no capacity gate: the role's own validation stops it."""
     inv = bad_inventory(lab, tmp_path, "web", {"opsctl_lifecycle_cron_paths": ["/etc/crontab", "/etc/cron.d x"]})
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv),
-                           "playbooks/lifecycle.yml", "--check"], capture_output=True, text=True, timeout=900,
+                           "opsctl.fleet.lifecycle", "--check"], capture_output=True, text=True, timeout=900,
                           cwd=REPO, env=clean_env())
     assert proc.returncode != 0
     assert "TASK [opsctl_lifecycle : Refuse values that would add lines to the init scripts, units and cron files]" \

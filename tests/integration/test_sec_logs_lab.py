@@ -24,7 +24,7 @@ INJECTED_POSTROTATE = "/var/log/nginx/*.log {\n}\n/var/log/x.log {\n\tpostrotate
 
 
 def playbook(spec, *extra: str) -> subprocess.CompletedProcess:
-    return labtools.playbook(spec, "playbooks/logrotate.yml", *extra, timeout=600)
+    return labtools.playbook(spec, "opsctl.fleet.logrotate", *extra, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_plain_harden_playbook_refuses_log_rotation_values_before_any_role_runs(
     """harden.yml runs log rotation last: its values are refused before the first role changes a file."""
     lab = applied
     before = state(lab)
-    run = labtools.playbook(lab, "playbooks/harden.yml", "-e",
+    run = labtools.playbook(lab, "opsctl.fleet.harden", "-e",
                             json.dumps({"opsctl_logrotate_nginx_logs": INJECTED_POSTROTATE}), timeout=600)
     assert run.returncode != 0
     assert "opsctl_logrotate_nginx_logs: expected an absolute path" in run.stdout, run.stdout[-3000:]

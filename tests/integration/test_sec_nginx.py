@@ -62,7 +62,7 @@ def nginx_state(spec, host) -> str:
 
 
 def harden_playbook(spec, *args: str):
-    return labtools.playbook(spec, "playbooks/harden.yml", *args, timeout=600)
+    return labtools.playbook(spec, "opsctl.fleet.harden", *args, timeout=600)
 
 
 def drain(spec, state: str, *args: str):

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import KEYS, CapacityError, derive, violations, parse_inputs
+from ansible_collections.opsctl.fleet.plugins.filter.capacity import FilterModule
 
-from opsctl.capacity import KEYS, CapacityError, FilterModule, derive, violations, parse_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = {"peak_qps": 100, "concurrency": 400, "request_time": {"typical_ms": 100, "p99_ms": 300},
@@ -122,7 +123,7 @@ def test_dynamic_pool_spreads_max_requests_deterministically_per_host():
 
 
 def test_hash_is_stable_across_processes():
-    code = ("from opsctl.capacity import derive; import sys; sys.stdout.write(str(derive("
+    code = ("from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import derive; import sys; sys.stdout.write(str(derive("
             f"{SHOP!r}, {BIG!r}, {{'php_fpm.pm': 'dynamic'}})['php_fpm.pm_max_requests']['value']))")
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                            env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout for seed in (1, 2)}
@@ -250,10 +251,8 @@ def test_derived_plans_satisfy_every_invariant_over_a_range_of_profiles():
                 assert violations(plan, parse_inputs(event, facts)) == [], (qps, p99, client, memory)
 
 
-def test_filter_plugin_is_a_symlink_to_this_module_and_reads_text_facts():
-    link = REPO / "roles/opsctl_capacity/filter_plugins/opsctl_capacity.py"
-    assert link.is_symlink() and link.resolve() == (REPO / "opsctl/capacity.py").resolve()
-    plan_filter = FilterModule().filters()["opsctl_capacity_plan"]
+def test_the_roles_filter_is_this_model_and_reads_text_facts():
+    plan_filter = FilterModule().filters()["capacity_plan"]
     facts = {"cpus": "8", "memory_mb": "32000", "php_version": "8.2", "host": "web-01"}
     assert plan_filter(SHOP, facts, None, "False") == derive(SHOP, BIG)
     assert plan_filter(SHOP, facts, {"php_fpm.listen_backlog": 100000}, "True")[

@@ -8,10 +8,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from opsctl.checks.engine import (CatalogError, Engine, Unavailable, first_firing, load_catalog,
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import (CatalogError, Engine, Unavailable, first_firing, load_catalog,
                                   window_context)
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import Result
+
 from opsctl.checks.run import EventOverride, Report, event_window, load_checks
-from opsctl.checks.engine import Result
 from opsctl.profile import parse_profile
 
 CHECK = {"id": "c", "title": "t", "severity": "fail", "failure_mode": "F1", "facts": ["x"],

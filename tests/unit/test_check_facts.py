@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from opsctl.probe.facts import (parse, parse_cron, parse_init_scripts, parse_listeners, parse_nginx,
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import (parse, parse_cron, parse_init_scripts, parse_listeners, parse_nginx,
                                 parse_php_fpm, parse_samples)
+
 from opsctl.sshexec import target_for
 
 NGINX_T = """nginx: configuration file /etc/nginx/nginx.conf test is successful
@@ -150,7 +151,7 @@ def test_managed_init_script_signals_the_master_itself():
 
 
 def test_a_usr1_postrotate_is_a_reopen_not_a_restart():
-    from opsctl.probe.facts import parse_logrotate
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import parse_logrotate
 
     text = ("### file /etc/logrotate.d/nginx\npostrotate\n"
             "  [ ! -s /run/nginx.pid ] || kill -USR1 \"$(cat /run/nginx.pid)\"\nendscript\n"
@@ -159,7 +160,7 @@ def test_a_usr1_postrotate_is_a_reopen_not_a_restart():
     assert [(f["source"], f["action"]) for f in flagged] == [("/etc/logrotate.d/php8.2-fpm", "restart")]
 
 
-PROBE = Path(__file__).resolve().parents[2] / "opsctl/probe/probe.sh"
+PROBE = Path(__file__).resolve().parents[2] / "ansible_collections/opsctl/fleet/roles/opsctl_preflight/files/probe.sh"
 
 
 def run_probe_here() -> dict:

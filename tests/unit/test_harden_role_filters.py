@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load(path: str):
-    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-pool = _load("roles/opsctl_php_fpm/filter_plugins/opsctl_php_fpm_pool.py")
-conf = _load("roles/opsctl_nginx/filter_plugins/opsctl_nginx_conf.py")
+from ansible_collections.opsctl.fleet.plugins.filter import nginx_conf as conf
+from ansible_collections.opsctl.fleet.plugins.filter import php_fpm_pool as pool
 
 POOL = """[www]
 user = www-data

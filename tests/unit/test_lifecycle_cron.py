@@ -1,16 +1,8 @@
 """Cron lines that restart php-fpm or nginx the hard way: found, rewritten graceful, reverted."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "roles/opsctl_lifecycle/filter_plugins/opsctl_lifecycle_cron.py"
-_SPEC = importlib.util.spec_from_file_location("opsctl_lifecycle_cron", _PATH)
-cron = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = cron  # dataclasses look their module up there
-_SPEC.loader.exec_module(cron)
+from ansible_collections.opsctl.fleet.plugins.filter import lifecycle_cron as cron
 
 RELOAD = {"php-fpm": "/etc/init.d/php8.2-fpm reload", "nginx": "/etc/init.d/nginx reload"}
 

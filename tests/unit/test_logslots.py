@@ -4,8 +4,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.logslots import event_span, fleet_slot, host_local, parse_window, pool_peers, slot_for
 
-from opsctl.logslots import event_span, fleet_slot, host_local, parse_window, pool_peers, slot_for
 
 UTC = ZoneInfo("UTC")
 BEHIND_LB = [{"host": "lb1", "type": "nginx", "upstream": "web"}]

@@ -3,7 +3,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from opsctl.durations import parse_duration
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import parse_duration
+
 from opsctl.profile import ProfileError, parse_profile
 
 GOOD = {

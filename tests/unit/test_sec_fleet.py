@@ -15,8 +15,9 @@ import jinja2
 import pytest
 import yaml
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import Engine, Unavailable, load_catalog
+
 from opsctl import inventory_cache
-from opsctl.checks.engine import Engine, Unavailable, load_catalog
 from opsctl.checks.run import capacity_model, load_checks
 from opsctl.harden import plan_host
 from opsctl.inventory import InventoryError, load_inventory

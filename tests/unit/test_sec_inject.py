@@ -1,4 +1,4 @@
-"""Issue 11 item 8, the pure logic: the rules of opsctl/configvalues.py, and that every role that
+"""Issue 11 item 8, the pure logic: the rules of plugins/plugin_utils/configvalues.py, and that every role that
 writes configuration checks every one of its inputs with them (the lab tests are in
 tests/integration/test_sec_inject_lab.py)."""
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from opsctl import configvalues
-from opsctl.configvalues import VARIABLES, inventory_problem, problem
+from ansible_collections.opsctl.fleet.plugins.filter.configvalues import FilterModule
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import VARIABLES, inventory_problem, problem
+
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = ("opsctl_sysctl", "opsctl_limits", "opsctl_php_fpm", "opsctl_nginx", "opsctl_lifecycle")
@@ -89,7 +90,7 @@ def test_inventory_values_still_to_be_templated_are_left_to_the_roles():
 
 
 def test_the_filter_checks_a_role_dict_or_only_known_names():
-    run = configvalues.FilterModule().filters()["opsctl_config_problem"]
+    run = FilterModule().filters()["config_problem"]
     assert run({"opsctl_sysctl_file": "/etc/sysctl.d/60-opsctl.conf"}) == ""
     assert run({"opsctl_sysctl_file": "x"}).startswith("opsctl_sysctl_file:")
     assert run({"inventory_hostname": "web1", "opsctl_php_fpm_ping_path": "/p\n"}, True).startswith("opsctl_php_fpm_ping_path")
@@ -98,7 +99,7 @@ def test_the_filter_checks_a_role_dict_or_only_known_names():
 
 
 def _validated(role: str) -> set[str]:
-    text = (REPO / "roles" / role / "tasks" / "validate.yml").read_text()
+    text = (REPO / "ansible_collections/opsctl/fleet/roles" / role / "tasks" / "validate.yml").read_text()
     pairs = re.findall(r"'(opsctl_\w+)': (opsctl_\w+)", text)
     assert all(name == value for name, value in pairs), pairs     # each checked under its own name
     return {name for name, _ in pairs}
@@ -106,21 +107,21 @@ def _validated(role: str) -> set[str]:
 
 @pytest.mark.parametrize("role", ROLES)
 def test_every_role_checks_every_input_first(role):
-    spec = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    spec = yaml.safe_load((REPO / "ansible_collections/opsctl/fleet/roles" / role / "meta" / "argument_specs.yml").read_text())
     options = spec["argument_specs"]["main"]["options"]
     inputs = {name for name, o in options.items() if o.get("type") != "bool" and name.startswith(role + "_")}
     assert inputs <= set(VARIABLES), inputs - set(VARIABLES)
     assert inputs == _validated(role)
-    main = yaml.safe_load((REPO / "roles" / role / "tasks" / "main.yml").read_text())
+    main = yaml.safe_load((REPO / "ansible_collections/opsctl/fleet/roles" / role / "tasks" / "main.yml").read_text())
     assert main[0]["ansible.builtin.import_tasks"] == "validate.yml"
-    plugin = REPO / "roles" / role / "filter_plugins" / "opsctl_configvalues.py"
-    assert plugin.resolve() == (REPO / "opsctl" / "configvalues.py").resolve()
+    assert "opsctl.fleet.config_problem" in (REPO / "ansible_collections/opsctl/fleet/roles" / role / "tasks"
+                                             / "validate.yml").read_text()
 
 
 def test_the_capacity_gate_runs_before_every_other_role():
-    tasks = yaml.safe_load((REPO / "roles/opsctl_capacity/tasks/main.yml").read_text())
+    tasks = yaml.safe_load((REPO / "ansible_collections/opsctl/fleet/roles/opsctl_capacity/tasks/main.yml").read_text())
     assert tasks[-1]["ansible.builtin.import_tasks"] == "validate.yml"
-    gate = yaml.safe_load((REPO / "roles/opsctl_capacity/tasks/validate.yml").read_text())[0]
-    assert gate["any_errors_fatal"] is True and "opsctl_config_problem(true)" in str(gate["vars"])
-    play = yaml.safe_load((REPO / "playbooks/harden.yml").read_text())[0]
-    assert play["roles"][0]["role"] == "opsctl_capacity" and "always" in play["roles"][0]["tags"]
+    gate = yaml.safe_load((REPO / "ansible_collections/opsctl/fleet/roles/opsctl_capacity/tasks/validate.yml").read_text())[0]
+    assert gate["any_errors_fatal"] is True and "opsctl.fleet.config_problem(true)" in str(gate["vars"])
+    play = yaml.safe_load((REPO / "ansible_collections/opsctl/fleet/playbooks/harden.yml").read_text())[0]
+    assert play["roles"][0]["role"] == "opsctl.fleet.opsctl_capacity" and "always" in play["roles"][0]["tags"]

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from opsctl.capacity import CapacityError, derive
-from opsctl.checks.engine import CatalogError, load_catalog
-from opsctl.durations import parse_duration
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import CapacityError, derive
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import CatalogError, load_catalog
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import parse_duration
+
 from opsctl.errors import OpsctlError
 from opsctl.profile import ProfileError, parse_profile
 from opsctl.rolling import batch_size

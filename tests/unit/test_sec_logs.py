@@ -18,7 +18,7 @@ import jinja2
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "roles/opsctl_logrotate/templates/opsctl-logprune.j2"
+TEMPLATE = REPO / "ansible_collections/opsctl/fleet/roles/opsctl_logrotate/templates/opsctl-logprune.j2"
 MB = 1024 * 1024
 OLD = time.time() - 40 * 86400
 
@@ -390,7 +390,7 @@ def test_good_values_still_plan(tmp_path):
 
 
 def test_templated_values_are_left_to_the_role():
-    from opsctl.logrotate_vars import problems, role_problems
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils.logrotate_vars import problems, role_problems
 
     values = {"opsctl_logrotate_nginx_logs": "{{ log_root }}/nginx/*.log"}
     assert problems(values) == []

@@ -8,8 +8,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from rich.console import Console
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import Result
+
 from opsctl.checks import output
-from opsctl.checks.engine import Result
 from opsctl.checks.run import HostOutcome, Report
 from opsctl.harden import Follower as HardenFollower
 from opsctl.harden_view import live_table as harden_live, print_summary as harden_summary

@@ -9,10 +9,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from opsctl.checks.engine import first_firing, parse_cron
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import first_firing, parse_cron
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import parse
+
 from opsctl.checks.run import EventOverride, HostOutcome, _evaluate_host, load_checks
 from opsctl.inventory import Host
-from opsctl.probe.facts import parse
 from opsctl.profile import parse_profile
 from opsctl.sshexec import ExecResult
 

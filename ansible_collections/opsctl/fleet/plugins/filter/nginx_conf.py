@@ -1,0 +1,226 @@
+"""Edit nginx configuration files in place, directive by directive (filters opsctl_nginx_*).
+
+Why in place rather than full templates: nginx.conf and the sites are the vendor's and the
+team's files (their includes, vhosts, TLS); opsctl owns only the directives it sets, so a
+package upgrade shows a small conffile diff and nothing else of the site changes. The parser is
+line based (one directive per line, as in every vendor file): it tracks block depth by braces
+outside comments and quotes, which is all these edits need. Stdlib only: the role runs under
+plain ansible-playbook and AWX.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_TIMEOUT = re.compile(r"^(?P<indent>\s*)(?P<name>(fastcgi|proxy)_(connect|send|read)_timeout)\s+(?P<value>[^;\s]+)\s*;")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass
+class Line:
+    text: str
+    depth: int          # block depth before this line
+    block: str          # the innermost enclosing block's header ("" at top level), e.g. "server"
+    block_start: int    # index of the line that opened that block (-1 at top level)
+
+
+def _code(text: str) -> str:
+    """The line without its comment (a '#' outside quotes starts one)."""
+    quote = ""
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            return text[:i]
+    return text
+
+
+def _scan(lines: list[str]) -> list[Line]:
+    out: list[Line] = []
+    stack: list[tuple[str, int]] = []
+    for i, text in enumerate(lines):
+        code = _code(text)
+        block, start = stack[-1] if stack else ("", -1)
+        out.append(Line(text, len(stack), block, start))
+        for ch in code:
+            if ch == "{":
+                header = code[: code.index("{")].split()
+                stack.append((header[0] if header else "", i))
+            elif ch == "}" and stack:
+                stack.pop()
+    return out
+
+
+def _directive(text: str) -> tuple[str, str] | None:
+    """(name, arguments) of a simple directive line, else None."""
+    code = _code(text).strip()
+    if not code.endswith(";") or "{" in code:
+        return None
+    name, _sep, args = code[:-1].strip().partition(" ")
+    return name, args.strip()
+
+
+def _indent_of(text: str) -> str:
+    return text[: len(text) - len(text.lstrip())]
+
+
+def _set_in_block(lines: list[str], block: str, name: str, value: object, insert: bool) -> None:
+    """Set `name value;` in every block named `block` at depth <= 1 ("" = main context)."""
+    scanned = _scan(lines)
+    want_depth = 0 if block == "" else 1
+    hits = [i for i, line in enumerate(scanned)
+            if line.depth == want_depth and line.block == block and (_directive(line.text) or ("",))[0] == name]
+    for i in hits:
+        lines[i] = f"{_indent_of(lines[i])}{name} {value};"
+    if hits or not insert:
+        return
+    if block == "":
+        anchor = next((i for i, line in enumerate(scanned)
+                       if line.depth == 0 and (_directive(line.text) or ("",))[0] == "worker_processes"), None)
+        at = anchor + 1 if anchor is not None else next(
+            (i for i, line in enumerate(scanned) if _code(line.text).strip()), 0)
+        lines.insert(at, f"{name} {value};")
+        return
+    opener = next((i for i, line in enumerate(scanned)
+                   if line.depth == 0 and _code(line.text).split("{")[0].split() == [block]
+                   and "{" in _code(line.text)), None)
+    if opener is None:
+        raise ValueError(f"no {block} {{ }} block in nginx.conf")
+    lines.insert(opener + 1, f"\t{name} {value};")
+
+
+def main_set(content: str, main: Mapping[str, object], events: Mapping[str, object],
+             http: Mapping[str, object]) -> str:
+    """nginx.conf with main and events directives set (inserted when absent) and http-level
+    directives replaced where nginx.conf already has them (elsewhere they go to conf.d)."""
+    lines = content.splitlines()
+    for name, value in main.items():
+        _set_in_block(lines, "", name, value, insert=True)
+    for name, value in events.items():
+        _set_in_block(lines, "events", name, value, insert=True)
+    for name, value in http.items():
+        _set_in_block(lines, "http", name, value, insert=False)
+    return "\n".join(lines) + "\n"
+
+
+def http_has(content: str, names: list[str]) -> list[str]:
+    """Which of these directives nginx.conf sets itself at http level (a second one is an error)."""
+    found = {(_directive(line.text) or ("",))[0] for line in _scan(content.splitlines())
+             if line.depth == 1 and line.block == "http"}
+    return [name for name in names if name in found]
+
+
+def _listen_key(args: str) -> str:
+    """The address:port a listen directive binds ("80" and "*:80" are the same)."""
+    addr = args.split()[0]
+    if addr.startswith("unix:") or addr.startswith("["):
+        return addr if addr.startswith("unix:") or "]:" in addr else addr + ":80"
+    if addr.isdigit():
+        return f"*:{addr}"
+    return addr if ":" in addr else f"{addr}:80"
+
+
+def _with_param(text: str, param: str, value: object | None) -> str:
+    """A directive line with `param=value` set (value None: removed), before the ';'."""
+    code = _code(text)
+    comment = code[len(code.rstrip()):] + text[len(code):]
+    body = code.rstrip()[:-1]
+    present = re.compile(rf"(\s+){re.escape(param)}=[^\s;]+")
+    if value is None:
+        body = present.sub("", body)
+    elif present.search(body):
+        # In place: the order of a server's parameters (and a drain's "down") stays as it was.
+        body = present.sub(lambda m: f"{m.group(1)}{param}={value}", body, count=1)
+    else:
+        body = f"{body} {param}={value}"
+    return f"{body};{comment}"
+
+
+def _set_listen_backlog(lines: list[str], backlog: object) -> None:
+    scanned = _scan(lines)
+    groups: dict[str, list[int]] = {}
+    for i, line in enumerate(scanned):
+        parsed = _directive(line.text)
+        if parsed and parsed[0] == "listen" and line.block == "server" and line.depth == 2 - 1:
+            groups.setdefault(_listen_key(parsed[1]), []).append(i)
+    for indexes in groups.values():
+        # nginx takes listen options (backlog=) from one listen per address:port only; the
+        # default_server one is unique per address:port by nginx's own rule.
+        chosen = next((i for i in indexes if "default_server" in _code(lines[i]).split()), indexes[0])
+        for i in indexes:
+            lines[i] = _with_param(lines[i], "backlog", backlog if i == chosen else None)
+
+
+def _add_server_include(lines: list[str], include: str) -> None:
+    scanned = _scan(lines)
+    servers = [i for i, line in enumerate(scanned)
+               if line.depth == 0 and _code(line.text).split("{")[0].split() == ["server"] and "{" in _code(line.text)]
+    statement = f"include {include};"
+    for opener in reversed(servers):
+        inside = [line for line in scanned if line.block_start == opener]
+        if any(_code(line.text).strip() == statement for line in inside):
+            continue
+        lines.insert(opener + 1, f"\t{statement}  # managed by opsctl: load shedding")
+
+
+def _set_upstream_servers(lines: list[str], params: Mapping[str, object]) -> None:
+    for i, line in enumerate(_scan(lines)):
+        parsed = _directive(line.text)
+        if line.block == "upstream" and line.depth == 1 and parsed and parsed[0] == "server":
+            for param, value in params.items():
+                lines[i] = _with_param(lines[i], param, value)
+
+
+def _set_timeouts(lines: list[str], timeouts: Mapping[str, object]) -> None:
+    for i, text in enumerate(lines):
+        match = _TIMEOUT.match(_code(text))
+        if match and match.group("name") in timeouts:
+            lines[i] = f"{match.group('indent')}{match.group('name')} {timeouts[match.group('name')]};"
+
+
+def site_set(content: str, listen_backlog: object, include: str, upstream: Mapping[str, object],
+             timeouts: Mapping[str, object]) -> str:
+    """A site file with the listen backlog, the load-shedding include in every server, the
+    upstream servers' max_fails/fail_timeout and every fastcgi/proxy timeout it overrides set."""
+    lines = content.splitlines()
+    _set_listen_backlog(lines, listen_backlog)
+    _set_upstream_servers(lines, upstream)
+    _set_timeouts(lines, timeouts)
+    _add_server_include(lines, include)
+    return "\n".join(lines) + "\n"
+
+
+def seconds(value: str) -> float:
+    """An nginx time ("60", "60s", "500ms", "1m30s") in seconds."""
+    total = 0.0
+    for number, unit in re.findall(r"(\d+)(ms|s|m|h|d)?", value):
+        total += int(number) * _UNITS[unit or "s"]
+    return total
+
+
+def timeout_overrides(dump: str, limits: Mapping[str, object], skip: list[str]) -> list[str]:
+    """From `nginx -T`: every fastcgi/proxy timeout above its limit (seconds) in a file not in skip."""
+    found, current = [], ""
+    for text in dump.splitlines():
+        if text.startswith("# configuration file "):
+            current = text[len("# configuration file "):].rstrip(":")
+            continue
+        match = _TIMEOUT.match(_code(text))
+        if (match and current not in skip and match.group("name") in limits
+                and seconds(match.group("value")) > float(str(limits[match.group("name")]))):
+            found.append(f"{current}: {match.group('name')} {match.group('value')}")
+    return found
+
+
+class FilterModule:
+    def filters(self) -> dict:
+        return {
+            "nginx_main_set": main_set,
+            "nginx_http_has": http_has,
+            "nginx_site_set": site_set,
+            "nginx_timeout_overrides": timeout_overrides,
+        }

@@ -1,0 +1,491 @@
+"""The capacity model: kernel, limits, nginx and php-fpm settings sized from an event profile.
+
+The opsctl_capacity role's filters (plugins/filter/capacity.py) call this module and so does
+the CLI, so `ansible-playbook` and AWX derive exactly the values that `opsctl harden --explain`
+prints.
+
+`derive(event, facts, overrides, force)` returns key -> {"value": ..., "reason": "..."}; every
+reason is one line with the arithmetic a person can redo. Overrides are applied where each key
+is decided, so the keys computed from it follow (override the read timeout and the backlog and
+request_terminate_timeout move with it); an override that breaks an invariant raises
+CapacityError unless `force`.
+
+Decisions worth knowing (the failure modes are in FAILURE-MODES.md):
+- Upstream read timeout: above p99 with room for a queue wait (max(2 x p99, p99 + 1 s)), and
+  below the client timeout so nginx, not the client, sees a sick backend (F2).
+- php-fpm listen.backlog: Little's law, arrival rate x acceptable queue wait (read timeout -
+  p99, at most 1 s), never more than the pool can drain within that wait: a longer queue only
+  holds requests nginx has already given up on (F1). An override above arrival rate x (read
+  timeout - p99) is refused.
+- pm = static with pm.max_requests = 0: the event needs every worker forked before the spike
+  (dynamic spawns at most pm.max_spawn_rate per maintenance tick), and in a static pool
+  workers take requests round-robin from one accept queue, so any max_requests makes the whole
+  pool recycle at once (F5) whatever the per-host value. When pm is overridden to dynamic,
+  pm.max_requests is spread deterministically per host (a hash of the host name) so hosts
+  behind one balancer never recycle together.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+NR_OPEN = 1_048_576          # fs.nr_open default: no process limit may exceed it
+SOMAXCONN_FLOOR = 4096       # Linux default since 5.4; never lower it
+TW_BUCKETS_FLOOR = 262_144   # default on hosts with a few GB; never lower it
+NOFILE_FLOOR = 65_535        # seed 002's per-process figure for an event
+NGINX_BACKLOG_FLOOR = 511    # nginx's own default
+FILE_MAX_FLOOR = 1_048_576
+OS_RESERVE_FLOOR_MB = 512
+NGINX_WORKER_MB = 64         # an nginx worker with proxy buffers under load
+TIME_WAIT_S = 60             # Linux TCP_TIMEWAIT_LEN
+MAX_QUEUE_WAIT_S = 1.0      # a request queued longer than this has already failed its user
+SOMAXCONN_MAX = 65535
+MAX_REQUESTS_BASE = 2000     # used only when pm is dynamic
+MAX_REQUESTS_SPREAD = 2000
+
+INT_KEYS = (
+    "sysctl.net.core.somaxconn", "sysctl.net.ipv4.tcp_max_syn_backlog",
+    "sysctl.net.ipv4.tcp_max_tw_buckets", "sysctl.net.ipv4.tcp_tw_reuse",
+    "sysctl.net.core.netdev_max_backlog", "sysctl.fs.file-max", "limits.nofile",
+    "php_fpm.listen_backlog", "php_fpm.pm_max_children", "php_fpm.pm_start_servers",
+    "php_fpm.pm_min_spare_servers", "php_fpm.pm_max_spare_servers", "php_fpm.pm_max_requests",
+    "php_fpm.request_terminate_timeout", "php_fpm.process_control_timeout",
+    "php_fpm.request_slowlog_timeout", "php_fpm.rlimit_files",
+    "nginx.worker_connections", "nginx.worker_rlimit_nofile", "nginx.listen_backlog",
+    "nginx.upstream_connect_timeout", "nginx.upstream_send_timeout", "nginx.upstream_read_timeout",
+    "nginx.upstream_max_fails", "nginx.upstream_fail_timeout", "nginx.limit_conn",
+    "nginx.keepalive_timeout",
+)
+KEYS = INT_KEYS + ("php_fpm.pm", "nginx.worker_processes")
+
+
+class CapacityError(ValueError):
+    """An event profile, host facts or override the model cannot honour; one line."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    peak_qps: float
+    concurrency: int | None
+    typical_s: float
+    p99_s: float
+    client_timeout_s: float
+    worker_mb: float
+    cpus: int
+    memory_mb: int
+    php_version: str
+    host: str
+    nofile_max: int = NR_OPEN   # the most open files a process may have here (fs.nr_open, or a container's cap)
+
+
+def _number(data: Mapping, key: str, where: str) -> float:
+    value = data.get(key) if isinstance(data, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise CapacityError(f"{where}.{key}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def parse_inputs(event: Mapping, facts: Mapping) -> Inputs:
+    """Check the raw `opsctl_event` and host facts the model needs (profile.py checks the rest)."""
+    if not isinstance(event, Mapping):
+        raise CapacityError(f"opsctl_event: expected a mapping, got {type(event).__name__}")
+    rt = event.get("request_time")
+    typical = _number(rt, "typical_ms", "opsctl_event.request_time") / 1000
+    p99 = _number(rt, "p99_ms", "opsctl_event.request_time") / 1000
+    client = _number(event, "client_timeout_s", "opsctl_event")
+    if p99 < typical:
+        raise CapacityError(f"opsctl_event.request_time.p99_ms {p99 * 1000:g} is below typical_ms {typical * 1000:g}")
+    if client <= p99:
+        raise CapacityError(f"opsctl_event.client_timeout_s {client:g} s is not above p99 {p99:g} s")
+    concurrency = event.get("concurrency")
+    return Inputs(
+        peak_qps=_number(event, "peak_qps", "opsctl_event"),
+        concurrency=int(_number(event, "concurrency", "opsctl_event")) if concurrency is not None else None,
+        typical_s=typical, p99_s=p99, client_timeout_s=client,
+        worker_mb=_number(event, "php_worker_memory_mb", "opsctl_event"),
+        cpus=int(_number(facts, "cpus", "facts")), memory_mb=int(_number(facts, "memory_mb", "facts")),
+        php_version=str(facts.get("php_version") or ""), host=str(facts.get("host") or ""),
+        nofile_max=min(NR_OPEN, int(_number(facts, "nofile_max", "facts"))) if facts.get("nofile_max") else NR_OPEN)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}".rstrip("0").rstrip(".")
+
+
+def _check_override(key: str, value: Any) -> Any:
+    """An override's type; Ansible -e values may arrive as text."""
+    if key not in KEYS:
+        raise CapacityError(f"unknown capacity key {key!r} in opsctl_capacity_overrides")
+    if key == "php_fpm.pm":
+        if value not in ("static", "dynamic"):
+            raise CapacityError(f"override php_fpm.pm={value!r}: expected 'static' or 'dynamic'")
+        return value
+    if key == "nginx.worker_processes" and value == "auto":
+        return value
+    text = str(value).strip()
+    # isdigit() alone accepts "²" and other Unicode digits that int() refuses.
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise CapacityError(f"override {key}={value!r}: expected a whole number >= 0")
+    return int(text)
+
+
+class Plan:
+    """The decisions so far; each key takes its override when one is given."""
+
+    def __init__(self, overrides: Mapping[str, Any]) -> None:
+        self.overrides = {k: _check_override(k, v) for k, v in overrides.items()}
+        self.out: dict[str, dict[str, Any]] = {}
+
+    def decide(self, key: str, value: Any, reason: str) -> Any:
+        if key in self.overrides:
+            given = self.overrides[key]
+            self.out[key] = {"value": given, "reason": f"override (the model says {value}: {reason})"}
+        else:
+            self.out[key] = {"value": value, "reason": reason}
+        return self.out[key]["value"]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.out[key]["value"]
+
+
+def _timeouts(p: Plan, i: Inputs) -> None:
+    ceiling = math.ceil(i.client_timeout_s) - 1     # whole seconds strictly below the client's
+    wanted = math.ceil(max(2 * i.p99_s, i.p99_s + 1))
+    read = min(wanted, ceiling)
+    if read <= i.p99_s:
+        raise CapacityError(
+            f"no whole-second upstream timeout fits between p99 {_fmt(i.p99_s)} s and client timeout "
+            f"{_fmt(i.client_timeout_s)} s: raise client_timeout_s or lower p99_ms")
+    why = (f"max(2 x p99, p99 + 1 s) = {wanted} s" if read == wanted
+           else f"capped at {ceiling} s, below the client timeout")
+    read = p.decide("nginx.upstream_read_timeout", read,
+                    f"{read} s: above p99 {_fmt(i.p99_s)} s, below client timeout {_fmt(i.client_timeout_s)} s "
+                    f"so nginx, not the client, sees a sick backend ({why})")
+    p.decide("nginx.upstream_send_timeout", read,
+             f"{read} s = upstream_read_timeout: sending a request never takes longer than answering it")
+    connect = min(2, read)
+    p.decide("nginx.upstream_connect_timeout", connect,
+             f"{connect} s: a healthy php-fpm accepts in milliseconds; a full queue should fail over fast, not wait")
+    p.decide("php_fpm.request_terminate_timeout", read,
+             f"{read} s = nginx.upstream_read_timeout: work after nginx gave up is wasted")
+    pct = math.ceil(i.client_timeout_s)
+    p.decide("php_fpm.process_control_timeout", pct,
+             f"{pct} s = ceil(client timeout {_fmt(i.client_timeout_s)} s) >= request_terminate_timeout: "
+             "a graceful reload never cuts a legitimate request")
+    slow = max(1, min(math.ceil(i.p99_s), read - 1))
+    p.decide("php_fpm.request_slowlog_timeout", slow,
+             f"{slow} s: anything slower than p99 {_fmt(i.p99_s)} s is logged with its stack before it is terminated")
+
+
+def _memory_for_php(i: Inputs) -> tuple[int, str]:
+    reserve = max(OS_RESERVE_FLOOR_MB, math.ceil(0.15 * i.memory_mb)) + NGINX_WORKER_MB * i.cpus
+    free = max(0, i.memory_mb - reserve)
+    return free, (f"{free} MB = {i.memory_mb} MB - {reserve} MB kept for the OS (max(512 MB, 15%)) "
+                  f"and {i.cpus} nginx workers x {NGINX_WORKER_MB} MB")
+
+
+def _pool(p: Plan, i: Inputs) -> None:
+    free, free_why = _memory_for_php(i)
+    by_memory = int(free // i.worker_mb)
+    needed = math.ceil(i.peak_qps * i.p99_s)
+    prefix = "" if i.php_version else "(no php-fpm on this host, not applied) "
+    if by_memory >= needed:
+        children = max(needed, 2)
+        reason = (f"{children} = peak {_fmt(i.peak_qps)} qps x p99 {_fmt(i.p99_s)} s (Little's law); "
+                  f"memory allows {by_memory} ({free_why}, / {_fmt(i.worker_mb)} MB per worker)")
+    else:
+        children = max(by_memory, 1)
+        reason = (f"{children} = memory: {free_why}, / {_fmt(i.worker_mb)} MB per worker; the declared peak "
+                  f"needs {needed} (peak {_fmt(i.peak_qps)} qps x p99 {_fmt(i.p99_s)} s): this host CANNOT carry it, "
+                  f"at most {_fmt(children / i.p99_s)} qps at p99")
+    children = p.decide("php_fpm.pm_max_children", children, prefix + reason)
+    pm = p.decide("php_fpm.pm", "static",
+                  "static: every worker is forked before the spike (dynamic spawns gradually, too late for a flash sale)")
+    p.decide("php_fpm.pm_start_servers", children,
+             f"{children} = pm_max_children: all workers ready at the spike (used when pm = dynamic)")
+    typical_busy = max(1, min(children, math.ceil(i.peak_qps * i.typical_s)))
+    p.decide("php_fpm.pm_min_spare_servers", typical_busy,
+             f"{typical_busy} = peak x typical {_fmt(i.typical_s)} s, the busy workers of a typical moment "
+             "(used when pm = dynamic)")
+    p.decide("php_fpm.pm_max_spare_servers", children,
+             f"{children} = pm_max_children: idle workers are not killed during the event (used when pm = dynamic)")
+    _max_requests(p, i, pm)
+
+
+def _max_requests(p: Plan, i: Inputs, pm: str) -> None:
+    if pm == "static":
+        p.decide("php_fpm.pm_max_requests", 0,
+                 "0: a static pool takes requests round-robin, so any limit recycles every worker at once "
+                 "(F5 convoy); recycle with a graceful reload after the event")
+        return
+    offset = zlib.crc32(i.host.encode()) % MAX_REQUESTS_SPREAD
+    value = MAX_REQUESTS_BASE + offset
+    p.decide("php_fpm.pm_max_requests", value,
+             f"{value} = {MAX_REQUESTS_BASE} + crc32({i.host!r}) mod {MAX_REQUESTS_SPREAD}: hosts recycle at "
+             "different counts, never together")
+
+
+def _php_backlog(p: Plan, i: Inputs) -> None:
+    room = p["nginx.upstream_read_timeout"] - i.p99_s
+    wait = min(room, MAX_QUEUE_WAIT_S)
+    arrivals = math.ceil(i.peak_qps * wait)
+    children = p["php_fpm.pm_max_children"]
+    drain = math.ceil(children / i.typical_s * wait)
+    backlog = max(1, min(arrivals, drain, SOMAXCONN_MAX))
+    if backlog == SOMAXCONN_MAX:
+        why = f"{backlog}: the kernel's largest useful accept queue ({arrivals} arrive in {_fmt(wait)} s)"
+    elif backlog == arrivals:
+        why = (f"{backlog} = {_fmt(i.peak_qps)} qps x {_fmt(wait)} s acceptable queue wait "
+               f"(read timeout - p99 = {_fmt(room)} s, at most {_fmt(MAX_QUEUE_WAIT_S)} s); "
+               f"the pool drains {drain} in that time")
+    else:
+        why = (f"{backlog} = what {children} workers drain in the {_fmt(wait)} s acceptable queue wait "
+               f"({children} / {_fmt(i.typical_s)} s x {_fmt(wait)} s); {arrivals} arrive: the rest would be dead "
+               "connections (F1)")
+    p.decide("php_fpm.listen_backlog", backlog, why)
+
+
+def _nginx(p: Plan, i: Inputs) -> None:
+    p.decide("nginx.worker_processes", "auto", f"auto: one worker per CPU ({i.cpus} here)")
+    workers = i.cpus if p["nginx.worker_processes"] == "auto" else max(1, int(p["nginx.worker_processes"]))
+    conc, conc_why = ((i.concurrency, "declared concurrency") if i.concurrency
+                      else (math.ceil(i.peak_qps * i.client_timeout_s), "peak qps x client timeout"))
+    per_worker = math.ceil(2 * conc / workers)
+    wanted = max(1024, math.ceil(per_worker / 1024) * 1024)
+    wc = min(wanted, i.nofile_max // 2)
+    capped = f"; capped at {wc}, half the {i.nofile_max} open files this host allows a process" if wc < wanted else ""
+    wc = p.decide("nginx.worker_connections", wc,
+                  f"{wanted} >= 2 x {conc} connections ({conc_why}; client + upstream) / {workers} workers, "
+                  f"in steps of 1024, at least 1024{capped}")
+    nofile = min(i.nofile_max, max(NOFILE_FLOOR, 2 * wc))
+    capped = (f", capped at {i.nofile_max}: the most this host allows a process (fs.nr_open, or no "
+              "CAP_SYS_RESOURCE in a container)") if nofile == i.nofile_max and nofile < NOFILE_FLOOR else ""
+    nofile = p.decide("limits.nofile", nofile,
+                      f"{nofile} = max({NOFILE_FLOOR}, 2 x worker_connections {wc}): a proxied request holds two "
+                      f"descriptors{capped}")
+    p.decide("nginx.worker_rlimit_nofile", nofile,
+             f"{nofile} = limits.nofile, >= 2 x worker_connections {wc}")
+    p.decide("php_fpm.rlimit_files", nofile, f"{nofile} = limits.nofile, so workers really get it")
+    nginx_backlog = min(65535, max(NGINX_BACKLOG_FLOOR, math.ceil(i.peak_qps)))
+    p.decide("nginx.listen_backlog", nginx_backlog,
+             f"{nginx_backlog} = one second of new connections at peak ({_fmt(i.peak_qps)} qps), at least nginx's "
+             f"{NGINX_BACKLOG_FLOOR}: nginx accepts fast, the queue only absorbs a burst")
+    _nginx_upstream(p, i)
+
+
+def _nginx_upstream(p: Plan, i: Inputs) -> None:
+    read = p["nginx.upstream_read_timeout"]
+    p.decide("nginx.upstream_max_fails", 3,
+             "3: one slow request does not eject a healthy backend, a broken one is out within seconds")
+    fail_timeout = max(10, 2 * read)
+    p.decide("nginx.upstream_fail_timeout", fail_timeout,
+             f"{fail_timeout} s = max(10 s, 2 x read timeout): the window for max_fails and the time a failed backend rests")
+    if i.php_version:
+        limit = p["php_fpm.pm_max_children"] + p["php_fpm.listen_backlog"]
+        why = (f"{limit} = pm_max_children + php listen_backlog: more concurrent requests cannot be served within "
+               "the upstream timeout, so the excess gets a cheap 503 at once")
+    else:
+        limit = math.ceil(i.peak_qps * read)
+        why = (f"{limit} = peak {_fmt(i.peak_qps)} qps x read timeout {read} s: the most requests in flight that "
+               "can still be answered; the excess gets a cheap 503 at once")
+    p.decide("nginx.limit_conn", limit, why)
+    p.decide("nginx.keepalive_timeout", 15,
+             "15 s (default 75 s): idle client connections do not hold worker_connections at peak")
+
+
+def _sysctl(p: Plan, i: Inputs) -> None:
+    biggest = max(p["php_fpm.listen_backlog"], p["nginx.listen_backlog"])
+    somax = min(SOMAXCONN_MAX, max(SOMAXCONN_FLOOR, biggest))
+    somax = p.decide("sysctl.net.core.somaxconn", somax,
+                     f"{somax} = max({SOMAXCONN_FLOOR} (Linux default), largest listen backlog {biggest}), at most "
+                     f"{SOMAXCONN_MAX}: "
+                     "the kernel silently caps every backlog at it")
+    syn = max(SOMAXCONN_FLOOR, somax)
+    p.decide("sysctl.net.ipv4.tcp_max_syn_backlog", syn,
+             f"{syn} = somaxconn: half-open connections of a burst are not dropped before they reach the accept queue")
+    tw_need = math.ceil(i.peak_qps * 2 * TIME_WAIT_S)
+    tw = max(TW_BUCKETS_FLOOR, tw_need)
+    p.decide("sysctl.net.ipv4.tcp_max_tw_buckets", tw,
+             f"{tw} = max({TW_BUCKETS_FLOOR}, peak {_fmt(i.peak_qps)} qps x 2 sockets x {TIME_WAIT_S} s TIME_WAIT = {tw_need})")
+    p.decide("sysctl.net.ipv4.tcp_tw_reuse", 1,
+             "1: nginx reuses TIME_WAIT ports for upstream connections (never tcp_tw_recycle: it breaks NAT clients)")
+    packets = math.ceil(i.peak_qps * 10 * 0.1 / i.cpus)
+    netdev = min(65536, max(SOMAXCONN_FLOOR, packets))
+    p.decide("sysctl.net.core.netdev_max_backlog", netdev,
+             f"{netdev} = max({SOMAXCONN_FLOOR}, 100 ms of packets per CPU at peak (~10 per request) = {packets})")
+    fds = 2 * (i.concurrency or math.ceil(i.peak_qps * i.client_timeout_s)) + 64 * p["php_fpm.pm_max_children"]
+    file_max = max(FILE_MAX_FLOOR, 2 * fds)
+    p.decide("sysctl.fs.file-max", file_max,
+             f"at least {file_max} = max({FILE_MAX_FLOOR}, 2 x {fds} descriptors expected at peak); a higher running "
+             "value is kept")
+
+
+Check = tuple[tuple[str, ...], Callable[[Callable[[str], Any], Inputs], str]]
+
+
+def _inv_read(v: Callable[[str], Any], i: Inputs) -> str:
+    read = v("nginx.upstream_read_timeout")
+    if not i.p99_s < read < i.client_timeout_s:
+        return f"needs p99 {_fmt(i.p99_s)} s < upstream_read_timeout {read} s < client timeout {_fmt(i.client_timeout_s)} s (F2)"
+    return ""
+
+
+def _inv_other_timeouts(v: Callable[[str], Any], i: Inputs) -> str:
+    for key in ("nginx.upstream_connect_timeout", "nginx.upstream_send_timeout"):
+        if not 0 < v(key) < i.client_timeout_s:
+            return f"{key} {v(key)} s must be above 0 and below the client timeout {_fmt(i.client_timeout_s)} s (F2)"
+    return ""
+
+
+def _inv_terminate(v: Callable[[str], Any], i: Inputs) -> str:
+    if v("php_fpm.request_terminate_timeout") != v("nginx.upstream_read_timeout"):
+        return (f"php_fpm.request_terminate_timeout {v('php_fpm.request_terminate_timeout')} s must equal "
+                f"nginx.upstream_read_timeout {v('nginx.upstream_read_timeout')} s: work after nginx gave up is wasted")
+    return ""
+
+
+def _inv_control(v: Callable[[str], Any], i: Inputs) -> str:
+    pct, want = v("php_fpm.process_control_timeout"), math.ceil(i.client_timeout_s)
+    if pct != want or pct < v("php_fpm.request_terminate_timeout"):
+        return (f"php_fpm.process_control_timeout {pct} s must be ceil(client timeout) = {want} s and >= "
+                "request_terminate_timeout: a graceful reload would cut legitimate requests (F3)")
+    return ""
+
+
+def _inv_backlogs(v: Callable[[str], Any], i: Inputs) -> str:
+    somax = v("sysctl.net.core.somaxconn")
+    for key in ("php_fpm.listen_backlog", "nginx.listen_backlog"):
+        if not 0 < v(key) <= somax:
+            return f"{key} {v(key)} must be between 1 and net.core.somaxconn {somax}: the kernel caps it silently (F1)"
+    return ""
+
+
+def _inv_little(v: Callable[[str], Any], i: Inputs) -> str:
+    wait = v("nginx.upstream_read_timeout") - i.p99_s
+    bound = math.ceil(i.peak_qps * max(wait, 0))
+    if v("php_fpm.listen_backlog") > bound:
+        return (f"php_fpm.listen_backlog {v('php_fpm.listen_backlog')} exceeds {bound} = peak {_fmt(i.peak_qps)} qps x "
+                f"{_fmt(wait)} s acceptable wait: queued requests would outlive nginx's timeout (F1)")
+    return ""
+
+
+def _inv_nofile(v: Callable[[str], Any], i: Inputs) -> str:
+    wc, rl = v("nginx.worker_connections"), v("nginx.worker_rlimit_nofile")
+    if rl < 2 * wc:
+        return f"nginx.worker_rlimit_nofile {rl} must be >= 2 x worker_connections {wc} (F6)"
+    for key in ("limits.nofile", "nginx.worker_rlimit_nofile", "php_fpm.rlimit_files"):
+        if not 1024 <= v(key) <= i.nofile_max:
+            return (f"{key} {v(key)} must be between 1024 and {i.nofile_max}, the most this host allows a "
+                    "process: the kernel refuses more")
+    return ""
+
+
+def _inv_memory(v: Callable[[str], Any], i: Inputs) -> str:
+    free, free_why = _memory_for_php(i)
+    children = v("php_fpm.pm_max_children")
+    if children < 1 or (i.php_version and children * i.worker_mb > max(free, i.worker_mb)):
+        return (f"php_fpm.pm_max_children {children} x {_fmt(i.worker_mb)} MB does not fit in {free_why}: "
+                "the host would swap or kill workers")
+    return ""
+
+
+def _inv_spares(v: Callable[[str], Any], i: Inputs) -> str:
+    if v("php_fpm.pm") != "dynamic":
+        return ""
+    order = [v(k) for k in ("php_fpm.pm_min_spare_servers", "php_fpm.pm_start_servers",
+                            "php_fpm.pm_max_spare_servers", "php_fpm.pm_max_children")]
+    if not 1 <= order[0] <= order[1] <= order[2] <= order[3]:
+        return ("pm = dynamic needs 1 <= pm_min_spare_servers <= pm_start_servers <= pm_max_spare_servers <= "
+                f"pm_max_children, got {order}: php-fpm refuses to start")
+    return ""
+
+
+def _inv_tw_reuse(v: Callable[[str], Any], i: Inputs) -> str:
+    return "" if v("sysctl.net.ipv4.tcp_tw_reuse") in (0, 1, 2) else "sysctl.net.ipv4.tcp_tw_reuse must be 0, 1 or 2"
+
+
+INVARIANTS: list[Check] = [
+    (("nginx.upstream_read_timeout",), _inv_read),
+    (("nginx.upstream_connect_timeout", "nginx.upstream_send_timeout"), _inv_other_timeouts),
+    (("php_fpm.request_terminate_timeout", "nginx.upstream_read_timeout"), _inv_terminate),
+    (("php_fpm.process_control_timeout", "php_fpm.request_terminate_timeout", "nginx.upstream_read_timeout"),
+     _inv_control),
+    (("php_fpm.listen_backlog", "nginx.listen_backlog", "sysctl.net.core.somaxconn"), _inv_backlogs),
+    (("php_fpm.listen_backlog", "nginx.upstream_read_timeout"), _inv_little),
+    (("nginx.worker_rlimit_nofile", "nginx.worker_connections", "limits.nofile", "php_fpm.rlimit_files"),
+     _inv_nofile),
+    (("php_fpm.pm_max_children",), _inv_memory),
+    (("php_fpm.pm", "php_fpm.pm_min_spare_servers", "php_fpm.pm_start_servers", "php_fpm.pm_max_spare_servers",
+      "php_fpm.pm_max_children"), _inv_spares),
+    (("sysctl.net.ipv4.tcp_tw_reuse",), _inv_tw_reuse),
+]
+
+
+def violations(plan: Mapping[str, Mapping[str, Any]], inputs: Inputs) -> list[tuple[tuple[str, ...], str]]:
+    """Every invariant a finished plan breaks: (the keys involved, why)."""
+    def value(key: str) -> Any:
+        return plan[key]["value"]
+    found = []
+    for keys, check in INVARIANTS:
+        why = check(value, inputs)
+        if why:
+            found.append((keys, why))
+    return found
+
+
+def derive(event: Mapping, facts: Mapping, overrides: Mapping | None = None,
+           force: bool = False) -> dict[str, dict]:
+    """Every capacity key for one host: {"value": ..., "reason": "..."}."""
+    inputs = parse_inputs(event, facts)
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise CapacityError(f"opsctl_capacity_overrides: expected a mapping, got {type(overrides).__name__}")
+    plan = Plan(overrides or {})
+    for step in (_timeouts, _pool, _php_backlog, _nginx, _sysctl):
+        step(plan, inputs)
+    where = f"{inputs.host}: " if inputs.host else ""
+    for keys, why in violations(plan.out, inputs):
+        blamed = [k for k in keys if k in plan.overrides]
+        if force and blamed:
+            plan.out[blamed[0]]["reason"] += f" [FORCED, breaks: {why}]"
+            continue
+        if blamed:
+            raise CapacityError(f"{where}override {blamed[0]}={plan.overrides[blamed[0]]} refused: {why} "
+                                "(set opsctl_capacity_force: true to apply it anyway)")
+        raise CapacityError(f"{where}the capacity model cannot satisfy its own invariant: {why}")
+    return {key: plan.out[key] for key in sorted(plan.out)}
+
+
+def _filter_plan(event: Mapping, facts: Mapping, overrides: Mapping | None = None,
+                 force: Any = False) -> dict[str, dict]:
+    """`opsctl_event | opsctl.fleet.capacity_plan(facts, overrides, force)`; facts may arrive as text."""
+    if not isinstance(facts, Mapping):
+        raise CapacityError(f"facts: expected a mapping, got {type(facts).__name__}")
+    clean = {"cpus": _whole(facts.get("cpus"), "cpus"), "memory_mb": _whole(facts.get("memory_mb"), "memory_mb"),
+             "php_version": str(facts.get("php_version") or ""), "host": str(facts.get("host") or ""),
+             "nofile_max": _whole(facts.get("nofile_max") or NR_OPEN, "nofile_max")}
+    # Ansible's own reading of a boolean ("on", "no", ...), as opsctl reads the inventory's; a
+    # value that is no boolean at all was refused by the role's argument_specs already.
+    from ansible.module_utils.parsing.convert_bool import boolean
+
+    return derive(event, clean, overrides or {}, boolean(force, strict=False))
+
+
+def _filter_error(event: Any, facts: Mapping, overrides: Mapping | None = None, force: Any = False) -> str:
+    """The one-line reason the plan cannot be made, or "": lets a role fail cleanly, not with a trace."""
+    if event is None:
+        return f"{facts.get('host', 'this host')}: no opsctl_event declared for this host (see opsctl/profile.py)"
+    try:
+        _filter_plan(event, facts, overrides, force)
+    except CapacityError as exc:
+        return str(exc) if str(exc).startswith(f"{facts.get('host')}:") else f"{facts.get('host')}: {exc}"
+    return ""
+
+
+def _whole(value: Any, name: str) -> Any:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return value   # derive() reports it

@@ -1,0 +1,783 @@
+"""Turn the probe's raw JSON (roles/opsctl_preflight/files/probe.sh) into structured facts.
+
+The opsctl_preflight role's filters (plugins/filter/preflight.py) call this module and so does
+`opsctl check`, so a playbook run and `opsctl check` read a host the same way. Every section is parsed on its own: a section that failed on the host becomes
+an entry in `facts["errors"]` and leaves the rest intact.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from typing import Any, Callable
+
+FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
+TIME_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}
+
+
+def _kv(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _int(value: Any, default: int | None = None) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+
+
+def nginx_seconds(value: str) -> float | None:
+    """nginx time syntax: 60, 60s, 1m30s, 500ms."""
+    total, pos = 0.0, 0
+    for match in re.finditer(r"(\d+)(ms|s|m|h|d|w|M|y)?", value):
+        if match.start() != pos:
+            return None
+        total += int(match.group(1)) * TIME_UNITS[match.group(2) or "s"]
+        pos = match.end()
+    return total if pos == len(value) and value else None
+
+
+def fpm_seconds(value: str) -> float | None:
+    """php-fpm -tt prints times as 0s, 30s; config files may say 30, 30s, 1m, 1h."""
+    match = re.fullmatch(r"(\d+)([smhd]?)", value.strip())
+    if not match:
+        return None
+    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+# --- small sections ---------------------------------------------------------------------------
+
+def parse_meta(text: str) -> dict[str, Any]:
+    kv = _kv(text)
+    return {"hostname": kv.get("hostname", ""), "epoch": _int(kv.get("epoch"), 0),
+            "utc_offset": kv.get("utc_offset", "+0000"), "timezone": kv.get("timezone", ""),
+            "kernel": kv.get("kernel", ""), "cpus": _int(kv.get("cpus"), 1),
+            "systemd": kv.get("systemd") == "1", "uid": _int(kv.get("uid")),
+            "nofile_max": _int(kv.get("nofile_max")),
+            "python3": kv.get("python3") == "1"}
+
+
+def parse_sysctl(text: str) -> dict[str, Any]:
+    """`net/core/somaxconn:4096` lines (grep -H under /proc/sys) -> {"net.core.somaxconn": 4096}."""
+    out: dict[str, Any] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        value = " ".join(value.split())  # ip_local_port_range is tab separated
+        out[key.replace("/", ".")] = _int(value, value)
+    return out
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    kb = {}
+    for line in text.splitlines():
+        name, _sep, rest = line.partition(":")
+        kb[name] = _int(rest.split()[0] if rest.split() else "", 0) or 0
+    swap_total = kb.get("SwapTotal", 0) // 1024
+    return {"total_mb": kb.get("MemTotal", 0) // 1024, "available_mb": kb.get("MemAvailable", 0) // 1024,
+            "swap_total_mb": swap_total, "swap_used_mb": swap_total - kb.get("SwapFree", 0) // 1024}
+
+
+def parse_disk(text: str) -> dict[str, dict[str, Any]]:
+    """df -Pk /var/log /: the first row is the log volume, the second the root file system."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) >= 6 and cols[1].isdigit():
+            rows.append({"mount": cols[5], "total_mb": int(cols[1]) // 1024, "free_mb": int(cols[3]) // 1024,
+                         "used_pct": _int(cols[4].rstrip("%"), 0)})
+    return dict(zip(("log", "root"), rows))
+
+
+def parse_processes(text: str) -> list[dict[str, Any]]:
+    procs = []
+    for line in text.splitlines():
+        cols = line.split(None, 3)
+        if len(cols) < 3 or not cols[0].isdigit():
+            continue
+        args = cols[3] if len(cols) > 3 else ""
+        name = "php-fpm" if cols[2].startswith("php-fpm") else cols[2]
+        if name not in ("php-fpm", "nginx"):
+            continue
+        procs.append({"pid": int(cols[0]), "ppid": _int(cols[1], 0), "name": name,
+                      "role": "master" if "master process" in args else "worker", "args": args})
+    return procs
+
+
+def parse_limits(text: str, procs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_pid = {p["pid"]: p for p in procs}
+    out = []
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) < 4 or not cols[0].isdigit():
+            continue
+        proc = by_pid.get(int(cols[0]), {})
+        out.append({"pid": int(cols[0]), "name": "php-fpm" if cols[1].startswith("php-fpm") else cols[1],
+                    "role": proc.get("role", "worker"),
+                    "nofile_soft": _int(cols[2], 0), "nofile_hard": _int(cols[3], 0)})
+    return out
+
+
+def _users(col: str) -> tuple[str, list[int]]:
+    names = re.findall(r'\("([^"]+)"', col)
+    pids = sorted({int(p) for p in re.findall(r"pid=(\d+)", col)})
+    name = names[0] if names else ""
+    return ("php-fpm" if name.startswith("php-fpm") else name), pids
+
+
+def parse_listeners(text: str) -> list[dict[str, Any]]:
+    out = []
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) < 6 or cols[1] != "LISTEN" or not cols[2].isdigit():
+            continue
+        kind = "unix" if cols[0].startswith("u_") else "tcp"
+        local = cols[4]
+        owner, pids = _users(" ".join(cols[6:]))
+        entry = {"kind": kind, "local": local, "recv_q": int(cols[2]), "send_q": int(cols[3]),
+                 "owner": owner, "pids": pids, "port": None, "close_wait": 0}
+        if kind == "tcp":
+            entry["port"] = _int(local.rsplit(":", 1)[-1])
+        out.append(entry)
+    return out
+
+
+def count_close_wait(text: str, listeners: list[dict[str, Any]]) -> None:
+    """CLOSE_WAIT sockets per TCP listener port (the F1 symptom: dead queued connections)."""
+    ports: dict[int, int] = {}
+    for line in text.splitlines():
+        cols = line.split()
+        # state close-wait output: Recv-Q Send-Q Local Peer (no state column)
+        local = next((c for c in cols if ":" in c), "")
+        port = _int(local.rsplit(":", 1)[-1]) if local else None
+        if port is not None:
+            ports[port] = ports.get(port, 0) + 1
+    for entry in listeners:
+        if entry["kind"] == "tcp":
+            entry["close_wait"] = ports.get(entry["port"], 0)
+
+
+def _sample(text: str) -> dict[str, float]:
+    lines = text.splitlines()
+    out: dict[str, float] = {}
+    tcpext = [l.split()[1:] for l in lines if l.startswith("TcpExt:")]
+    if len(tcpext) >= 2:
+        for name, value in zip(tcpext[0], tcpext[1]):
+            if name in ("ListenOverflows", "ListenDrops"):
+                out[name] = float(value)
+    for line in lines:
+        cols = line.split()
+        if cols and cols[0] == "cpu":
+            values = [float(v) for v in cols[1:]]
+            out["cpu_total"], out["cpu_iowait"] = sum(values[:8]), values[4] if len(values) > 4 else 0.0
+        elif cols and cols[0] == "ctxt":
+            out["ctxt"] = float(cols[1])
+        elif re.fullmatch(r"\d+\.\d+", line.strip()):
+            out["time"] = float(line)
+    return out
+
+
+def parse_samples(first: str, second: str) -> dict[str, Any]:
+    a, b = _sample(first), _sample(second)
+    interval = max(b.get("time", 1.0) - a.get("time", 0.0), 0.001)
+    cpu = max(b.get("cpu_total", 0) - a.get("cpu_total", 0), 1.0)
+    return {
+        "interval_s": round(interval, 3),
+        "listen_overflows": int(b.get("ListenOverflows", 0) - a.get("ListenOverflows", 0)),
+        "listen_drops": int(b.get("ListenDrops", 0) - a.get("ListenDrops", 0)),
+        "listen_overflows_total": int(b.get("ListenOverflows", 0)),
+        "iowait_pct": round(100.0 * (b.get("cpu_iowait", 0) - a.get("cpu_iowait", 0)) / cpu, 1),
+        "ctxt_per_s": int((b.get("ctxt", 0) - a.get("ctxt", 0)) / interval),
+    }
+
+
+# --- php-fpm -----------------------------------------------------------------------------------
+
+_FPM_NOTICE = re.compile(r"^\[[^]]*\] NOTICE: ")  # php-fpm -tt logs each line as a notice
+
+
+def parse_php_fpm(text: str, somaxconn: int | None) -> dict[str, Any]:
+    """The effective config as `php-fpm -tt` dumps it: [global] and one section per pool."""
+    binary, version, section = "", "", None
+    glob: dict[str, str] = {}
+    pools: list[dict[str, str]] = []
+    for line in text.splitlines():
+        line = _FPM_NOTICE.sub("", line)
+        if line.startswith("### binary "):
+            if binary:
+                break  # several PHP versions: the first one found is reported
+            binary = line.split()[-1]
+            continue
+        match = re.match(r"PHP (\d+\.\d+)", line)
+        if match and not version:
+            version = match.group(1)
+            continue
+        header = re.fullmatch(r"\[(.+)\]", line.strip())
+        if header:
+            section = glob if header.group(1) == "global" else {"name": header.group(1)}
+            if section is not glob:
+                pools.append(section)
+            continue
+        key, sep, value = line.strip().partition(" = ")
+        if sep and section is not None:
+            section[key] = value.strip()
+    if not binary:
+        return {"present": False, "version": "", "binary": "", "global": {}, "pools": []}
+    if not version:
+        match = re.search(r"php-fpm(\d+\.\d+)", binary)
+        version = match.group(1) if match else ""
+    return {"present": True, "version": version, "binary": binary,
+            "global": {"process_control_timeout": fpm_seconds(glob.get("process_control_timeout", "0")),
+                       "rlimit_files": _int(glob.get("rlimit_files"), 0)},
+            "pools": [_pool(p, somaxconn) for p in pools]}
+
+
+def _pool(raw: dict[str, str], somaxconn: int | None) -> dict[str, Any]:
+    backlog = _int(raw.get("listen.backlog"), -1)
+    # -1 (the PHP 8.2 default on Linux) asks for somaxconn; the kernel caps any value there.
+    asked = somaxconn if backlog is None or backlog < 0 else backlog
+    effective = min(asked, somaxconn) if asked is not None and somaxconn else asked
+
+    def defined(key: str) -> Any:
+        return None if raw.get(key, "undefined") == "undefined" else raw.get(key)
+
+    return {
+        "name": raw["name"], "listen": raw.get("listen", ""),
+        "listen_backlog": backlog, "listen_backlog_asked": asked, "listen_backlog_effective": effective,
+        "pm": raw.get("pm", ""), "pm_max_children": _int(raw.get("pm.max_children"), 0),
+        "pm_max_requests": _int(raw.get("pm.max_requests"), 0),
+        "request_terminate_timeout": fpm_seconds(raw.get("request_terminate_timeout", "0")),
+        "request_slowlog_timeout": fpm_seconds(raw.get("request_slowlog_timeout", "0")),
+        "status_path": defined("pm.status_path"), "status_listen": defined("pm.status_listen"),
+        "access_log": defined("access.log"), "rlimit_files": _int(raw.get("rlimit_files"), 0),
+        "status": None,
+    }
+
+
+def parse_fpm_status(text: str, fpm: dict[str, Any]) -> str:
+    """Attach each pool's status page figures; returns why none could be read ("" if some were)."""
+    if text.startswith("skip:"):
+        return text[5:].strip()
+    pools = {p["name"]: p for p in fpm.get("pools", [])}
+    current = None
+    for line in text.splitlines():
+        line = line.strip()  # cgi-fcgi prints the FastCGI response as is, headers end in CR
+        if line.startswith("### pool "):
+            current = pools.get(line[9:].strip())
+        elif line.startswith("{") and current is not None:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            current["status"] = {k.replace(" ", "_"): v for k, v in data.items()}
+    if not any(p["status"] for p in pools.values()):
+        return "no pool has pm.status_path set" if not any(p["status_path"] for p in pools.values()) \
+            else "the status page did not answer"
+    return ""
+
+
+# --- nginx -------------------------------------------------------------------------------------
+
+def _tokens(text: str) -> list[str]:
+    """nginx config tokens: words, quoted strings, and the punctuation ; { }."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+        elif ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+        elif ch in ";{}":
+            out.append(ch)
+            i += 1
+        elif ch in "\"'":
+            j = i + 1
+            while j < n and text[j] != ch:
+                j += 2 if text[j] == "\\" else 1
+            out.append(text[i + 1:j])
+            i = j + 1
+        else:
+            j = i
+            while j < n and not text[j].isspace() and text[j] not in ";{}" and not (text[j] == "#" and j == i):
+                j += 1
+            out.append(text[i:j])
+            i = j
+    return out
+
+
+def _tree(tokens: list[str], pos: int = 0) -> tuple[list[tuple[str, list[str], Any]], int]:
+    """(name, args, children-or-None) statements until the matching close brace."""
+    stmts, words = [], []
+    while pos < len(tokens):
+        tok = tokens[pos]
+        pos += 1
+        if tok == ";":
+            if words:
+                stmts.append((words[0], words[1:], None))
+            words = []
+        elif tok == "{":
+            children, pos = _tree(tokens, pos)
+            stmts.append((words[0] if words else "", words[1:], children))
+            words = []
+        elif tok == "}":
+            return stmts, pos
+        else:
+            words.append(tok)
+    return stmts, pos
+
+
+def split_nginx_dump(text: str) -> dict[str, str]:
+    files: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        match = re.fullmatch(r"# configuration file (.+):", line)
+        if match:
+            current = files.setdefault(match.group(1), [])
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines) for name, lines in files.items()}
+
+
+def _expand(stmts, files: dict[str, str], prefix: str, depth: int = 0):
+    out = []
+    for name, args, children in stmts:
+        if name == "include" and args and depth < 10:
+            pattern = args[0] if args[0].startswith("/") else f"{prefix}/{args[0]}"
+            for path in sorted(f for f in files if fnmatch.fnmatch(f, pattern)):
+                out.extend(_expand(_tree(_tokens(files[path]))[0], files, prefix, depth + 1))
+        else:
+            out.append((name, args, _expand(children, files, prefix, depth) if children is not None else None))
+    return out
+
+
+_TIMEOUTS = ("connect_timeout", "send_timeout", "read_timeout")
+
+
+def _inherit(scope: dict[str, Any], stmts) -> dict[str, Any]:
+    out = dict(scope)
+    for name, args, children in stmts:
+        if children is None and args:
+            for kind in ("fastcgi", "proxy"):
+                for t in _TIMEOUTS:
+                    if name == f"{kind}_{t}":
+                        out[name] = nginx_seconds(args[0])
+    return out
+
+
+def _walk_locations(stmts, scope, server: str, out: list, parent: str = "") -> None:
+    for name, args, children in stmts:
+        if name != "location" or children is None:
+            continue
+        label = (parent + " > " if parent else "") + " ".join(args)
+        inner = _inherit(scope, children)
+        for kind in ("fastcgi", "proxy"):
+            passes = [a for n, a, c in children if n == f"{kind}_pass" and c is None]
+            if passes:
+                out.append({"server": server, "location": label, "kind": kind, "pass": passes[0][0] if passes[0] else "",
+                            **{t: inner.get(f"{kind}_{t}", FASTCGI_DEFAULT_S) for t in _TIMEOUTS}})
+        _walk_locations(children, inner, server, out, label)
+
+
+def parse_nginx(text: str, rc: int, cpus: int) -> dict[str, Any]:
+    files = split_nginx_dump(text)
+    main_file = next(iter(files), "")
+    if rc != 0 or not main_file:
+        first = next((l for l in text.splitlines() if "emerg" in l or "absent" in l), text.strip()[:200])
+        return {"present": "absent" not in text, "error": first if rc != 0 else "", "worker_processes": None,
+                "worker_processes_effective": 0, "worker_connections": 0, "worker_rlimit_nofile": None,
+                "listens": [], "locations": [], "upstreams": []}
+    prefix = main_file.rsplit("/", 1)[0]
+    root = _expand(_tree(_tokens(files[main_file]))[0], files, prefix)
+    top = {name: args for name, args, children in root if children is None}
+    events = next((c for n, a, c in root if n == "events" and c is not None), [])
+    http = next((c for n, a, c in root if n == "http" and c is not None), [])
+    wp_raw = (top.get("worker_processes") or ["1"])[0]
+    wc = next((_int(a[0], 512) for n, a, c in events if n == "worker_connections" and a), 512)
+    listens, locations, upstreams = [], [], []
+    http_scope = _inherit({}, http)
+    for name, args, children in http:
+        if name == "upstream" and children is not None:
+            servers = [_upstream_server(a) for n, a, c in children if n == "server" and a]
+            upstreams.append({"name": args[0] if args else "", "servers": servers})
+        if name != "server" or children is None:
+            continue
+        names = next((a for n, a, c in children if n == "server_name"), ["_"])
+        label = " ".join(names) or "_"
+        for n, a, c in children:
+            if n == "listen" and a:
+                backlog = next((_int(x.split("=", 1)[1]) for x in a[1:] if x.startswith("backlog=")), None)
+                listens.append({"server": label, "address": a[0], "backlog": backlog,
+                                "backlog_asked": backlog if backlog is not None else 511})
+        _walk_locations(children, _inherit(http_scope, children), label, locations)
+    return {"present": True, "error": "", "worker_processes": wp_raw if wp_raw == "auto" else _int(wp_raw, 1),
+            "worker_processes_effective": cpus if wp_raw == "auto" else (_int(wp_raw, 1) or 1),
+            "worker_connections": wc, "worker_rlimit_nofile": _int((top.get("worker_rlimit_nofile") or [None])[0]),
+            "listens": listens, "locations": locations, "upstreams": upstreams}
+
+
+def _upstream_server(args: list[str]) -> dict[str, Any]:
+    opts = dict(a.split("=", 1) for a in args[1:] if "=" in a)
+    return {"address": args[0], "max_fails": _int(opts.get("max_fails"), 1),
+            "fail_timeout": nginx_seconds(opts.get("fail_timeout", "10s")), "down": "down" in args[1:],
+            "backup": "backup" in args[1:]}
+
+
+# --- service managers, cron, logrotate -----------------------------------------------------------
+
+def _blocks(text: str, marker: str = "### ") -> list[tuple[list[str], list[str]]]:
+    out: list[tuple[list[str], list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith(marker):
+            out.append((line[len(marker):].split(), []))
+        elif out:
+            out[-1][1].append(line)
+    return out
+
+
+def _retry_schedule(line: str, variables: dict[str, str]) -> str:
+    match = re.search(r"--retry[= ](\S+)", line)
+    if not match:
+        return ""
+    schedule = match.group(1)
+    for name, value in variables.items():
+        schedule = schedule.replace(f"${name}", value).replace(f"${{{name}}}", value)
+    return schedule
+
+
+def _code(line: str) -> str:
+    """A grep -n line without its number and comment."""
+    return line.split(":", 1)[-1].split("#", 1)[0]
+
+
+def _kill_stop(lines: list[str], variables: dict[str, str]) -> str:
+    """A script that signals the master itself (opsctl's managed one): the first stop signal it
+    sends, with its graceful wait; TERM only in force-stop comes later in the file."""
+    for line in lines:
+        match = re.search(r"\bkill -(QUIT|TERM|INT|KILL)\b", _code(line))
+        if match:
+            grace = variables.get("GRACE", "")
+            return f"{match.group(1)}/{grace}" if grace.isdigit() else match.group(1)
+    return ""
+
+
+def _reload_signal(lines: list[str], variables: dict[str, str]) -> str:
+    for line in lines:
+        code = _code(line)
+        match = (re.search(r"--signal (\w+)", code) or re.search(r"\bkill -(USR2|HUP)\b", code)
+                 or re.search(r"\bkill -\$\{?(\w+)\}?", code))
+        signal = match and variables.get(match.group(1), match.group(1))
+        if signal in ("USR2", "HUP"):
+            return signal
+    return ""
+
+
+def parse_init_scripts(text: str) -> dict[str, dict[str, Any]]:
+    """Stop/reload behaviour of the SysV init scripts for php-fpm and nginx."""
+    out = {}
+    for header, lines in _blocks(text):
+        path = header[1] if len(header) > 1 else ""
+        service = "nginx" if path.endswith("/nginx") else "php-fpm"
+        variables = {}
+        for line in lines:
+            body = line.split(":", 1)[-1].strip()
+            match = re.match(r"([A-Z_]+)=\"?\$\{[A-Z_]+:-([^}]+)\}\"?$|([A-Z_]+)=\"?([^\"\s]+)\"?$", body)
+            if match:
+                variables[match.group(1) or match.group(3)] = match.group(2) or match.group(4)
+        stops = [_retry_schedule(l, variables) for l in lines if "--stop" in l and "--retry" in l and "--exec" not in l]
+        stop = next((s for s in stops if s), "")
+        if not stop and any("killproc" in l for l in lines):
+            stop = "TERM"  # killproc without a signal sends SIGTERM (seed 003's CentOS script)
+        if not stop:
+            stop = _kill_stop(lines, variables)
+        reload = _reload_signal(lines, variables)
+        first = stop.split("/")[0] if stop else ""
+        out[service] = {"init_script": path, "stop_schedule": stop,
+                        "stop_signal": first if first and not first.isdigit() else ("TERM" if first == "" and stop else first),
+                        "reload_signal": reload}
+    return out
+
+
+def parse_systemd_units(text: str) -> dict[str, dict[str, Any]]:
+    """KillSignal / ExecReload / ExecStop of the php-fpm and nginx units, drop-ins applied."""
+    seen: set[str] = set()
+    out: dict[str, dict[str, Any]] = {}
+    timer: dict[str, str] = {}
+    for header, lines in _blocks(text):
+        path = header[1] if len(header) > 1 else ""
+        base = path.split("/system/", 1)[-1]
+        if base in seen:
+            continue  # /lib and /usr/lib are one directory on merged-/usr systems
+        seen.add(base)
+        settings = _kv("\n".join(l for l in lines if not l.startswith("[")))
+        if base.startswith("logrotate.timer"):
+            timer.update({k: v for k, v in settings.items() if k in ("OnCalendar", "AccuracySec", "RandomizedDelaySec")})
+            continue
+        service = "nginx" if base.startswith("nginx") else "php-fpm"
+        unit = out.setdefault(service, {"unit": "", "kill_signal": "SIGTERM", "exec_reload": "", "exec_stop": "",
+                                        "dropins": []})
+        if ".d/" in base:
+            unit["dropins"].append(path)
+        else:
+            unit["unit"] = path
+        for key, field in (("KillSignal", "kill_signal"), ("ExecReload", "exec_reload"), ("ExecStop", "exec_stop")):
+            if key in settings:
+                unit[field] = settings[key]
+    if timer:
+        out["logrotate_timer"] = timer
+    return out
+
+
+_CRON_LINE = re.compile(r"^\s*(@\w+|(?:\S+\s+){4}\S+)\s+(.*)$")
+_SERVICE = re.compile(r"(php[\d.]*-fpm[\d.]*|nginx)")
+_ACTION = re.compile(r"\b(restart|stop|force-reload|reload|kill(?:all)?|pkill)\b")
+
+
+_GENTLE_SIGNAL = re.compile(r"(?:-s\s*|-)(?:SIG)?(USR1|USR2|HUP|10|12|1)\b")
+
+
+def _service_action(command: str) -> tuple[str, str]:
+    service = _SERVICE.search(command)
+    action = _ACTION.search(command)
+    if not service or not action:
+        return "", ""
+    name = "nginx" if service.group(1) == "nginx" else "php-fpm"
+    gentle = _GENTLE_SIGNAL.search(command) if action.group(1) in ("kill", "killall", "pkill") else None
+    if gentle:   # USR1 reopens logs; USR2 / HUP reload: none of them cuts a request
+        return name, "reopen" if gentle.group(1) in ("USR1", "10") else "reload"
+    return name, action.group(1)
+
+
+def parse_cron(text: str) -> dict[str, Any]:
+    entries, scripts = [], []
+    for header, lines in _blocks(text):
+        if header[0] == "script":
+            path, period = header[1], header[2] if len(header) > 2 else ""
+            for line in lines:
+                body = line.split(":", 1)[-1]
+                service, action = _service_action(body)
+                scripts.append({"source": path, "period": period, "line": body.strip(),
+                                "service": service, "action": action, "logrotate": "logrotate" in body})
+            continue
+        path, kind = header[1], header[2] if len(header) > 2 else "system"
+        for line in lines:
+            assignment = re.match(r"^\s*[A-Za-z_][A-Za-z0-9_]*=", line)
+            if assignment or (kind == "anacron" and not line[:1].isdigit() and not line.startswith("@")):
+                continue
+            match = _CRON_LINE.match(line)
+            if not match:
+                continue
+            schedule, rest = match.group(1), match.group(2)
+            if kind == "anacron":
+                cols = line.split(None, 3)
+                entries.append({"source": path, "schedule": "", "anacron_period": cols[0], "user": "root",
+                                "command": cols[3] if len(cols) > 3 else "", "service": "", "action": ""})
+                continue
+            user, command = ("root", rest) if kind.startswith("user:") else (rest.split(None, 1) + [""])[:2]
+            if kind.startswith("user:"):
+                user = kind[5:]
+            service, action = _service_action(command)
+            entries.append({"source": path, "schedule": " ".join(schedule.split()), "user": user,
+                            "command": command.strip(), "service": service, "action": action})
+    return {"entries": entries, "scripts": scripts}
+
+
+def rotation_runs(cron: dict[str, Any], units: dict[str, Any], systemd: bool) -> list[dict[str, Any]]:
+    """When logrotate actually runs on this host: cron.d, cron.daily via /etc/crontab, or the timer."""
+    runs = []
+    for entry in cron["entries"]:
+        if "logrotate" in entry["command"] and entry["schedule"] and "run-parts" not in entry["command"]:
+            runs.append({"how": entry["source"], "schedule": entry["schedule"], "span_minutes": 0})
+    in_daily = any(s["logrotate"] and s["period"] == "daily" for s in cron["scripts"])
+    timer = units.get("logrotate_timer")
+    if systemd and timer:
+        calendar = timer.get("OnCalendar", "daily")
+        accuracy = nginx_seconds(timer.get("AccuracySec", "1m").replace("min", "m").replace("sec", "s")) or 60
+        spread = nginx_seconds(timer.get("RandomizedDelaySec", "0").replace("min", "m").replace("sec", "s")) or 0
+        runs.append({"how": "logrotate.timer", "schedule": _calendar_to_cron(calendar),
+                     "span_minutes": int((accuracy + spread) // 60), "calendar": calendar})
+    elif in_daily:
+        daily = next((e for e in cron["entries"] if "cron.daily" in e["command"] and e["schedule"]), None)
+        if daily:
+            runs.append({"how": "/etc/cron.daily via " + daily["source"], "schedule": daily["schedule"], "span_minutes": 0})
+    return runs
+
+
+def _calendar_to_cron(calendar: str) -> str:
+    """The common OnCalendar forms as a cron schedule; anything else fires 'daily' by approximation."""
+    calendar = calendar.strip()
+    simple = {"daily": "0 0 * * *", "hourly": "0 * * * *", "weekly": "0 0 * * 1", "monthly": "0 0 1 * *"}
+    if calendar in simple:
+        return simple[calendar]
+    match = re.search(r"(\d{1,2}|\*):(\d{2})(?::\d{2})?$", calendar)
+    if match:
+        return f"{int(match.group(2))} {match.group(1) if match.group(1) == '*' else int(match.group(1))} * * *"
+    return "0 0 * * *"
+
+
+def parse_logrotate(text: str) -> list[dict[str, Any]]:
+    """Postrotate actions that touch php-fpm or nginx: a restart there stalls the pool."""
+    out = []
+    for header, lines in _blocks(text):
+        inside = False
+        for line in lines:
+            stripped = line.strip()
+            if stripped in ("postrotate", "prerotate"):
+                inside = True
+            elif stripped == "endscript":
+                inside = False
+            elif inside:
+                service, action = _service_action(stripped)
+                if service and action in ("restart", "stop", "kill", "killall", "pkill"):
+                    out.append({"source": header[1] if len(header) > 1 else "", "line": stripped,
+                                "service": service, "action": action})
+    return out
+
+
+def parse_clock(text: str) -> dict[str, Any]:
+    for line in text.splitlines():
+        if line.startswith("timedatectl NTPSynchronized="):
+            value = line.split("=", 1)[1].strip()
+            if value in ("yes", "no"):
+                return {"synced": value == "yes", "source": "timedatectl"}
+        if line.startswith("chronyc Leap status"):
+            return {"synced": "Normal" in line, "source": "chronyc", "detail": line[8:].strip()}
+        if line.startswith("ntpq *"):
+            return {"synced": True, "source": "ntpq"}
+    if any(l.startswith("ntpq ") for l in text.splitlines()):
+        return {"synced": False, "source": "ntpq"}
+    return {"synced": None, "source": "none: no timedatectl (systemd), chronyc or ntpq on the host"}
+
+
+def parse_access_log(text: str) -> dict[str, Any]:
+    total = {"lines": 0, "s499": 0, "s5xx": 0, "s502": 0, "s504": 0}
+    files = []
+    for line in text.splitlines():
+        kv = dict(p.split("=", 1) for p in line.split() if "=" in p)
+        if "file" in kv:
+            files.append(kv["file"])
+            for key in total:
+                total[key] += _int(kv.get(key), 0) or 0
+    lines = total["lines"]
+    return {**total, "files": files, "share_499": round(total["s499"] / lines, 4) if lines else 0.0,
+            "share_5xx": round(total["s5xx"] / lines, 4) if lines else 0.0}
+
+
+# --- assembly ---------------------------------------------------------------------------------
+
+def parse(raw: str | dict[str, Any]) -> dict[str, Any]:
+    """The probe's JSON (text or already decoded) -> facts; failed sections listed in errors."""
+    data = json.loads(raw) if isinstance(raw, str) else raw
+    sections = data.get("sections") if isinstance(data, dict) else None
+    if not isinstance(sections, dict):
+        # Whatever a host printed, it is that host's error: the caller reports it for this host only.
+        raise ValueError(f"expected a JSON object with a 'sections' mapping, got {_shape(data)}")
+    facts: dict[str, Any] = {"errors": {}}
+
+    def section(name: str) -> dict[str, Any]:
+        found = sections.get(name)
+        return found if isinstance(found, dict) else {}
+
+    def out(name: str) -> str:
+        text = section(name).get("out", "")
+        if not isinstance(text, str):   # raised inside run(): this section's error, not the host's
+            raise TypeError(f"section {name}: 'out' is a {type(text).__name__}, not text")
+        return text
+
+    def run(key: str, parser: Callable[[], Any], default: Any) -> None:
+        try:
+            facts[key] = parser()
+        except Exception as exc:  # one bad section must not hide the others
+            facts[key] = default
+            facts["errors"][key] = f"{type(exc).__name__}: {exc}"
+
+    run("host", lambda: parse_meta(out("meta")), {"cpus": 1, "timezone": "", "utc_offset": "+0000", "systemd": False})
+    run("sysctl", lambda: parse_sysctl(out("sysctl")), {})
+    run("memory", lambda: parse_meminfo(out("meminfo")), {})
+    run("disk", lambda: parse_disk(out("disk")), {})
+    run("processes", lambda: parse_processes(out("processes")), [])
+    run("limits", lambda: parse_limits(out("limits"), facts["processes"]), [])
+    run("listeners", lambda: parse_listeners(out("listeners")), [])
+    run("_cw", lambda: count_close_wait(out("close_wait"), facts["listeners"]), None)
+    facts.pop("_cw", None)
+    run("sample", lambda: parse_samples(out("sample0"), out("sample1")), {})
+    somaxconn = facts["sysctl"].get("net.core.somaxconn")
+    run("php_fpm", lambda: parse_php_fpm(out("php_fpm_tt"), somaxconn), {"present": False, "pools": [], "global": {}})
+    # A php-fpm binary on a host that runs none (an lb sharing an image) is not a php-fpm host.
+    if facts["php_fpm"].get("present"):
+        facts["php_fpm"]["installed"] = True
+        facts["php_fpm"]["present"] = any(p["name"] == "php-fpm" and p["role"] == "master"
+                                          for p in facts["processes"])
+    run("_st", lambda: facts["php_fpm"].__setitem__(
+        "status_skipped", parse_fpm_status(out("php_fpm_status"), facts["php_fpm"])), None)
+    facts.pop("_st", None)
+    run("nginx", lambda: parse_nginx(out("nginx_T"), _int(section("nginx_T").get("rc"), 1), facts["host"].get("cpus", 1)),
+        {"present": False, "locations": [], "listens": [], "upstreams": []})
+    run("_ann", lambda: annotate_listeners(facts), None)
+    facts.pop("_ann", None)
+    run("init", lambda: parse_init_scripts(out("init_scripts")), {})
+    run("units", lambda: parse_systemd_units(out("systemd_units")), {})
+    run("cron", lambda: parse_cron(out("cron")), {"entries": [], "scripts": []})
+    run("rotation", lambda: rotation_runs(facts["cron"], facts["units"], facts["host"].get("systemd", False)), [])
+    run("postrotate", lambda: parse_logrotate(out("logrotate")), [])
+    run("logs_due", lambda: {k: _int(v, 0) for k, v in (p.split("=") for p in out("logs_due").split())}, {})
+    run("clock", lambda: parse_clock(out("clock")), {"synced": None, "source": "unknown"})
+    run("access_log", lambda: parse_access_log(out("access_log")), {"lines": 0, "share_499": 0.0, "share_5xx": 0.0})
+    return facts
+
+
+def _shape(value: Any) -> str:
+    """What a value is, for an error message, without echoing a host's arbitrary output."""
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(map(str, value))[:5]}"
+    return f"a JSON {type(value).__name__}"
+
+
+def _port(address: str) -> int | None:
+    tail = address.rsplit(":", 1)[-1] if ":" in address else address
+    return _int(tail)
+
+
+def annotate_listeners(facts: dict[str, Any]) -> None:
+    """Give each nginx / php-fpm listener the backlog its configuration asks for.
+
+    The kernel caps a backlog at somaxconn when the socket is bound (seed 004), and php-fpm's
+    reload keeps the old socket: so config, somaxconn and the live Send-Q can all differ.
+    """
+    somaxconn = facts["sysctl"].get("net.core.somaxconn")
+    pools = facts.get("php_fpm", {}).get("pools", [])
+    listens = facts.get("nginx", {}).get("listens", [])
+    for entry in facts["listeners"]:
+        entry["configured_backlog"], entry["config"] = None, ""
+        if entry["owner"] == "php-fpm":
+            pool = next((p for p in pools if p["listen"] == entry["local"] or
+                         (entry["kind"] == "tcp" and _port(p["listen"]) == entry["port"])), None)
+            if pool:
+                raw = pool["listen_backlog"]
+                entry["configured_backlog"] = pool["listen_backlog_asked"]
+                entry["config"] = f"pool {pool['name']} listen.backlog = {raw}" + (
+                    f" (= somaxconn {somaxconn})" if raw is not None and raw < 0 else "")
+        elif entry["owner"] == "nginx" and entry["kind"] == "tcp":
+            match = [l for l in listens if _port(l["address"]) == entry["port"]]
+            if match:
+                asked = max(l["backlog_asked"] for l in match)
+                entry["configured_backlog"] = asked
+                entry["config"] = f"listen {match[0]['address']}" + (
+                    f" backlog={asked}" if any(l["backlog"] is not None for l in match) else f" (default backlog {asked})")
+        entry["somaxconn"] = somaxconn
+
+
+def capacity_facts(facts: dict[str, Any], host: str) -> dict[str, Any]:
+    """What the capacity model needs (its `facts` argument), from the probe's facts."""
+    return {"cpus": int(facts.get("host", {}).get("cpus") or 1),
+            "memory_mb": int(facts.get("memory", {}).get("total_mb") or 0),
+            "php_version": facts.get("php_fpm", {}).get("version", "") if facts.get("php_fpm", {}).get("present") else "",
+            "nofile_max": facts.get("host", {}).get("nofile_max") or None,
+            "host": host}

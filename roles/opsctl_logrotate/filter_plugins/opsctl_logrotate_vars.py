@@ -1,1 +1,0 @@
-../../../opsctl/logrotate_vars.py

@@ -1,1 +1,0 @@
-../../../opsctl/probe/probe.sh

@@ -1,1 +1,0 @@
-../../../opsctl/checks/engine.py

@@ -1,1 +1,0 @@
-../../../opsctl/configvalues.py
