@@ -49,7 +49,8 @@ def _sibling(name: str) -> ModuleType:
     return module
 
 
-parse_duration = _sibling("durations").parse_duration
+_durations = _sibling("durations")
+parse_duration, window_problem = _durations.parse_duration, _durations.window_problem
 whole = _sibling("logrotate_vars").whole
 
 
@@ -100,7 +101,11 @@ def event_span(event: Mapping[str, Any]) -> Span | None:
     if start.tzinfo is None:
         start = start.replace(tzinfo=ZoneInfo(str(window["timezone"])))
     prepare = parse_duration(window.get("prepare", "1h"))
-    end = start + parse_duration(window["duration"])
+    duration = parse_duration(window["duration"])
+    problem = window_problem(start, duration, prepare)
+    if problem:   # checked before the sums below, which would overflow
+        raise WindowError(f"opsctl_event.window: {problem}")
+    end = start + duration
     return Span(name=str(event.get("name") or "event"), start=start - prepare, end=end)
 
 
@@ -109,7 +114,7 @@ def _minutes(raw: Mapping[str, Any], key: str, default: int, low: int, high: int
     minutes = whole(value, low, high)
     if minutes is None:
         raise WindowError(f"{WINDOW_VAR}.{key}: expected a whole number of minutes from {low} to {high}, "
-                          f"got {value!r}")
+                          f"got {_durations.clip(value)}")
     return minutes
 
 

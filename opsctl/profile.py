@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from opsctl.durations import parse_duration
+from opsctl.durations import clip, parse_duration, window_problem
 from opsctl.errors import OpsctlError
 
 VAR_NAME = "opsctl_event"
@@ -96,12 +96,12 @@ def _number(data: dict, key: str, where: str, *, integer: bool = False,
             minimum: float = 0.0, maximum: float = 1e9) -> float:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProfileError(f"{where}.{key}: expected a number, got {value!r}")
+        raise ProfileError(f"{where}.{key}: expected a number, got {clip(value)}")
     # The range first: an int too large for a float (10**400) must be refused, not overflow.
     if not minimum < value <= maximum:
         raise ProfileError(f"{where}.{key}: {str(value)[:20]} is out of range ({minimum:g} < value <= {maximum:g})")
     if integer and not float(value).is_integer():
-        raise ProfileError(f"{where}.{key}: expected a whole number, got {value!r}")
+        raise ProfileError(f"{where}.{key}: expected a whole number, got {clip(value)}")
     return float(value)
 
 
@@ -130,17 +130,20 @@ def _window(value: Any, where: str) -> EventWindow:
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ProfileError(f"{where}.timezone: unknown time zone {tz_name!r}") from None
+        raise ProfileError(f"{where}.timezone: unknown time zone {clip(tz_name)}") from None
     raw_start = data["start"]
     try:
         start = raw_start if isinstance(raw_start, datetime) else datetime.fromisoformat(str(raw_start))
     except ValueError:
-        raise ProfileError(f"{where}.start: expected a date and time like 2026-11-11T00:00, got {raw_start!r}") from None
+        raise ProfileError(f"{where}.start: expected a date and time like 2026-11-11T00:00, got {clip(raw_start)}") from None
     start = start.replace(tzinfo=tz) if start.tzinfo is None else start
     duration = _duration(data["duration"], f"{where}.duration")
     if duration <= timedelta(0):
         raise ProfileError(f"{where}.duration: must be longer than zero")
     prepare = _duration(data.get("prepare", DEFAULT_PREPARE), f"{where}.prepare")
+    problem = window_problem(start, duration, prepare)
+    if problem:
+        raise ProfileError(f"{where}.start: {clip(str(raw_start))}: {problem}")
     return EventWindow(start=start, duration=duration, prepare=prepare, timezone=tz_name)
 
 

@@ -8,15 +8,21 @@ templates. Expressions run in Jinja2's ImmutableSandboxedEnvironment over `facts
 cannot reach Python internals nor change the facts. Adding a check needs no code here.
 
 Needs only the stdlib, Jinja2 and PyYAML (both always present where Ansible runs) and no
-opsctl imports: the opsctl_preflight role carries this same file as a filter plugin.
+opsctl imports: the opsctl_preflight role carries this same file as a filter plugin. Durations
+and event windows follow opsctl/durations.py (stdlib only), loaded from the file itself there.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,7 +35,23 @@ STATUSES = ("pass", "warn", "fail", "error")
 REQUIRED = ("id", "title", "severity", "failure_mode", "facts", "rule", "observed", "expected", "remediation")
 OPTIONAL = ("when", "each", "label", "let", "doc")
 MAX_SCAN_MINUTES = 7 * 24 * 60  # cron scans never look further than a week
-MAX_WINDOW_SECONDS = 3650 * 86400  # opsctl/durations.py's bound: the role and the CLI agree
+
+
+def _durations() -> ModuleType:
+    """opsctl/durations.py. As the preflight role's filter plugin (a symlink) this file is loaded
+    by path, outside the opsctl package: then it is the file two levels up from its real path."""
+    if __package__ == "opsctl.checks":
+        return importlib.import_module("opsctl.durations")
+    path = Path(os.path.realpath(__file__)).parent.parent / "durations.py"
+    spec = importlib.util.spec_from_file_location("_opsctl_durations", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"opsctl's durations.py is not at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+durations = _durations()
 
 
 class CatalogError(ValueError):
@@ -185,8 +207,11 @@ def first_firing(schedule: str, span_minutes: int, start: datetime, end: datetim
     spec = parse_cron(schedule)
     if spec is None:
         return None
+    if not 0 <= span_minutes <= MAX_SCAN_MINUTES:
+        raise ValueError(f"span_minutes {durations.clip(span_minutes)}: expected 0 to {MAX_SCAN_MINUTES} (a week)")
     moment = (start - timedelta(minutes=span_minutes)).astimezone(zone).replace(second=0, microsecond=0)
-    stop = min(end, start + timedelta(minutes=MAX_SCAN_MINUTES))
+    # end - start, not start + a week: the sum overflows near the end of the calendar.
+    stop = end if end - start <= timedelta(minutes=MAX_SCAN_MINUTES) else start + timedelta(minutes=MAX_SCAN_MINUTES)
     while moment < stop:
         if _fires(spec, moment) and moment + timedelta(minutes=span_minutes) >= start:
             return moment
@@ -421,26 +446,21 @@ def _filter_line(result: Mapping[str, Any]) -> str:
 
 
 def window_context(window: Mapping[str, Any]) -> dict[str, Any]:
-    """A raw opsctl_event.window mapping -> the `event` a catalog sees (timezone-aware times)."""
+    """A raw opsctl_event.window mapping -> the `event` a catalog sees (timezone-aware times).
+
+    Raises ValueError for durations opsctl/durations.py refuses and windows at the calendar's ends."""
     zone = ZoneInfo(str(window["timezone"]))
     start = window["start"] if isinstance(window["start"], datetime) else datetime.fromisoformat(str(window["start"]))
-    start = start.replace(tzinfo=zone) if start.tzinfo is None else start.astimezone(zone)
-    duration, prepare = _seconds(window["duration"]), _seconds(window.get("prepare", "1h"))
-    return {"name": "", "start": start, "end": start + timedelta(seconds=duration),
-            "protected_start": start - timedelta(seconds=prepare), "timezone": str(window["timezone"]),
-            "prepare_s": prepare}
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", str(value))
-        seconds = sum(float(n) * units[u] for n, u in parts)
-    if not 0 <= seconds <= MAX_WINDOW_SECONDS:   # also false for nan
-        raise ValueError(f"duration {value!r}: expected 0 to 3650 days")
-    return seconds
+    start = start.replace(tzinfo=zone) if start.tzinfo is None else start
+    duration = durations.parse_duration(window["duration"])
+    prepare = durations.parse_duration(window.get("prepare", "1h"))
+    problem = durations.window_problem(start, duration, prepare)
+    if problem:
+        raise ValueError(problem)
+    start = start.astimezone(zone)
+    return {"name": "", "start": start, "end": start + duration,
+            "protected_start": start - prepare, "timezone": str(window["timezone"]),
+            "prepare_s": prepare.total_seconds()}
 
 
 class FilterModule:

@@ -2,15 +2,20 @@
 
 Stdlib only and free of opsctl imports: the opsctl_preflight role carries this same file as
 an Ansible filter plugin (a symlink), so a playbook run and `opsctl check` read a host the
-same way. Every section is parsed on its own: a section that failed on the host becomes
+same way (opsctl/durations.py, stdlib only, is loaded from the file itself there). Every section is parsed on its own: a section that failed on the host becomes
 an entry in `facts["errors"]` and leaves the rest intact.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib
+import importlib.util
 import json
+import os
 import re
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
@@ -33,8 +38,29 @@ def _int(value: Any, default: int | None = None) -> int | None:
         return default
 
 
+def _durations() -> ModuleType:
+    """opsctl/durations.py. As the preflight role's filter plugin (a symlink) this file is loaded
+    by path, outside the opsctl package: then it is the file two levels up from its real path."""
+    if __package__ == "opsctl.probe":
+        return importlib.import_module("opsctl.durations")
+    path = Path(os.path.realpath(__file__)).parent.parent / "durations.py"
+    spec = importlib.util.spec_from_file_location("_opsctl_durations", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"opsctl's durations.py is not at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# A host's configuration is data: a time longer than any duration a person writes is no time
+# (int() of 4300 digits raises; a long run of digits costs the regex), the bound opsctl's own.
+MAX_TIME_CHARS = _durations().MAX_CHARS
+
+
 def nginx_seconds(value: str) -> float | None:
     """nginx time syntax: 60, 60s, 1m30s, 500ms."""
+    if len(value) > MAX_TIME_CHARS:
+        return None
     total, pos = 0.0, 0
     for match in re.finditer(r"(\d+)(ms|s|m|h|d|w|M|y)?", value):
         if match.start() != pos:
@@ -46,7 +72,7 @@ def nginx_seconds(value: str) -> float | None:
 
 def fpm_seconds(value: str) -> float | None:
     """php-fpm -tt prints times as 0s, 30s; config files may say 30, 30s, 1m, 1h."""
-    match = re.fullmatch(r"(\d+)([smhd]?)", value.strip())
+    match = re.fullmatch(r"(\d+)([smhd]?)", value.strip()) if len(value) <= MAX_TIME_CHARS else None
     if not match:
         return None
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]

@@ -1,0 +1,160 @@
+"""Bad input at the edges of the models: the calendar's ends, odd YAML keys, deep nesting, empty
+rules, capacity figures that are no figures, a probe's nonsense, huge durations and text a
+terminal would misread. Each is one line naming the value, never a traceback (review 2)."""
+
+from __future__ import annotations
+
+import io
+import json
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from opsctl import capacity, logrotate_vars, logslots
+from opsctl.capacity import CapacityError, derive
+from opsctl.checks import output
+from opsctl.checks.engine import CatalogError, Result, first_firing, load_catalog, window_context
+from opsctl.checks.run import (EventOverride, HostOutcome, Report, dumps, event_window, validate_override)
+from opsctl.configvalues import problem
+from opsctl.durations import parse_duration
+from opsctl.errors import OpsctlError
+from opsctl.harden import plan_host, refuse_bad_input
+from opsctl.inventory import Host
+from opsctl.probe import facts as probe_facts
+from opsctl.profile import ProfileError, parse_profile
+from opsctl.safetext import visible
+
+from tests.conftest import opsctl
+
+EVENT = {"peak_qps": 100, "request_time": {"typical_ms": 100, "p99_ms": 300}, "client_timeout_s": 5,
+         "php_worker_memory_mb": 40}
+FACTS = {"cpus": 2, "memory_mb": 4096, "php_version": "8.2", "host": "web1", "nofile_max": 1048576}
+CHECK = {"id": "a", "title": "t", "severity": "warn", "failure_mode": "F1", "facts": [], "rule": "true",
+         "observed": "o", "expected": "e", "remediation": "r"}
+
+
+def _window(start: str, **more: str) -> dict:
+    return {"start": start, "duration": "2h", "timezone": "UTC", **more}
+
+
+def _inventory(tmp_path: Path, web_vars: str = "") -> Path:
+    (tmp_path / "group_vars").mkdir(parents=True)
+    (tmp_path / "hosts.yml").write_text(textwrap.dedent("""\
+        all:
+          children:
+            web:
+              hosts:
+                web1: {ansible_host: 127.0.0.1}
+        """))
+    (tmp_path / "group_vars" / "web.yml").write_text(web_vars)
+    return tmp_path
+
+
+def _one_line_error(proc, *needles: str) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("opsctl: error: "), proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _host(name: str = "web1", **host_vars) -> Host:
+    return Host(name=name, address="127.0.0.1", port=22, user="root", groups=("web",),
+                vars={"opsctl_event": EVENT, **host_vars})
+
+
+# --- 1. event windows at the ends of the calendar ----------------------------------------------
+
+@pytest.mark.parametrize("window, words", [
+    (_window("9999-12-31T23:00"), "ends after 9998-12-31"),
+    (_window("9998-12-31T00:00", duration="3650d"), "ends after 9998-12-31"),
+    (_window("0001-01-01T00:10"), "starts before 0002-01-01"),
+    (_window("0003-01-01T00:00", prepare="3650d"), "starts before 0002-01-01"),
+])
+def test_a_window_at_the_ends_of_the_calendar_is_a_profile_error(window, words):
+    with pytest.raises(ProfileError, match=f"opsctl_event.window.start: .*{words}"):
+        parse_profile(dict(EVENT, window=window))
+
+
+def test_a_window_well_inside_the_calendar_is_fine():
+    window = parse_profile(dict(EVENT, window=_window("9998-12-01T00:00", prepare="30d"))).window
+    assert window.end == datetime(9998, 12, 1, 2, tzinfo=window.start.tzinfo)
+
+
+@pytest.mark.parametrize("start", ["9999-12-31T23:00", "0001-01-01T00:00"])
+def test_check_event_at_the_ends_of_the_calendar_is_refused(start):
+    with pytest.raises(OpsctlError, match="--event .*calendar"):
+        validate_override(EventOverride(start, None))
+
+
+def test_check_event_at_the_end_of_the_calendar_is_one_line(tmp_path):
+    _one_line_error(opsctl("check", "-i", str(_inventory(tmp_path)), "--event", "9999-12-31T23:00"),
+                    "--event '9999-12-31T23:00': the event window ends after 9998-12-31")
+
+
+def test_check_event_with_a_profiles_long_margin_is_that_hosts_problem():
+    profile = parse_profile(dict(EVENT, window=_window("2026-11-11T00:00", prepare="3650d")))
+    with pytest.raises(ValueError, match="starts before 0002-01-01"):
+        event_window(profile, EventOverride("0005-01-01T00:00", None))
+
+
+@pytest.mark.parametrize("start", ["9999-12-31T23:00", "0001-01-01T00:00"])
+def test_the_catalogs_event_window_refuses_the_ends_of_the_calendar(start):
+    with pytest.raises(ValueError, match="calendar"):
+        window_context(_window(start))
+
+
+def test_a_cron_scan_at_the_end_of_the_calendar_does_not_overflow():
+    start = datetime(9999, 12, 31, 0, 0, tzinfo=timezone.utc)
+    assert first_firing("30 * * * *", 0, start, start + timedelta(hours=1), timezone.utc) == \
+        start + timedelta(minutes=30)
+
+
+@pytest.mark.parametrize("start", ["9999-12-31T23:00", "0001-01-01T00:00"])
+def test_log_slots_refuse_an_event_at_the_ends_of_the_calendar(start):
+    with pytest.raises(logslots.WindowError, match="opsctl_event.window: .*calendar"):
+        logslots.event_span({"window": _window(start)})
+
+
+# --- 7. durations of 200000 digits --------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["9" * 20000, "9" * 200000 + "s", "9" * 200000 + ".5s"],
+                         ids=["20000 digits", "200000 digits s", "200000 digits .5s"])
+def test_a_huge_duration_is_refused_fast_and_echoed_short(text):
+    started = time.monotonic()
+    with pytest.raises(ValueError) as caught:
+        parse_duration(text)
+    assert time.monotonic() - started < 1
+    assert len(str(caught.value)) < 200 and str(caught.value).endswith("…")
+
+
+def test_the_catalogs_window_reads_durations_by_the_same_rule():
+    with pytest.raises(ValueError, match="at most 40 characters"):
+        window_context(_window("2026-11-11T00:00", duration="9" * 20000))
+    with pytest.raises(ValueError, match="expected a duration like"):
+        window_context(_window("2026-11-11T00:00", duration="2 hours"))
+
+
+def test_huge_times_from_a_host_are_no_times_and_cost_nothing():
+    assert probe_facts.nginx_seconds("9" * 200000) is None
+    assert probe_facts.fpm_seconds("9" * 200000 + "s") is None
+    assert probe_facts.nginx_seconds("1m30s") == 90 and probe_facts.fpm_seconds("30s") == 30
+
+
+def test_huge_log_rotation_numbers_are_refused_short():
+    found = logrotate_vars.problems({"opsctl_logrotate_keep_days": "9" * 200000})
+    assert len(found) == 1 and len(found[0]) < 200
+    assert len(logslots.window_error({"prune_delay_minutes": "9" * 200000})) < 200
+
+
+def test_a_huge_duration_option_is_one_short_line(tmp_path):
+    line = _one_line_error(opsctl("check", "-i", str(_inventory(tmp_path)), "--duration", "9" * 100000),
+                           "--duration")
+    assert len(line) < 300
