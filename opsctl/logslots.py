@@ -239,9 +239,10 @@ def host_local(hhmm: str, window_tz: str, utc_offset: str) -> dict[str, int]:
 def fleet_slot(host: str, host_vars: Mapping[str, Mapping[str, Any]], raw_window: Mapping[str, Any]) -> Slot:
     """`host`'s slot given every inventory host's vars: its pool, and every declared event."""
     balancers_of = {name: v.get("opsctl_balancers") for name, v in host_vars.items()}
-    events = {json.dumps(v.get("opsctl_event"), sort_keys=True, default=str): v.get("opsctl_event")
-              for v in host_vars.values() if v.get("opsctl_event")}
-    unique = {(s.name, s.start, s.end): s for s in map(event_span, events.values()) if s}
+    # The same event declared for many hosts (group_vars) counts once: by its span, not by its
+    # raw mapping, whose keys may not sort ({1: x, name: y}).
+    events = [v.get("opsctl_event") for v in host_vars.values() if v.get("opsctl_event")]
+    unique = {(s.name, s.start, s.end): s for s in map(event_span, events) if s}
     spans = sorted(unique.values(), key=lambda s: s.start)
     return slot_for(host, pool_peers(host, balancers_of), parse_window(raw_window), spans)
 

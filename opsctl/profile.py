@@ -108,9 +108,10 @@ def _number(data: dict, key: str, where: str, *, integer: bool = False,
 def _mapping(value: Any, where: str, allowed: set[str]) -> dict:
     if not isinstance(value, dict):
         raise ProfileError(f"{where}: expected a mapping, got {type(value).__name__}")
-    unknown = sorted(set(value) - allowed)
+    # key=repr: YAML keys may be numbers, null or text side by side ({1: x, name: y}), which sort() refuses.
+    unknown = sorted((k for k in value if k not in allowed), key=repr)
     if unknown:
-        raise ProfileError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        raise ProfileError(f"{where}: unknown key {clip(unknown[0])} (allowed: {', '.join(sorted(allowed))})")
     return value
 
 

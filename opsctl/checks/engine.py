@@ -275,15 +275,23 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 
 def _check_from(entry: Any, source: str, engine: "Engine") -> Check:
-    where = f"{source}: check {entry.get('id', '?') if isinstance(entry, dict) else '?'}"
+    name = str(entry.get("id", "?")) if isinstance(entry, dict) else "?"
+    where = f"{source}: check {name if len(name) <= durations.ECHO_CHARS else name[:durations.ECHO_CHARS] + '…'}"
     if not isinstance(entry, dict):
         raise CatalogError(f"{where}: expected a mapping, got {type(entry).__name__}")
     missing = [k for k in REQUIRED if k not in entry]
-    unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL))
+    # key=repr: YAML keys may be numbers, null or text side by side ({1: x, id: y}), which sort() refuses.
+    unknown = sorted((k for k in entry if k not in REQUIRED and k not in OPTIONAL), key=repr)
     if missing:
         raise CatalogError(f"{where}: missing key {missing[0]!r}")
     if unknown:
-        raise CatalogError(f"{where}: unknown key {unknown[0]!r}")
+        raise CatalogError(f"{where}: unknown key {durations.clip(unknown[0])}")
+    # An empty `rule:` is YAML null, which str() made the rule "None" (a name, undefined at run
+    # time): a check with nothing to judge, or to name, or to show, is a broken catalog.
+    empty = next((k for k in ("id", "title", "rule", "observed") if entry[k] is None or not str(entry[k]).strip()),
+                 None)
+    if empty:
+        raise CatalogError(f"{where}: {empty} is empty")
     if entry["severity"] not in SEVERITIES:
         raise CatalogError(f"{where}: severity must be warn or fail, got {entry['severity']!r}")
     if not re.fullmatch(r"F[1-9]", str(entry["failure_mode"])):
@@ -291,6 +299,9 @@ def _check_from(entry: Any, source: str, engine: "Engine") -> Check:
     let = entry.get("let") or {}
     if not isinstance(let, dict):
         raise CatalogError(f"{where}: let must be a mapping of name: expression")
+    odd = next((k for k in let if not isinstance(k, str) or not k.isidentifier()), None)
+    if odd is not None:
+        raise CatalogError(f"{where}: let name {durations.clip(odd)} is not a name (letters, digits and _)")
     facts = entry["facts"] or []
     if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
         raise CatalogError(f"{where}: facts must be a list of fact names, got {facts!r}"[:300])

@@ -123,6 +123,40 @@ def test_log_slots_refuse_an_event_at_the_ends_of_the_calendar(start):
         logslots.event_span({"window": _window(start)})
 
 
+# --- 2. keys of mixed types --------------------------------------------------------------------
+
+@pytest.mark.parametrize("event", [
+    {1: "x", "zz": 2, **EVENT},
+    {None: "x", "zz": 2, **EVENT},
+    dict(EVENT, request_time={1: "x", "zz": 2}),
+    dict(EVENT, window={1: "x", "zz": 2}),
+])
+def test_mixed_type_keys_in_an_event_are_named(event):
+    with pytest.raises(ProfileError, match="unknown key ('zz'|1|None) "):
+        parse_profile(event)
+
+
+def test_mixed_type_keys_in_a_catalog_check_are_named():
+    text = yaml.safe_dump([{1: "x", "zz": 1, **CHECK}])
+    with pytest.raises(CatalogError, match="check a: unknown key ('zz'|1)$"):
+        load_catalog([("user.yml", text)])
+
+
+def test_log_slots_take_an_event_whose_keys_do_not_sort():
+    event = {1: "x", "name": "sale", "window": _window("2026-11-11T04:00")}
+    slot = logslots.fleet_slot("web1", {"web1": {"opsctl_event": event}}, {"start": "04:00"})
+    assert slot.moved_for == "sale"
+
+
+# --- 4. an empty rule -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["rule:\n", "rule: ''\n", "rule: '  '\n"])
+def test_an_empty_rule_is_refused(text):
+    body = yaml.safe_dump([{k: v for k, v in CHECK.items() if k != "rule"}]).replace("- ", "- " + text + "  ", 1)
+    with pytest.raises(CatalogError, match="check a: rule is empty"):
+        load_catalog([("user.yml", body)])
+
+
 # --- 7. durations of 200000 digits --------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["9" * 20000, "9" * 200000 + "s", "9" * 200000 + ".5s"],
