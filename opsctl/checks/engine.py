@@ -318,6 +318,8 @@ def _check_from(entry: Any, source: str, engine: "Engine") -> Check:
         engine.compile(check)
     except TemplateError as exc:
         raise CatalogError(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    except RecursionError:   # Jinja's parser and compiler recurse once per nested bracket
+        raise CatalogError(f"{where}: an expression or template is nested too deeply to compile") from None
     return check
 
 
@@ -330,17 +332,25 @@ def load_catalog(texts: Iterable[tuple[str, str]], engine: "Engine | None" = Non
     engine = engine or Engine([])
     checks: dict[str, Check] = {}
     for source, text in texts:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise CatalogError(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from None
-        entries = data.get("checks") if isinstance(data, dict) else data
-        if not isinstance(entries, list):
-            raise CatalogError(f"{source}: expected a list of checks (or a mapping with 'checks:')")
-        for entry in entries:
-            check = _check_from(entry, source, engine)
+        for check in _checks_in(source, text, engine):
             checks[check.id] = check
     return list(checks.values())
+
+
+def _checks_in(source: str, text: str, engine: "Engine") -> list[Check]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:   # PyYAML's composer recurses once per nesting level ([[[[...]]]])
+        raise CatalogError(f"{source}: not a check catalog: YAML nested too deeply") from None
+    entries = data.get("checks") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise CatalogError(f"{source}: expected a list of checks (or a mapping with 'checks:')")
+    try:
+        return [_check_from(entry, source, engine) for entry in entries]
+    except RecursionError:   # a value nested too deeply to show or convert (facts: [[[[...]]]])
+        raise CatalogError(f"{source}: a check holds a value nested too deeply") from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -148,6 +148,26 @@ def test_log_slots_take_an_event_whose_keys_do_not_sort():
     assert slot.moved_for == "sale"
 
 
+# --- 3. nesting deeper than the parsers recurse -----------------------------------------------
+
+def test_a_deeply_nested_catalog_is_a_catalog_error():
+    with pytest.raises(CatalogError, match="user.yml: .*nested too deeply"):
+        load_catalog([("user.yml", "[" * 5000 + "]" * 5000)])
+
+
+def test_a_deeply_nested_rule_is_a_catalog_error():
+    text = yaml.safe_dump([dict(CHECK, rule="(" * 2000 + "1" + ")" * 2000)])
+    with pytest.raises(CatalogError, match="check a: .*nested too deeply"):
+        load_catalog([("user.yml", text)])
+
+
+def test_a_deeply_nested_catalog_is_one_line(tmp_path):
+    deep = tmp_path / "deep.yml"
+    deep.write_text("[" * 5000 + "]" * 5000)
+    _one_line_error(opsctl("check", "-i", str(_inventory(tmp_path / "inv")), "--catalog", str(deep)),
+                    "nested too deeply")
+
+
 # --- 4. an empty rule -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["rule:\n", "rule: ''\n", "rule: '  '\n"])
