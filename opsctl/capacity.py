@@ -2,7 +2,8 @@
 
 Stdlib only and free of opsctl imports: roles/opsctl_capacity carries this same file as an
 Ansible filter plugin (a symlink), so `ansible-playbook` and AWX derive exactly the values
-that `opsctl harden --explain` prints.
+that `opsctl harden --explain` prints. Its value rules come from opsctl/configvalues.py (stdlib
+only; the role carries it too), loaded from the file next to this one's real path there.
 
 `derive(event, facts, overrides, force)` returns key -> {"value": ..., "reason": "..."}; every
 reason is one line with the arithmetic a person can redo. Overrides are applied where each key
@@ -27,9 +28,14 @@ Decisions worth knowing (the failure modes are in FAILURE-MODES.md):
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
+import os
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Mapping
 
 NR_OPEN = 1_048_576          # fs.nr_open default: no process limit may exceed it
@@ -60,6 +66,30 @@ INT_KEYS = (
     "nginx.keepalive_timeout",
 )
 KEYS = INT_KEYS + ("php_fpm.pm", "nginx.worker_processes")
+OVERRIDES_VAR = "opsctl_capacity_overrides"
+MAX_OVERRIDE = 10 ** 12 - 1   # no capacity setting is larger; a longer figure is a typo
+# The largest figure of each opsctl_event key and host fact the model computes with (profile.py
+# refuses the same): inf, nan and 10**400 are no figures, and int(inf) raised OverflowError.
+EVENT_LIMITS = {"peak_qps": 10_000_000, "concurrency": 10_000_000, "typical_ms": 3_600_000,
+                "p99_ms": 3_600_000, "client_timeout_s": 3600, "php_worker_memory_mb": 65536}
+FACT_LIMITS = {"cpus": 65536, "memory_mb": 1 << 40, "nofile_max": 1 << 31}
+
+
+def _configvalues() -> ModuleType:
+    """opsctl/configvalues.py: imported inside opsctl; as the role's filter plugin (a symlink,
+    loaded by path outside the opsctl package), the file next to this one's real path."""
+    if __package__ == "opsctl":
+        return importlib.import_module("opsctl.configvalues")
+    path = Path(os.path.realpath(__file__)).with_name("configvalues.py")
+    spec = importlib.util.spec_from_file_location("_opsctl_configvalues", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"opsctl's configvalues.py is not at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_values = _configvalues()
 
 
 class CapacityError(ValueError):
@@ -83,9 +113,33 @@ class Inputs:
 
 def _number(data: Mapping, key: str, where: str) -> float:
     value = data.get(key) if isinstance(data, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise CapacityError(f"{where}.{key}: expected a positive number, got {value!r}")
+    high = EVENT_LIMITS.get(key) or FACT_LIMITS[key]
+    # The range before float(): 10**400 has no float; nan fails every comparison, so it fails this one.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+        raise CapacityError(f"{where}.{key}: expected a number above 0 and at most {high}, "
+                            f"got {_values.clip(value)}")
     return float(value)
+
+
+def _cpus(facts: Mapping) -> int:
+    """Whole CPUs: a cgroup quota of 0.5 still runs one nginx worker (int() made it 0 workers and
+    a division by zero); 2.5 CPUs of time keep 3 workers busy."""
+    return math.ceil(_number(facts, "cpus", "facts"))
+
+
+def facts_problem(facts: Any) -> str:
+    """Why a host's probed facts cannot feed the model, or "". A probe that printed nonsense
+    (`"cpus": [1, 2]`) is that host's failure, never bad input that stops the fleet."""
+    if not isinstance(facts, Mapping):
+        return f"the capacity probe printed a JSON {type(facts).__name__}, not an object of facts"
+    for key in ("cpus", "memory_mb", "nofile_max"):
+        if key == "nofile_max" and not facts.get(key):
+            continue   # optional: NR_OPEN when the probe cannot tell
+        try:
+            _number(facts, key, "facts")
+        except CapacityError as exc:
+            return f"the capacity probe's {key} is unusable: {exc}"
+    return ""
 
 
 def parse_inputs(event: Mapping, facts: Mapping) -> Inputs:
@@ -106,7 +160,7 @@ def parse_inputs(event: Mapping, facts: Mapping) -> Inputs:
         concurrency=int(_number(event, "concurrency", "opsctl_event")) if concurrency is not None else None,
         typical_s=typical, p99_s=p99, client_timeout_s=client,
         worker_mb=_number(event, "php_worker_memory_mb", "opsctl_event"),
-        cpus=int(_number(facts, "cpus", "facts")), memory_mb=int(_number(facts, "memory_mb", "facts")),
+        cpus=_cpus(facts), memory_mb=int(_number(facts, "memory_mb", "facts")),
         php_version=str(facts.get("php_version") or ""), host=str(facts.get("host") or ""),
         nofile_max=min(NR_OPEN, int(_number(facts, "nofile_max", "facts"))) if facts.get("nofile_max") else NR_OPEN)
 
@@ -118,18 +172,18 @@ def _fmt(x: float) -> str:
 def _check_override(key: str, value: Any) -> Any:
     """An override's type; Ansible -e values may arrive as text."""
     if key not in KEYS:
-        raise CapacityError(f"unknown capacity key {key!r} in opsctl_capacity_overrides")
+        raise CapacityError(f"unknown capacity key {_values.clip(key)} in {OVERRIDES_VAR}")
     if key == "php_fpm.pm":
         if value not in ("static", "dynamic"):
-            raise CapacityError(f"override php_fpm.pm={value!r}: expected 'static' or 'dynamic'")
+            raise CapacityError(f"{OVERRIDES_VAR}['php_fpm.pm']: expected 'static' or 'dynamic', "
+                                f"got {_values.clip(value)}")
         return value
     if key == "nginx.worker_processes" and value == "auto":
         return value
-    text = str(value).strip()
-    # isdigit() alone accepts "²" and other Unicode digits that int() refuses.
-    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or len(text) > 12:
-        raise CapacityError(f"override {key}={value!r}: expected a whole number >= 0")
-    return int(text)
+    problem = _values.whole_number(value, f"{OVERRIDES_VAR}[{key!r}]", 0, MAX_OVERRIDE)
+    if problem:
+        raise CapacityError(problem)
+    return int(value)
 
 
 class Plan:
@@ -485,10 +539,16 @@ def _filter_error(event: Any, facts: Mapping, overrides: Mapping | None = None, 
 
 
 def _whole(value: Any, name: str) -> Any:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        return value   # derive() reports it
+    """A fact as a number when Ansible handed it over as text ("4", "0.5"); else as given,
+    for derive() to report. Long text is no figure (int() of 4300 digits raises)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return value
+    for kind in (int, float):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
+    return value
 
 
 class FilterModule:

@@ -10,14 +10,39 @@ themselves (their validate tasks, also in check mode) on the values they will re
 
 Stdlib only and free of opsctl imports: the roles carry this same file as an Ansible filter
 plugin (symlinks in roles/*/filter_plugins), so `ansible-playbook` and AWX refuse exactly what
-opsctl refuses.
+opsctl refuses. It shows values as opsctl/durations.py does (stdlib only), loaded from the file
+next to this one's real path there.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
+
+
+def _durations() -> ModuleType:
+    """opsctl/durations.py: imported inside opsctl; as a role's filter plugin (a symlink, loaded
+    by path outside the opsctl package), the file next to this one's real path."""
+    if __package__ == "opsctl":
+        return importlib.import_module("opsctl.durations")
+    path = Path(os.path.realpath(__file__)).with_name("durations.py")
+    spec = importlib.util.spec_from_file_location("_opsctl_durations", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"opsctl's durations.py is not at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+clip = _durations().clip
+# More digits than any setting has: refused before int() or str() (either raises past 4300 digits).
+MAX_DIGITS = 18
 
 # Every character that ends or splits a line, or that a terminal or parser treats specially.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -46,10 +71,24 @@ def _describe(char: str) -> str:
     return _NAMES.get(char) or (f"control character U+{ord(char):04X}" if _CONTROL.match(char) else repr(char))
 
 
+def whole_number(value: Any, where: str, low: int, high: int) -> str | None:
+    """The rule for a whole number from low to high: an int, or ASCII digits as text (INI
+    inventories and -e give text). "²".isdigit() is true and int() refuses it; 10**5000 cannot
+    even be shown: both are refused, fast, with the value cut short."""
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.lstrip("-").isdigit() and len(text) <= MAX_DIGITS:
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return f"{where}: expected a whole number from {low} to {high}, got {clip(value)}"
+    return None
+
+
 def _scalar(value: Any, where: str) -> str | None:
     """A single value with no character that could end its line in the file."""
     if not isinstance(value, (str, int, float)):      # bool is an int: php-fpm writes yes/no
         return f"{where}: expected a single value, got {type(value).__name__}"
+    if isinstance(value, int) and abs(value) >= 10 ** MAX_DIGITS:
+        return f"{where}: {clip(value)} is larger than any setting takes"
     bad = _CONTROL.search(str(value))
     if bad:
         return f"{where}: contains {_describe(bad.group())}, which would add lines to a configuration file"
@@ -100,7 +139,7 @@ def _integer(value: Any, where: str) -> str | None:
     if isinstance(value, bool):
         return f"{where}: expected a whole number, got a boolean"
     if isinstance(value, int):
-        return None
+        return _scalar(value, where)
     return _matching(_INTEGER, "a whole number")(value, where)
 
 
@@ -125,7 +164,7 @@ def _mapping_of(key_rule: Rule, value_rule: Rule) -> Rule:
         if not isinstance(value, Mapping):
             return f"{where}: expected a mapping, got {type(value).__name__}"
         for key, item in value.items():
-            problem = key_rule(key, f"{where} key {str(key)[:80]!r}") or value_rule(item, f"{where}[{str(key)[:80]!r}]")
+            problem = key_rule(key, f"{where} key {clip(key)}") or value_rule(item, f"{where}[{clip(key)}]")
             if problem:
                 return problem
         return None

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from opsctl.capacity import EVENT_LIMITS
 from opsctl.durations import clip, parse_duration, window_problem
 from opsctl.errors import OpsctlError
 
@@ -158,28 +159,28 @@ def parse_profile(value: Any, where: str = VAR_NAME) -> EventProfile:
     for key in sorted(_RT_KEYS):
         if key not in rt:
             raise ProfileError(f"{where}.request_time: missing required key {key!r}")
-    typical = _number(rt, "typical_ms", f"{where}.request_time", maximum=3_600_000)
-    p99 = _number(rt, "p99_ms", f"{where}.request_time", maximum=3_600_000)
+    typical = _number(rt, "typical_ms", f"{where}.request_time", maximum=EVENT_LIMITS["typical_ms"])
+    p99 = _number(rt, "p99_ms", f"{where}.request_time", maximum=EVENT_LIMITS["p99_ms"])
     if p99 < typical:
         raise ProfileError(f"{where}.request_time.p99_ms: {p99:g} is below typical_ms {typical:g}")
-    client_timeout = _number(data, "client_timeout_s", where, maximum=3600)
+    client_timeout = _number(data, "client_timeout_s", where, maximum=EVENT_LIMITS["client_timeout_s"])
     if client_timeout * 1000 <= p99:
         raise ProfileError(
             f"{where}.client_timeout_s: {client_timeout:g}s is not above the p99 request time "
             f"({p99:g} ms): clients would give up on legitimate requests")
     concurrency = None
     if data.get("concurrency") is not None:
-        concurrency = int(_number(data, "concurrency", where, integer=True, maximum=10_000_000))
+        concurrency = int(_number(data, "concurrency", where, integer=True, maximum=EVENT_LIMITS["concurrency"]))
     name = data.get("name", "")
     if not isinstance(name, str):
-        raise ProfileError(f"{where}.name: expected text, got {name!r}")
+        raise ProfileError(f"{where}.name: expected text, got {clip(name)}")
     return EventProfile(
         name=name,
-        peak_qps=_number(data, "peak_qps", where, maximum=10_000_000),
+        peak_qps=_number(data, "peak_qps", where, maximum=EVENT_LIMITS["peak_qps"]),
         concurrency=concurrency,
         typical_ms=typical,
         p99_ms=p99,
         client_timeout_s=client_timeout,
-        php_worker_memory_mb=_number(data, "php_worker_memory_mb", where, maximum=65536),
+        php_worker_memory_mb=_number(data, "php_worker_memory_mb", where, maximum=EVENT_LIMITS["php_worker_memory_mb"]),
         window=_window(data["window"], f"{where}.window") if data.get("window") is not None else None,
     )

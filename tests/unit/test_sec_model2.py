@@ -177,6 +177,43 @@ def test_an_empty_rule_is_refused(text):
         load_catalog([("user.yml", body)])
 
 
+# --- 5. the capacity model's figures ----------------------------------------------------------
+
+def test_a_fractional_cpu_quota_is_sized_as_whole_cpus():
+    plan = derive(EVENT, dict(FACTS, cpus=0.5))
+    assert "1 here" in plan["nginx.worker_processes"]["reason"]
+    assert capacity._filter_error(EVENT, {"cpus": "0.5", "memory_mb": "4096", "host": "web1"}) == ""
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), float("-inf"), 10 ** 400],
+                         ids=["inf", "nan", "-inf", "10**400"])
+def test_peak_qps_that_is_no_figure_is_refused_with_its_bound(value):
+    with pytest.raises(CapacityError, match=r"opsctl_event.peak_qps: .*at most 10000000"):
+        derive(dict(EVENT, peak_qps=value), FACTS)
+
+
+def test_the_profile_refuses_what_the_model_refuses():
+    with pytest.raises(ProfileError, match="peak_qps"):
+        parse_profile(dict(EVENT, peak_qps=10_000_001))
+
+
+@pytest.mark.parametrize("value", [10 ** 5000, "9" * 5000, 10 ** 12], ids=["10**5000", "5000 nines", "10**12"])
+def test_an_override_of_thousands_of_digits_is_refused_fast_and_short(value):
+    started = time.monotonic()
+    with pytest.raises(CapacityError) as caught:
+        derive(EVENT, FACTS, {"php_fpm.pm_max_children": value})
+    assert time.monotonic() - started < 1
+    message = str(caught.value)
+    assert message.startswith("opsctl_capacity_overrides['php_fpm.pm_max_children']: "
+                              "expected a whole number from 0 to 999999999999")
+    assert len(message) < 200
+
+
+def test_the_inventory_gate_refuses_an_override_of_thousands_of_digits():
+    found = problem("opsctl_capacity_overrides", {"php_fpm.pm_max_children": 10 ** 5000})
+    assert found and "larger than any setting" in found and len(found) < 200
+
+
 # --- 7. durations of 200000 digits --------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["9" * 20000, "9" * 200000 + "s", "9" * 200000 + ".5s"],
