@@ -512,14 +512,27 @@ def derive(event: Mapping, facts: Mapping, overrides: Mapping | None = None,
     return {key: plan.out[key] for key in sorted(plan.out)}
 
 
+def _clean_facts(facts: Mapping) -> dict[str, Any]:
+    """The role's probed facts, which may arrive as text, as derive() takes them."""
+    if not isinstance(facts, Mapping):
+        raise CapacityError(f"facts: expected a mapping, got {type(facts).__name__}")
+    return {"cpus": _whole(facts.get("cpus"), "cpus"), "memory_mb": _whole(facts.get("memory_mb"), "memory_mb"),
+            "php_version": str(facts.get("php_version") or ""), "host": str(facts.get("host") or ""),
+            "nofile_max": _whole(facts.get("nofile_max") or NR_OPEN, "nofile_max")}
+
+
+def _filter_facts_error(facts: Any) -> str:
+    """`opsctl_capacity_host | opsctl_capacity_facts_error`: "" or "HOST: why its facts are unusable",
+    for a task that fails this host alone (not any_errors_fatal, unlike a refused input)."""
+    host = facts.get("host", "this host") if isinstance(facts, Mapping) else "this host"
+    problem = facts_problem(_clean_facts(facts) if isinstance(facts, Mapping) else facts)
+    return f"{host}: {problem}" if problem else ""
+
+
 def _filter_plan(event: Mapping, facts: Mapping, overrides: Mapping | None = None,
                  force: Any = False) -> dict[str, dict]:
     """`opsctl_event | opsctl_capacity_plan(facts, overrides, force)`; facts may arrive as text."""
-    if not isinstance(facts, Mapping):
-        raise CapacityError(f"facts: expected a mapping, got {type(facts).__name__}")
-    clean = {"cpus": _whole(facts.get("cpus"), "cpus"), "memory_mb": _whole(facts.get("memory_mb"), "memory_mb"),
-             "php_version": str(facts.get("php_version") or ""), "host": str(facts.get("host") or ""),
-             "nofile_max": _whole(facts.get("nofile_max") or NR_OPEN, "nofile_max")}
+    clean = _clean_facts(facts)
     # Ansible's own reading of a boolean ("on", "no", ...), as opsctl reads the inventory's; a
     # value that is no boolean at all was refused by the role's argument_specs already.
     from ansible.module_utils.parsing.convert_bool import boolean
@@ -555,4 +568,5 @@ class FilterModule:
     """Ansible filter: the same derivation inside the opsctl_capacity role."""
 
     def filters(self) -> dict[str, Any]:
-        return {"opsctl_capacity_plan": _filter_plan, "opsctl_capacity_error": _filter_error}
+        return {"opsctl_capacity_plan": _filter_plan, "opsctl_capacity_error": _filter_error,
+                "opsctl_capacity_facts_error": _filter_facts_error}

@@ -214,6 +214,31 @@ def test_the_inventory_gate_refuses_an_override_of_thousands_of_digits():
     assert found and "larger than any setting" in found and len(found) < 200
 
 
+# --- 6. a probe that prints nonsense ----------------------------------------------------------
+
+@pytest.mark.parametrize("facts, field", [(dict(FACTS, cpus=[1, 2]), "cpus"), (dict(FACTS, memory_mb="lots"), "memory_mb"),
+                                          ([1, 2], "list")])
+def test_unusable_probe_facts_are_that_hosts_failure_only(facts, field):
+    bad, good = plan_host(_host("web1"), facts), plan_host(_host("web2"), FACTS)
+    assert bad.error.startswith("web1: ") and field in bad.error and not bad.refused
+    refuse_bad_input([bad, good])        # the fleet is not stopped
+    assert good.plan and not good.error
+
+
+def test_the_roles_facts_gate_names_the_host_and_the_field():
+    message = capacity._filter_facts_error(dict(FACTS, cpus=[1, 2]))
+    assert message.startswith("web1: ") and "cpus" in message
+    assert capacity._filter_facts_error(dict(FACTS, cpus="2")) == ""
+
+
+def test_the_capacity_role_fails_only_the_host_with_unusable_facts():
+    tasks = yaml.safe_load(Path("roles/opsctl_capacity/tasks/main.yml").read_text())
+    names = [t["name"] for t in tasks]
+    gate = next(t for t in tasks if "opsctl_capacity_facts_error" in json.dumps(t))
+    assert not gate.get("any_errors_fatal")
+    assert names.index(gate["name"]) < next(i for i, t in enumerate(tasks) if t.get("any_errors_fatal"))
+
+
 # --- 7. durations of 200000 digits --------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["9" * 20000, "9" * 200000 + "s", "9" * 200000 + ".5s"],
