@@ -17,6 +17,7 @@ from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
 from opsctl.probe.facts import capacity_facts, parse
 from opsctl.profile import DEFAULT_PREPARE, EventProfile
+from opsctl.safetext import visible
 from opsctl.sshexec import ExecResult, Timeouts, run_many, target_for
 
 SCHEMA_VERSION = 1
@@ -219,6 +220,12 @@ def run_check(inv: Inventory, engine: Engine, override: EventOverride, *, fail_o
                   fail_on=fail_on, wall_s=round((datetime.now() - started).total_seconds(), 2))
 
 
+def _shown(fields: dict[str, Any]) -> dict[str, Any]:
+    """Every text field as safetext shows it: a host's lone surrogate would make the JSON no valid
+    UTF-8 for its reader, a bidi override or escape sequence would reach whoever prints it."""
+    return {key: visible(value) if isinstance(value, str) else value for key, value in fields.items()}
+
+
 def report_json(report: Report) -> dict[str, Any]:
     """The stable --format json schema (version 1)."""
     return {
@@ -226,11 +233,12 @@ def report_json(report: Report) -> dict[str, Any]:
         "verdict": report.verdict,
         "fail_on": report.fail_on,
         "wall_s": report.wall_s,
-        "hosts": [{"host": h.name, "address": h.address, "status": h.status, "error": h.error,
-                   "elapsed_s": h.elapsed_s, "window": h.window} for h in report.hosts],
-        "results": [{"host": r.host, "check": r.check, "item": r.item, "title": r.title, "severity": r.severity,
-                     "status": r.status, "observed": r.observed, "expected": r.expected,
-                     "remediation": r.remediation, "failure_mode": r.failure_mode} for r in report.results],
+        "hosts": [_shown({"host": h.name, "address": h.address, "status": h.status, "error": h.error,
+                          "elapsed_s": h.elapsed_s, "window": h.window}) for h in report.hosts],
+        "results": [_shown({"host": r.host, "check": r.check, "item": r.item, "title": r.title,
+                            "severity": r.severity, "status": r.status, "observed": r.observed,
+                            "expected": r.expected, "remediation": r.remediation,
+                            "failure_mode": r.failure_mode}) for r in report.results],
     }
 
 

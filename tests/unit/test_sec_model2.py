@@ -274,3 +274,46 @@ def test_a_huge_duration_option_is_one_short_line(tmp_path):
     line = _one_line_error(opsctl("check", "-i", str(_inventory(tmp_path)), "--duration", "9" * 100000),
                            "--duration")
     assert len(line) < 300
+
+
+# --- 8. what the outputs print ---------------------------------------------------------------
+
+SURROGATE, BIDI = "web\udc80", "x\u202etxt.exe"
+
+
+def _report() -> Report:
+    hosts = [HostOutcome(SURROGATE, "10.0.0.1", "ok"), HostOutcome("down", "10.0.0.2", "error", error=BIDI)]
+    results = [Result(host=SURROGATE, check="c", title=BIDI, severity="fail", status="fail", observed=BIDI,
+                      expected=f"e\u2066{SURROGATE}", remediation="r\u200f", failure_mode="F1", item=BIDI)]
+    return Report(hosts=hosts, results=results)
+
+
+def test_visible_escapes_lone_surrogates_and_bidi_controls():
+    assert visible(SURROGATE) == "web\\udc80"
+    assert visible(BIDI) == "x\\u202etxt.exe"
+    assert visible("a\u2066b\u2069c\u200e\u061c") == "a\\u2066b\\u2069c\\u200e\\u061c"
+    assert visible("tab\tnew\nline, ümlaut, 中文") == "tab\tnew\nline, ümlaut, 中文"
+
+
+def test_the_check_table_prints_lone_surrogates_and_bidi_as_escapes():
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
+    output.print_table(Console(file=stream, width=200), _report(), verbose=1)
+    stream.flush()
+    text = raw.getvalue().decode("utf-8")
+    assert "\\udc80" in text and "\\u202e" in text and "\u202e" not in text
+
+
+def test_json_output_is_valid_utf8_with_escapes_shown():
+    text = dumps(_report())
+    data = json.loads(text)
+    json.dumps(data, ensure_ascii=False).encode("utf-8")      # no lone surrogate survives
+    assert data["hosts"][0]["host"] == "web\\udc80" and data["results"][0]["observed"] == "x\\u202etxt.exe"
+
+
+def test_junit_and_markdown_show_bidi_as_escapes():
+    xml = output.junit(_report())
+    ET.fromstring(xml)
+    assert "\u202e" not in xml and "\\u202e" in xml
+    md = output.markdown(_report())
+    assert "\u202e" not in md and "\\udc80" in md
