@@ -168,6 +168,17 @@ def test_a_deeply_nested_catalog_is_one_line(tmp_path):
                     "nested too deeply")
 
 
+def test_a_catalog_error_while_the_inventory_loads_is_still_one_line(tmp_path):
+    """The inventory is parsed in a forked pool while the catalog compiles; a catalog error
+    exited with that pool running, and its shutdown raced the interpreter's: now and then an
+    "Exception ignored in: <module 'threading'>" traceback followed the error line."""
+    deep = tmp_path / "deep.yml"
+    deep.write_text("[" * 5000 + "]" * 5000)
+    for run in range(12):   # a fresh inventory each time: a cached one loads without the pool
+        _one_line_error(opsctl("check", "-i", str(_inventory(tmp_path / f"inv{run}")), "--catalog", str(deep)),
+                        "nested too deeply")
+
+
 # --- 4. an empty rule -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["rule:\n", "rule: ''\n", "rule: '  '\n"])
