@@ -1,0 +1,125 @@
+"""Bad input in what nginx prints (`nginx -T`) and in the balancer drivers: bounded, refused in one line."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from opsctl.checks.run import EventOverride, HostOutcome, _evaluate_host, load_checks
+from opsctl.probe.facts import MAX_NGINX_DEPTH, MAX_NGINX_STATEMENTS, parse_nginx
+from opsctl.sshexec import ExecResult
+
+from tests.unit.test_check_facts import NGINX_T, run_probe_here
+from tests.unit.test_sec_probe import HOST
+
+
+def _dump(files: dict[str, str]) -> str:
+    return "nginx: configuration file /etc/nginx/nginx.conf test is successful\n" + "\n".join(
+        f"# configuration file {name}:\n{text}" for name, text in files.items())
+
+
+def _fan_out(levels: int, width: int) -> str:
+    """nginx.conf includes `width` files, each of which includes the `width` files of the next level."""
+    files = {"/etc/nginx/nginx.conf": "events { }\nhttp { include /etc/nginx/l0/*.conf; }"}
+    for level in range(levels):
+        for i in range(width):
+            files[f"/etc/nginx/l{level}/{i}.conf"] = (f"include /etc/nginx/l{level + 1}/*.conf;" if level + 1 < levels
+                                                     else "server { listen 80; location / { proxy_pass http://a; } }")
+    return _dump(files)
+
+
+def _deep(levels: int) -> str:
+    return _dump({"/etc/nginx/nginx.conf": "http { server { listen 80; " + "location / { " * levels
+                  + "proxy_pass http://a; " + "}" * levels + " } }"})
+
+
+def _timed(text: str) -> tuple[str, float]:
+    started = time.monotonic()
+    try:
+        parse_nginx(text, 0, cpus=2)
+        outcome = "parsed"
+    except ValueError as exc:
+        outcome = str(exc)
+    return outcome, time.monotonic() - started
+
+
+# --- 1. nginx -T: bounded work and depth ---------------------------------------------------------
+
+@pytest.mark.parametrize("text,refused", [
+    (_fan_out(levels=8, width=8), True),                                   # 8^8 = 16.7 million servers
+    (_dump({"/etc/nginx/nginx.conf": "http {\n" + "server { listen 80; }\n" * 300_000 + "}"}), True),
+    (_dump({"/etc/nginx/nginx.conf": "http { include /etc/nginx/nginx.conf; }"}), False),   # itself, 10 deep
+], ids=["include-fan-out", "300k-blocks", "self-include"])
+def test_a_huge_nginx_configuration_is_refused_quickly(text, refused):
+    outcome, seconds = _timed(text)
+    if refused:
+        assert outcome.startswith("nginx configuration too large to read: more than "), outcome
+    assert "\n" not in outcome and seconds < 10, (outcome, seconds)
+
+
+def test_the_fan_out_names_the_cap():
+    outcome, _ = _timed(_fan_out(levels=8, width=8))
+    assert outcome == (f"nginx configuration too large to read: more than {MAX_NGINX_STATEMENTS} "
+                       "blocks and directives (includes expanded)")
+
+
+@pytest.mark.parametrize("levels", [5000, 100_000])
+def test_deeply_nested_blocks_are_refused_not_a_recursion_error(levels):
+    outcome, seconds = _timed(_deep(levels))
+    assert outcome == f"nginx configuration nested too deep to read: more than {MAX_NGINX_DEPTH} levels of blocks"
+    assert seconds < 10
+
+
+def test_depth_reached_through_includes_is_bounded_too():
+    """Each include adds the included file's nesting to the includer's: the expanded tree is what is walked."""
+    inner = "location / { " * 40 + "proxy_pass http://a; " + "}" * 40
+    files = {"/etc/nginx/nginx.conf": "http { server { " + inner.replace("proxy_pass http://a;", "include /etc/nginx/a.conf;")
+             + " } }", "/etc/nginx/a.conf": inner.replace("proxy_pass http://a;", "include /etc/nginx/b.conf;"),
+             "/etc/nginx/b.conf": inner}
+    outcome, _ = _timed(_dump(files))
+    assert outcome.startswith("nginx configuration nested too deep to read"), outcome
+
+
+def test_ordinary_configurations_still_parse_within_the_caps():
+    nested = _deep(MAX_NGINX_DEPTH - 3)   # http and server are two of the levels
+    [innermost] = parse_nginx(nested, 0, cpus=1)["locations"]
+    assert innermost["location"].count("/") == MAX_NGINX_DEPTH - 3
+    many = _fan_out(levels=2, width=40)   # 1600 servers
+    assert len(parse_nginx(many, 0, cpus=1)["listens"]) == 1600
+    assert parse_nginx(NGINX_T, 0, cpus=2)["locations"]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return load_checks()[0]
+
+
+def test_in_check_a_huge_config_is_that_hosts_error_and_other_hosts_are_served(engine):
+    real = run_probe_here()
+    good, bad = json.loads(json.dumps(real)), json.loads(json.dumps(real))
+    good["sections"]["nginx_T"] = {"rc": 0, "out": NGINX_T}
+    bad["sections"]["nginx_T"] = {"rc": 0, "out": _fan_out(levels=8, width=8)}
+    outcomes = {}
+    for name, report in (("web1", bad), ("web2", good)):
+        outcome = HostOutcome(name, HOST.address, "ok")
+        results = _evaluate_host(HOST, ExecResult(name, True, json.dumps(report)), engine, EventOverride(), outcome)
+        outcomes[name] = (outcome, {r.check: r for r in results})
+    bad_outcome, bad_results = outcomes["web1"]
+    assert bad_outcome.status == "ok" and "clock-sync" in bad_results   # the host's other checks still run
+    sections = bad_results["probe-sections"]
+    assert sections.status == "warn"
+    assert "nginx: ValueError: nginx configuration too large to read: more than" in sections.observed
+    good_outcome, good_results = outcomes["web2"]
+    assert good_outcome.status == "ok" and "nginx" not in good_results["probe-sections"].observed
+    assert {"location-timeouts", "upstream-failover", "nginx-rlimit-config"} <= set(good_results)
+
+
+def test_many_distinct_include_globs_over_many_files_are_bounded():
+    files = {"/etc/nginx/nginx.conf": "http { " + "".join(f"include /etc/nginx/x{i}/*.conf; " for i in range(40_000))
+             + "}"}
+    files.update({f"/etc/nginx/f{i}.conf": "" for i in range(40_000)})
+    outcome, seconds = _timed(_dump(files))
+    assert outcome.startswith("nginx configuration too large to read"), outcome
+    assert seconds < 10
