@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 _TIMEOUT = re.compile(r"^(?P<indent>\s*)(?P<name>(fastcgi|proxy)_(connect|send|read)_timeout)\s+(?P<value>[^;\s]+)\s*;")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# A file of more lines than this is refused rather than edited line by line (seconds per 100 000
+# lines): real nginx.conf and site files hold a few thousand at most. The whole `nginx -T` dump,
+# only scanned once for timeouts, may be larger.
+MAX_LINES = 200_000
+MAX_DUMP_LINES = 1_000_000
 
 
 @dataclass
@@ -28,6 +33,8 @@ class Line:
 
 def _code(text: str) -> str:
     """The line without its comment (a '#' outside quotes starts one)."""
+    if "#" not in text:
+        return text   # the common line: no character-by-character walk
     quote = ""
     for i, ch in enumerate(text):
         if quote:
@@ -39,13 +46,21 @@ def _code(text: str) -> str:
     return text
 
 
+def _too_large(lines: list[str], limit: int = MAX_LINES) -> None:
+    if len(lines) > limit:
+        raise ValueError(f"nginx configuration too large to read: more than {limit} lines")
+
+
 def _scan(lines: list[str]) -> list[Line]:
+    _too_large(lines)
     out: list[Line] = []
     stack: list[tuple[str, int]] = []
     for i, text in enumerate(lines):
         code = _code(text)
         block, start = stack[-1] if stack else ("", -1)
         out.append(Line(text, len(stack), block, start))
+        if "{" not in code and "}" not in code:
+            continue
         for ch in code:
             if ch == "{":
                 header = code[: code.index("{")].split()
@@ -157,14 +172,16 @@ def _set_listen_backlog(lines: list[str], backlog: object) -> None:
 
 def _add_server_include(lines: list[str], include: str) -> None:
     scanned = _scan(lines)
-    servers = [i for i, line in enumerate(scanned)
-               if line.depth == 0 and _code(line.text).split("{")[0].split() == ["server"] and "{" in _code(line.text)]
     statement = f"include {include};"
-    for opener in reversed(servers):
-        inside = [line for line in scanned if line.block_start == opener]
-        if any(_code(line.text).strip() == statement for line in inside):
-            continue
-        lines.insert(opener + 1, f"\t{statement}  # managed by opsctl: load shedding")
+    # One pass over the lines, not one per server: a site of many thousand servers stays linear.
+    has_it = {line.block_start for line in scanned if _code(line.text).strip() == statement}
+    out: list[str] = []
+    for i, line in enumerate(scanned):
+        out.append(lines[i])
+        if (line.depth == 0 and "{" in _code(line.text) and _code(line.text).split("{")[0].split() == ["server"]
+                and i not in has_it):
+            out.append(f"\t{statement}  # managed by opsctl: load shedding")
+    lines[:] = out
 
 
 def _set_upstream_servers(lines: list[str], params: Mapping[str, object]) -> None:
@@ -205,7 +222,9 @@ def seconds(value: str) -> float:
 def timeout_overrides(dump: str, limits: Mapping[str, object], skip: list[str]) -> list[str]:
     """From `nginx -T`: every fastcgi/proxy timeout above its limit (seconds) in a file not in skip."""
     found, current = [], ""
-    for text in dump.splitlines():
+    lines = dump.splitlines()
+    _too_large(lines, MAX_DUMP_LINES)
+    for text in lines:
         if text.startswith("# configuration file "):
             current = text[len("# configuration file "):].rstrip(":")
             continue
