@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from opsctl.sshexec import ExecResult
 from tests.unit.test_check_facts import NGINX_T, run_probe_here
 from tests.unit.test_harden_role_filters import conf
 from tests.unit.test_sec_probe import HOST
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _dump(files: dict[str, str]) -> str:
@@ -149,3 +152,50 @@ def test_the_role_refuses_a_file_too_large_to_edit_in_one_line():
 def test_the_role_reads_deep_nesting_without_recursion():
     site = "server {\n listen 80;\n" + "location / {\n" * 5000 + "}\n" * 5000 + "}\n"
     assert "include /x.conf;" in conf.site_set(site, 511, "/x.conf", {}, {})
+
+
+# --- 2. the nginx role's time parser ------------------------------------------------------------
+
+HUGE = "9" * 5000 + "s"
+
+
+@pytest.mark.parametrize("value", [HUGE, "99999999999d", "1" + "0" * 400 + "ms", "9" * 5000])
+def test_an_absurd_nginx_time_is_out_of_range_in_one_short_line(value):
+    with pytest.raises(ValueError) as caught:
+        conf.seconds(value)
+    message = str(caught.value)
+    assert message == f"an nginx time must be at most 3650d, got {value[:60] + '…'!r}" or \
+        message == f"an nginx time must be at most 3650d, got {value!r}"
+    assert len(message) < 120 and "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["abc", "", "5x", "1.5s", "-1s", "٣s"])
+def test_a_value_that_is_no_nginx_time_is_refused(value):
+    with pytest.raises(ValueError, match="is not an nginx time such as 60s, 1m30s or 500ms"):
+        conf.seconds(value)
+
+
+@pytest.mark.parametrize("value,expected", [("60", 60), ("60s", 60), ("500ms", 0.5), ("1m30s", 90), ("2h", 7200),
+                                            ("1d", 86400), ("3650d", 3650 * 86400)])
+def test_nginx_times_still_read(value, expected):
+    assert conf.seconds(value) == expected
+
+
+def test_the_role_reads_nginx_times_with_opsctl_durations_rule():
+    """One rule: the role's plugin uses opsctl/durations.py (a symlink next to it), not a parser of its own."""
+    from opsctl import durations
+    assert (REPO / "roles/opsctl_nginx/filter_plugins/opsctl_durations.py").resolve() == \
+        (REPO / "opsctl/durations.py").resolve()
+    assert durations.nginx_seconds("1m30s") == 90
+    with pytest.raises(ValueError) as caught:
+        durations.parse_duration(HUGE)
+    assert len(str(caught.value)) < 120   # the inventory's durations are not echoed whole either
+
+
+def test_a_huge_timeout_in_an_unmanaged_file_is_reported_shortened():
+    dump = ("# configuration file /etc/nginx/sites-enabled/other:\n"
+            f"    proxy_read_timeout {HUGE};\n    proxy_send_timeout 5s;\n    proxy_connect_timeout 1h;\n")
+    found = conf.timeout_overrides(dump, {"proxy_read_timeout": 10, "proxy_connect_timeout": 10,
+                                          "proxy_send_timeout": 10}, [])
+    assert found == [f"/etc/nginx/sites-enabled/other: proxy_read_timeout {HUGE[:60]}… (more than 3650d)",
+                     "/etc/nginx/sites-enabled/other: proxy_connect_timeout 1h"]
