@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
 from opsctl.checks.engine import CatalogError, Engine, Result, Unavailable, load_catalog
-from opsctl.durations import parse_duration
+from opsctl.durations import parse_duration, shown
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
 from opsctl.probe.facts import capacity_facts, parse
@@ -94,14 +94,14 @@ def validate_override(override: EventOverride) -> None:
         try:
             datetime.fromisoformat(override.start)
         except ValueError:
-            raise OpsctlError(f"--event {override.start!r}: expected a date and time like "
+            raise OpsctlError(f"--event {shown(override.start)}: expected a date and time like "
                               "2026-11-11T00:00+08:00") from None
     if override.duration:
         try:
             if parse_duration(override.duration) <= timedelta(0):
                 raise ValueError("must be longer than zero")
         except ValueError as exc:
-            raise OpsctlError(f"--duration {override.duration!r}: {exc}") from None
+            raise OpsctlError(f"--duration {shown(override.duration)}: {exc}") from None
 
 
 def event_window(profile: EventProfile | None, override: EventOverride) -> dict[str, Any] | None:

@@ -199,3 +199,15 @@ def test_a_huge_timeout_in_an_unmanaged_file_is_reported_shortened():
                                           "proxy_send_timeout": 10}, [])
     assert found == [f"/etc/nginx/sites-enabled/other: proxy_read_timeout {HUGE[:60]}… (more than 3650d)",
                      "/etc/nginx/sites-enabled/other: proxy_connect_timeout 1h"]
+
+
+@pytest.mark.parametrize("args", [["--duration", HUGE], ["--event", "2026-11-11T00:00" + "9" * 5000]])
+def test_a_5000_digit_option_to_check_is_refused_without_echoing_it(args, tmp_path):
+    import subprocess
+    import sys
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[web]\nweb1 ansible_host=127.0.0.1\n")
+    done = subprocess.run([sys.executable, "-m", "opsctl", "check", "-i", str(inventory), *args],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 2 and done.stderr.startswith("opsctl: error: "), done.stderr[-300:]
+    assert len(done.stderr) < 250 and done.stderr.count("\n") == 1 and "…" in done.stderr, done.stderr[:300]
