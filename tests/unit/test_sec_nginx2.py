@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -203,11 +206,78 @@ def test_a_huge_timeout_in_an_unmanaged_file_is_reported_shortened():
 
 @pytest.mark.parametrize("args", [["--duration", HUGE], ["--event", "2026-11-11T00:00" + "9" * 5000]])
 def test_a_5000_digit_option_to_check_is_refused_without_echoing_it(args, tmp_path):
-    import subprocess
-    import sys
     inventory = tmp_path / "hosts.ini"
     inventory.write_text("[web]\nweb1 ansible_host=127.0.0.1\n")
     done = subprocess.run([sys.executable, "-m", "opsctl", "check", "-i", str(inventory), *args],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 2 and done.stderr.startswith("opsctl: error: "), done.stderr[-300:]
     assert len(done.stderr) < 250 and done.stderr.count("\n") == 1 and "…" in done.stderr, done.stderr[:300]
+
+
+# --- 3. balancer types: plain driver names the drain role ships -----------------------------------
+
+from tests.unit.test_sec_input import _inventory, _one_line_error  # noqa: E402
+from tests.conftest import opsctl  # noqa: E402
+
+BAD_TYPES = ["../../x", "main", "nginx/../nginx", "Nginx", "nginx.yml", "haproxy", "/etc/passwd", "9" * 5000]
+
+
+@pytest.mark.parametrize("kind", BAD_TYPES)
+def test_a_balancer_type_that_is_no_shipped_driver_is_refused_at_inventory_load(tmp_path, kind):
+    inv = _inventory(tmp_path, f"opsctl_balancers: [{{host: lb1, type: {json.dumps(kind)}, upstream: app}}]\n")
+    for args in (("reload", "php-fpm", "--rolling", "--check"), ("inventory",)):
+        proc = opsctl(*args, "-i", str(inv))
+        _one_line_error(proc, "host web1: opsctl_balancers[0].type: ", "is not a balancer driver (known: nginx)")
+        assert len(proc.stderr) < 250, proc.stderr[:300]
+
+
+def test_the_cli_knows_the_drivers_from_the_drain_role_itself():
+    """opsctl reads the role's argument-spec choices; they are exactly the driver files the role ships."""
+    from opsctl.balancers import drivers
+    shipped = sorted(p.stem for p in (REPO / "roles/opsctl_drain/tasks").glob("*.yml") if p.stem != "main")
+    assert drivers() == ("nginx",) and list(drivers()) == shipped
+
+
+ROLES = REPO / "roles"
+
+
+def _drain_play(tmp_path: Path, kind: str, validate: bool) -> tuple[subprocess.CompletedProcess, Path]:
+    """The drain role under plain ansible-playbook on localhost, with a balancer of type `kind`.
+
+    The type points (by ../) at a task file that touches a marker: a role that builds its
+    include path from the type runs it."""
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.yml"
+    evil.write_text(f"- name: Planted\n  ansible.builtin.file:\n    path: {marker}\n    state: touch\n    mode: '0600'\n")
+    play = tmp_path / "play.yml"
+    play.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [{
+        "name": "Drain", "ansible.builtin.include_role": {"name": "opsctl_drain", "rolespec_validate": validate},
+        "vars": {"opsctl_drain_state": "serving",
+                 "opsctl_drain_balancers": [{"host": "localhost", "type": kind, "upstream": "app"}]}}]}]))
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROLES), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "0"}
+    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", "-c", "local",
+                           "-e", f"ansible_python_interpreter={sys.executable}", str(play)], capture_output=True, text=True, timeout=180, env=env,
+                          stdin=subprocess.DEVNULL)
+    return proc, marker
+
+
+def _traversal(tmp_path: Path) -> str:
+    """A type that climbs from roles/opsctl_drain/tasks/ to tmp_path/evil (.yml added by the role)."""
+    up = "../" * len((ROLES / "opsctl_drain" / "tasks").resolve().parts[1:])
+    return f"{up}{str(tmp_path / 'evil').lstrip('/')}"
+
+
+@pytest.mark.parametrize("validate", [True, False], ids=["argument-spec", "role-assert"])
+def test_ansible_playbook_on_the_drain_role_refuses_a_path_as_type_before_any_change(tmp_path, validate):
+    proc, marker = _drain_play(tmp_path, _traversal(tmp_path), validate)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and not marker.exists(), out[-2000:]
+    if validate:
+        assert "value of type must be one of: nginx" in out, out[-2000:]
+    else:
+        assert "is not a balancer driver the drain role ships (nginx)" in out, out[-2000:]
+
+
+def test_ansible_playbook_on_the_drain_role_refuses_main_as_type(tmp_path):
+    proc, _ = _drain_play(tmp_path, "main", validate=False)
+    assert proc.returncode != 0 and "is not a balancer driver the drain role ships" in proc.stdout, proc.stdout[-2000:]
