@@ -1,8 +1,9 @@
-"""Parse the short durations people write in inventories: 90s, 30m, 2h, 1h30m, or seconds.
+"""Parse the short durations people write in inventories (90s, 30m, 2h, 1h30m, or seconds) and
+the times nginx's configuration holds (60, 500ms, 1m30s), both within one bound.
 
 Stdlib only and free of opsctl imports: the roles' filter plugins (logslots, the check engine,
-the probe's facts) load this same file by path, so every copy of opsctl reads a duration, and
-bounds an event window, by the one rule here.
+the probe's facts, the nginx role) load this same file by path, so every copy of opsctl reads a
+duration, and bounds an event window, by the one rule here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ MAX_SECONDS = 3650 * 86400
 # 9999): a year's margin at each end keeps every such sum representable.
 FIRST_MOMENT = datetime(2, 1, 1)
 LAST_MOMENT = datetime(9998, 12, 31, 23, 59)
+# nginx's own syntax: whole numbers only, no unit is seconds, and longer units than ours.
+_NGINX_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|M|y)?")
+_NGINX_UNIT_SECONDS = {**_UNIT_SECONDS, "w": 604800, "M": 2592000, "y": 31536000}
+
+
+class OutOfRange(ValueError):
+    """A duration or time beyond MAX_SECONDS: well-formed, and longer than anything opsctl reads."""
+
+
+def cut(text: str, limit: int = ECHO_CHARS) -> str:
+    """Text as a message may hold it: a 5000-digit figure is cut to `limit`, not echoed whole."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def clip(value: object, limit: int = ECHO_CHARS) -> str:
@@ -78,9 +91,35 @@ def window_problem(start: datetime, duration: timedelta, prepare: timedelta) -> 
     return ""
 
 
+def nginx_seconds(value: object) -> float:
+    """An nginx time (60, 60s, 500ms, 1m30s) in seconds, or ValueError with a one-line message.
+
+    float(), not int(): a figure of thousands of digits is simply too large (int() refuses it
+    with Python's own error); the bound is the one every duration here has."""
+    text = str(value).strip()
+    total, pos = 0.0, 0
+    for match in _NGINX_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _NGINX_UNIT_SECONDS[match.group(2) or "s"]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f"{clip(text)} is not an nginx time such as 60s, 1m30s or 500ms")
+    if not math.isfinite(total) or total > MAX_SECONDS:
+        raise OutOfRange(f"an nginx time must be at most 3650d, got {clip(text)}")
+    return total
+
+
 def format_duration(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     out = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
     return out or "0s"
+
+
+class FilterModule:
+    """Ansible filter: nginx times inside the opsctl_nginx role, by the same rule."""
+
+    def filters(self) -> dict[str, object]:
+        return {"opsctl_nginx_seconds": nginx_seconds}

@@ -1,0 +1,1 @@
+../../../opsctl/durations.py
