@@ -7,13 +7,37 @@ reload, log-rotation pools) can then rely on its shape.
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
 
+import yaml
+
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
+
 from opsctl.errors import OpsctlError
+from opsctl.paths import roles_dir
 
 VAR_NAME = "opsctl_balancers"
 _REQUIRED = ("host", "type", "upstream")
 _OPTIONAL = ("config",)
+# The drain role includes tasks/<type>.yml: a type is a plain name, never a path.
+_DRIVER_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+@lru_cache(maxsize=1)
+def drivers() -> tuple[str, ...]:
+    """The balancer types the drain role ships: the choices of its own argument spec, so opsctl
+    and `ansible-playbook` refuse the same types from one list."""
+    spec = yaml.safe_load((roles_dir() / "opsctl_drain" / "meta" / "argument_specs.yml").read_text())
+    options = spec["argument_specs"]["main"]["options"]["opsctl_drain_balancers"]["options"]
+    return tuple(options["type"]["choices"])
+
+
+def _driver_problem(kind: str) -> str | None:
+    if _DRIVER_NAME.fullmatch(kind) and kind in drivers():
+        return None
+    return f"{clip(kind)} is not a balancer driver (known: {', '.join(drivers())})"
 
 
 def check_balancers(value: Any, host: str) -> None:
@@ -30,6 +54,9 @@ def check_balancers(value: Any, host: str) -> None:
         missing = [k for k in _REQUIRED if not isinstance(entry.get(k), str) or not entry[k].strip()]
         if missing:
             raise OpsctlError(f"{where}[{index}]: {missing[0]!r} must be a non-empty string")
+        problem = _driver_problem(entry["type"])
+        if problem:
+            raise OpsctlError(f"{where}[{index}].type: {problem}")
         unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
         if unknown:
             raise OpsctlError(f"{where}[{index}]: unknown key {unknown[0]!r} (known: host, type, upstream, config)")

@@ -172,9 +172,13 @@ def check(inventory: str, limit: str | None, verbose: int, event: str | None, du
     from opsctl.checks import output
     from opsctl.checks.run import EventOverride, dumps, load_checks, run_check, validate_override
 
-    override = EventOverride(event, duration)
-    validate_override(override)
-    engine, _ = load_checks(catalog)
+    try:
+        override = EventOverride(event, duration)
+        validate_override(override)
+        engine, _ = load_checks(catalog)
+    except BaseException:
+        pending.cancel()   # bad input: stop the load cleanly before the error is printed
+        raise
     inv = pending()
     err = _stderr()
     seen: list = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import CapacityError, derive
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import CapacityError, derive, facts_problem
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import inventory_problem
 
 from opsctl.errors import OpsctlError
@@ -47,13 +47,17 @@ def _targets(hosts: list[Host]) -> list:
     return [target_for(h.name, h.address, h.port, h.user, h.vars) for h in hosts]
 
 
-def plan_host(host: Host, facts: dict[str, Any]) -> HostPlan:
+def plan_host(host: Host, facts: Any) -> HostPlan:
     """The capacity plan of one probed host, with the inventory's overrides; a value the
-    roles would refuse to write (plugins/plugin_utils/configvalues.py) is refused here first."""
-    facts = dict(facts, host=host.name)
+    roles would refuse to write (opsctl/configvalues.py) is refused here first."""
     problem = inventory_problem(host.vars)
     if problem:
-        return HostPlan(host.name, facts, error=f"{host.name}: {problem}", refused=True)
+        return HostPlan(host.name, facts if isinstance(facts, dict) else {}, error=f"{host.name}: {problem}",
+                        refused=True)
+    unusable = facts_problem(facts)
+    if unusable:   # what the host printed is this host's failure; other hosts proceed
+        return HostPlan(host.name, error=f"{host.name}: {unusable}")
+    facts = dict(facts, host=host.name)
     try:
         plan = derive(host.vars.get("opsctl_event") or {}, facts,
                       host.vars.get("opsctl_capacity_overrides") or {},

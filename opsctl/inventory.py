@@ -352,8 +352,22 @@ def load_inventory(name_or_path: str, limit: str | None = None, vault: VaultOpti
     return from_snapshot(source, snapshot if snapshot is not None else _parse_and_store(source, limit, key, vault))
 
 
+class PendingInventory:
+    """An inventory being loaded: call it for the inventory, or cancel() it when the command
+    stops before it needs one (an error in its other input)."""
+
+    def __init__(self, get: Callable[[], Inventory], cancel: Callable[[], None] = lambda: None) -> None:
+        self._get, self._cancel = get, cancel
+
+    def __call__(self) -> Inventory:
+        return self._get()
+
+    def cancel(self) -> None:
+        self._cancel()
+
+
 def load_inventory_soon(name_or_path: str, limit: str | None = None,
-                        vault: VaultOptions = VaultOptions()) -> Callable[[], Inventory]:
+                        vault: VaultOptions = VaultOptions()) -> PendingInventory:
     """Start loading the inventory; call the result to get it.
 
     Unchanged inventories come from opsctl's cache at once. Otherwise importing Ansible and
@@ -364,16 +378,21 @@ def load_inventory_soon(name_or_path: str, limit: str | None = None,
     source = resolve_inventory(name_or_path)
     key, cached = _cached(source, limit)
     if cached is not None:
-        return lambda: from_snapshot(source, cached)
+        return PendingInventory(lambda: from_snapshot(source, cached))
     try:
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
         future = pool.submit(_parse_and_store, source, limit, key, vault)
     except (OSError, ValueError):
-        return lambda: from_snapshot(source, _parse_and_store(source, limit, key, vault))
+        return PendingInventory(lambda: from_snapshot(source, _parse_and_store(source, limit, key, vault)))
 
     def result() -> Inventory:
         try:
             return from_snapshot(source, future.result())
         finally:
             pool.shutdown(wait=False)
-    return result
+
+    def cancel() -> None:
+        # Wait for the pool's own thread: exiting while it runs races the interpreter's shutdown
+        # of it, which now and then printed an "Exception ignored" traceback after the error.
+        pool.shutdown(wait=True, cancel_futures=True)
+    return PendingInventory(result, cancel)

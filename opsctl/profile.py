@@ -25,7 +25,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import parse_duration
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import EVENT_LIMITS
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration, window_problem
 
 from opsctl.errors import OpsctlError
 
@@ -97,21 +98,22 @@ def _number(data: dict, key: str, where: str, *, integer: bool = False,
             minimum: float = 0.0, maximum: float = 1e9) -> float:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProfileError(f"{where}.{key}: expected a number, got {value!r}")
+        raise ProfileError(f"{where}.{key}: expected a number, got {clip(value)}")
     # The range first: an int too large for a float (10**400) must be refused, not overflow.
     if not minimum < value <= maximum:
         raise ProfileError(f"{where}.{key}: {str(value)[:20]} is out of range ({minimum:g} < value <= {maximum:g})")
     if integer and not float(value).is_integer():
-        raise ProfileError(f"{where}.{key}: expected a whole number, got {value!r}")
+        raise ProfileError(f"{where}.{key}: expected a whole number, got {clip(value)}")
     return float(value)
 
 
 def _mapping(value: Any, where: str, allowed: set[str]) -> dict:
     if not isinstance(value, dict):
         raise ProfileError(f"{where}: expected a mapping, got {type(value).__name__}")
-    unknown = sorted(set(value) - allowed)
+    # key=repr: YAML keys may be numbers, null or text side by side ({1: x, name: y}), which sort() refuses.
+    unknown = sorted((k for k in value if k not in allowed), key=repr)
     if unknown:
-        raise ProfileError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        raise ProfileError(f"{where}: unknown key {clip(unknown[0])} (allowed: {', '.join(sorted(allowed))})")
     return value
 
 
@@ -131,17 +133,20 @@ def _window(value: Any, where: str) -> EventWindow:
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ProfileError(f"{where}.timezone: unknown time zone {tz_name!r}") from None
+        raise ProfileError(f"{where}.timezone: unknown time zone {clip(tz_name)}") from None
     raw_start = data["start"]
     try:
         start = raw_start if isinstance(raw_start, datetime) else datetime.fromisoformat(str(raw_start))
     except ValueError:
-        raise ProfileError(f"{where}.start: expected a date and time like 2026-11-11T00:00, got {raw_start!r}") from None
+        raise ProfileError(f"{where}.start: expected a date and time like 2026-11-11T00:00, got {clip(raw_start)}") from None
     start = start.replace(tzinfo=tz) if start.tzinfo is None else start
     duration = _duration(data["duration"], f"{where}.duration")
     if duration <= timedelta(0):
         raise ProfileError(f"{where}.duration: must be longer than zero")
     prepare = _duration(data.get("prepare", DEFAULT_PREPARE), f"{where}.prepare")
+    problem = window_problem(start, duration, prepare)
+    if problem:
+        raise ProfileError(f"{where}.start: {clip(str(raw_start))}: {problem}")
     return EventWindow(start=start, duration=duration, prepare=prepare, timezone=tz_name)
 
 
@@ -155,28 +160,28 @@ def parse_profile(value: Any, where: str = VAR_NAME) -> EventProfile:
     for key in sorted(_RT_KEYS):
         if key not in rt:
             raise ProfileError(f"{where}.request_time: missing required key {key!r}")
-    typical = _number(rt, "typical_ms", f"{where}.request_time", maximum=3_600_000)
-    p99 = _number(rt, "p99_ms", f"{where}.request_time", maximum=3_600_000)
+    typical = _number(rt, "typical_ms", f"{where}.request_time", maximum=EVENT_LIMITS["typical_ms"])
+    p99 = _number(rt, "p99_ms", f"{where}.request_time", maximum=EVENT_LIMITS["p99_ms"])
     if p99 < typical:
         raise ProfileError(f"{where}.request_time.p99_ms: {p99:g} is below typical_ms {typical:g}")
-    client_timeout = _number(data, "client_timeout_s", where, maximum=3600)
+    client_timeout = _number(data, "client_timeout_s", where, maximum=EVENT_LIMITS["client_timeout_s"])
     if client_timeout * 1000 <= p99:
         raise ProfileError(
             f"{where}.client_timeout_s: {client_timeout:g}s is not above the p99 request time "
             f"({p99:g} ms): clients would give up on legitimate requests")
     concurrency = None
     if data.get("concurrency") is not None:
-        concurrency = int(_number(data, "concurrency", where, integer=True, maximum=10_000_000))
+        concurrency = int(_number(data, "concurrency", where, integer=True, maximum=EVENT_LIMITS["concurrency"]))
     name = data.get("name", "")
     if not isinstance(name, str):
-        raise ProfileError(f"{where}.name: expected text, got {name!r}")
+        raise ProfileError(f"{where}.name: expected text, got {clip(name)}")
     return EventProfile(
         name=name,
-        peak_qps=_number(data, "peak_qps", where, maximum=10_000_000),
+        peak_qps=_number(data, "peak_qps", where, maximum=EVENT_LIMITS["peak_qps"]),
         concurrency=concurrency,
         typical_ms=typical,
         p99_ms=p99,
         client_timeout_s=client_timeout,
-        php_worker_memory_mb=_number(data, "php_worker_memory_mb", where, maximum=65536),
+        php_worker_memory_mb=_number(data, "php_worker_memory_mb", where, maximum=EVENT_LIMITS["php_worker_memory_mb"]),
         window=_window(data["window"], f"{where}.window") if data.get("window") is not None else None,
     )

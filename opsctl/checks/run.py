@@ -11,17 +11,19 @@ from zoneinfo import ZoneInfo
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import capacity
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import CatalogError, Engine, Result, Unavailable, load_catalog
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import parse_duration
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration, window_problem
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import capacity_facts, parse
 
 from opsctl.errors import OpsctlError
-from opsctl.paths import roles_dir
 from opsctl.inventory import Host, Inventory
+from opsctl.paths import roles_dir
 from opsctl.profile import DEFAULT_PREPARE, EventProfile
+from opsctl.safetext import visible
 from opsctl.sshexec import ExecResult, Timeouts, run_many, target_for
 
 SCHEMA_VERSION = 1
 SEVERITY_RANK = {"pass": 0, "warn": 1, "fail": 2}
+DEFAULT_DURATION = timedelta(hours=2)   # --event without --duration, and no profile window
 
 
 @dataclass(frozen=True)
@@ -91,24 +93,32 @@ def load_checks(extra: tuple[str, ...] = ()) -> tuple[Engine, list[str]]:
 
 def validate_override(override: EventOverride) -> None:
     """Bad --event / --duration is a usage error before anything connects."""
+    start = None
     if override.start:
         try:
-            datetime.fromisoformat(override.start)
+            start = datetime.fromisoformat(override.start)
         except ValueError:
-            raise OpsctlError(f"--event {override.start!r}: expected a date and time like "
+            raise OpsctlError(f"--event {clip(override.start)}: expected a date and time like "
                               "2026-11-11T00:00+08:00") from None
+    duration = DEFAULT_DURATION
     if override.duration:
         try:
-            if parse_duration(override.duration) <= timedelta(0):
+            duration = parse_duration(override.duration)
+            if duration <= timedelta(0):
                 raise ValueError("must be longer than zero")
         except ValueError as exc:
-            raise OpsctlError(f"--duration {override.duration!r}: {exc}") from None
+            raise OpsctlError(f"--duration {clip(override.duration)}: {exc}") from None
+    # With the default margin: a profile's own margin is checked per host (event_window).
+    problem = window_problem(start, duration, DEFAULT_PREPARE) if start else ""
+    if problem:
+        raise OpsctlError(f"--event {clip(override.start)}: {problem}")
 
 
 def event_window(profile: EventProfile | None, override: EventOverride) -> dict[str, Any] | None:
     """The window a host is checked against: --event/--duration first, then its profile's.
 
     Times are shown in the profile window's zone; with no profile window, in the offset given.
+    Raises ValueError when --event and this profile's duration or margin reach past the calendar.
     """
     window = profile.window if profile else None
     if override.start is None and window is None:
@@ -122,10 +132,13 @@ def event_window(profile: EventProfile | None, override: EventOverride) -> dict[
             zone = start.tzinfo
     else:
         start = window.start  # type: ignore[union-attr]
-    start = start.astimezone(zone)
     duration = (parse_duration(override.duration) if override.duration
-                else window.duration if window else timedelta(hours=2))
+                else window.duration if window else DEFAULT_DURATION)
     prepare = window.prepare if window else DEFAULT_PREPARE
+    problem = window_problem(start, duration, prepare)
+    if problem:
+        raise ValueError(problem)
+    start = start.astimezone(zone)
     return {"name": profile.name if profile else "", "start": start, "end": start + duration,
             "protected_start": start - prepare, "prepare_s": int(prepare.total_seconds()),
             "timezone": window.timezone if window else start.strftime("UTC%z")}
@@ -156,6 +169,11 @@ def _evaluate_host(host: Host, answer: ExecResult, engine: Engine, override: Eve
         facts = parse(answer.stdout)
     except (ValueError, RecursionError) as exc:   # not JSON, or nested deeper than json can parse
         outcome.status, outcome.error = "error", f"probe output is not usable: {str(exc)[:200]}"
+        return []
+    try:
+        event_window(host.profile, override)
+    except ValueError as exc:   # --event with this host's own margin or duration: this host's problem
+        outcome.status, outcome.error = "error", f"event window: {exc}"
         return []
     try:
         context = host_context(host, facts, override)
@@ -199,6 +217,12 @@ def run_check(inv: Inventory, engine: Engine, override: EventOverride, *, fail_o
                   fail_on=fail_on, wall_s=round((datetime.now() - started).total_seconds(), 2))
 
 
+def _shown(fields: dict[str, Any]) -> dict[str, Any]:
+    """Every text field as safetext shows it: a host's lone surrogate would make the JSON no valid
+    UTF-8 for its reader, a bidi override or escape sequence would reach whoever prints it."""
+    return {key: visible(value) if isinstance(value, str) else value for key, value in fields.items()}
+
+
 def report_json(report: Report) -> dict[str, Any]:
     """The stable --format json schema (version 1)."""
     return {
@@ -206,11 +230,12 @@ def report_json(report: Report) -> dict[str, Any]:
         "verdict": report.verdict,
         "fail_on": report.fail_on,
         "wall_s": report.wall_s,
-        "hosts": [{"host": h.name, "address": h.address, "status": h.status, "error": h.error,
-                   "elapsed_s": h.elapsed_s, "window": h.window} for h in report.hosts],
-        "results": [{"host": r.host, "check": r.check, "item": r.item, "title": r.title, "severity": r.severity,
-                     "status": r.status, "observed": r.observed, "expected": r.expected,
-                     "remediation": r.remediation, "failure_mode": r.failure_mode} for r in report.results],
+        "hosts": [_shown({"host": h.name, "address": h.address, "status": h.status, "error": h.error,
+                          "elapsed_s": h.elapsed_s, "window": h.window}) for h in report.hosts],
+        "results": [_shown({"host": r.host, "check": r.check, "item": r.item, "title": r.title,
+                            "severity": r.severity, "status": r.status, "observed": r.observed,
+                            "expected": r.expected, "remediation": r.remediation,
+                            "failure_mode": r.failure_mode}) for r in report.results],
     }
 
 

@@ -17,4 +17,5 @@ class FilterModule:
         return {
             "capacity_plan": capacity._filter_plan,
             "capacity_error": capacity._filter_error,
+            "capacity_facts_error": capacity._filter_facts_error,
         }

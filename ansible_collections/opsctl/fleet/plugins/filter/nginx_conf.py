@@ -1,11 +1,11 @@
-"""Edit nginx configuration files in place, directive by directive (filters opsctl_nginx_*).
+"""Edit nginx configuration files in place, directive by directive (filters opsctl.fleet.nginx_*).
 
 Why in place rather than full templates: nginx.conf and the sites are the vendor's and the
 team's files (their includes, vhosts, TLS); opsctl owns only the directives it sets, so a
 package upgrade shows a small conffile diff and nothing else of the site changes. The parser is
 line based (one directive per line, as in every vendor file): it tracks block depth by braces
-outside comments and quotes, which is all these edits need. Stdlib only: the role runs under
-plain ansible-playbook and AWX.
+outside comments and quotes, which is all these edits need. nginx times are read by
+plugin_utils/durations.py, so the role and opsctl share one rule and one bound.
 """
 
 from __future__ import annotations
@@ -14,8 +14,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
+
 _TIMEOUT = re.compile(r"^(?P<indent>\s*)(?P<name>(fastcgi|proxy)_(connect|send|read)_timeout)\s+(?P<value>[^;\s]+)\s*;")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# A file of more lines than this is refused rather than edited line by line (seconds per 100 000
+# lines): real nginx.conf and site files hold a few thousand at most. The whole `nginx -T` dump,
+# only scanned once for timeouts, may be larger.
+MAX_LINES = 200_000
+MAX_DUMP_LINES = 1_000_000
+
+
+seconds = durations.nginx_seconds   # an nginx time in seconds; ValueError beyond 3650d or not a time
 
 
 @dataclass
@@ -28,6 +37,8 @@ class Line:
 
 def _code(text: str) -> str:
     """The line without its comment (a '#' outside quotes starts one)."""
+    if "#" not in text:
+        return text   # the common line: no character-by-character walk
     quote = ""
     for i, ch in enumerate(text):
         if quote:
@@ -39,13 +50,21 @@ def _code(text: str) -> str:
     return text
 
 
+def _too_large(lines: list[str], limit: int = MAX_LINES) -> None:
+    if len(lines) > limit:
+        raise ValueError(f"nginx configuration too large to read: more than {limit} lines")
+
+
 def _scan(lines: list[str]) -> list[Line]:
+    _too_large(lines)
     out: list[Line] = []
     stack: list[tuple[str, int]] = []
     for i, text in enumerate(lines):
         code = _code(text)
         block, start = stack[-1] if stack else ("", -1)
         out.append(Line(text, len(stack), block, start))
+        if "{" not in code and "}" not in code:
+            continue
         for ch in code:
             if ch == "{":
                 header = code[: code.index("{")].split()
@@ -157,14 +176,16 @@ def _set_listen_backlog(lines: list[str], backlog: object) -> None:
 
 def _add_server_include(lines: list[str], include: str) -> None:
     scanned = _scan(lines)
-    servers = [i for i, line in enumerate(scanned)
-               if line.depth == 0 and _code(line.text).split("{")[0].split() == ["server"] and "{" in _code(line.text)]
     statement = f"include {include};"
-    for opener in reversed(servers):
-        inside = [line for line in scanned if line.block_start == opener]
-        if any(_code(line.text).strip() == statement for line in inside):
-            continue
-        lines.insert(opener + 1, f"\t{statement}  # managed by opsctl: load shedding")
+    # One pass over the lines, not one per server: a site of many thousand servers stays linear.
+    has_it = {line.block_start for line in scanned if _code(line.text).strip() == statement}
+    out: list[str] = []
+    for i, line in enumerate(scanned):
+        out.append(lines[i])
+        if (line.depth == 0 and "{" in _code(line.text) and _code(line.text).split("{")[0].split() == ["server"]
+                and i not in has_it):
+            out.append(f"\t{statement}  # managed by opsctl: load shedding")
+    lines[:] = out
 
 
 def _set_upstream_servers(lines: list[str], params: Mapping[str, object]) -> None:
@@ -194,25 +215,26 @@ def site_set(content: str, listen_backlog: object, include: str, upstream: Mappi
     return "\n".join(lines) + "\n"
 
 
-def seconds(value: str) -> float:
-    """An nginx time ("60", "60s", "500ms", "1m30s") in seconds."""
-    total = 0.0
-    for number, unit in re.findall(r"(\d+)(ms|s|m|h|d)?", value):
-        total += int(number) * _UNITS[unit or "s"]
-    return total
-
-
 def timeout_overrides(dump: str, limits: Mapping[str, object], skip: list[str]) -> list[str]:
     """From `nginx -T`: every fastcgi/proxy timeout above its limit (seconds) in a file not in skip."""
     found, current = [], ""
-    for text in dump.splitlines():
+    lines = dump.splitlines()
+    _too_large(lines, MAX_DUMP_LINES)
+    for text in lines:
         if text.startswith("# configuration file "):
             current = text[len("# configuration file "):].rstrip(":")
             continue
         match = _TIMEOUT.match(_code(text))
-        if (match and current not in skip and match.group("name") in limits
-                and seconds(match.group("value")) > float(str(limits[match.group("name")]))):
-            found.append(f"{current}: {match.group('name')} {match.group('value')}")
+        if match and current not in skip and match.group("name") in limits:
+            name, value = match.group("name"), match.group("value")
+            try:
+                above, note = seconds(value) > float(str(limits[name])), ""
+            except durations.OutOfRange:   # above any limit; the figure shown cut, never whole
+                above, note = True, f" (more than {durations.MAX_SECONDS // 86400}d)"
+            except ValueError:              # not a time: nginx -t refuses it, nothing to report
+                above, note = False, ""
+            if above:
+                found.append(f"{durations.cut(current)}: {name} {durations.cut(value)}{note}")
     return found
 
 

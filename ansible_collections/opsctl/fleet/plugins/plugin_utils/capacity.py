@@ -2,7 +2,7 @@
 
 The opsctl_capacity role's filters (plugins/filter/capacity.py) call this module and so does
 the CLI, so `ansible-playbook` and AWX derive exactly the values that `opsctl harden --explain`
-prints.
+prints. Its value rules are configvalues.py's.
 
 `derive(event, facts, overrides, force)` returns key -> {"value": ..., "reason": "..."}; every
 reason is one line with the arithmetic a person can redo. Overrides are applied where each key
@@ -32,6 +32,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import configvalues as _values
+
 NR_OPEN = 1_048_576          # fs.nr_open default: no process limit may exceed it
 SOMAXCONN_FLOOR = 4096       # Linux default since 5.4; never lower it
 TW_BUCKETS_FLOOR = 262_144   # default on hosts with a few GB; never lower it
@@ -60,6 +62,13 @@ INT_KEYS = (
     "nginx.keepalive_timeout",
 )
 KEYS = INT_KEYS + ("php_fpm.pm", "nginx.worker_processes")
+OVERRIDES_VAR = "opsctl_capacity_overrides"
+MAX_OVERRIDE = 10 ** 12 - 1   # no capacity setting is larger; a longer figure is a typo
+# The largest figure of each opsctl_event key and host fact the model computes with (profile.py
+# refuses the same): inf, nan and 10**400 are no figures, and int(inf) raised OverflowError.
+EVENT_LIMITS = {"peak_qps": 10_000_000, "concurrency": 10_000_000, "typical_ms": 3_600_000,
+                "p99_ms": 3_600_000, "client_timeout_s": 3600, "php_worker_memory_mb": 65536}
+FACT_LIMITS = {"cpus": 65536, "memory_mb": 1 << 40, "nofile_max": 1 << 31}
 
 
 class CapacityError(ValueError):
@@ -83,9 +92,33 @@ class Inputs:
 
 def _number(data: Mapping, key: str, where: str) -> float:
     value = data.get(key) if isinstance(data, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise CapacityError(f"{where}.{key}: expected a positive number, got {value!r}")
+    high = EVENT_LIMITS.get(key) or FACT_LIMITS[key]
+    # The range before float(): 10**400 has no float; nan fails every comparison, so it fails this one.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+        raise CapacityError(f"{where}.{key}: expected a number above 0 and at most {high}, "
+                            f"got {_values.clip(value)}")
     return float(value)
+
+
+def _cpus(facts: Mapping) -> int:
+    """Whole CPUs: a cgroup quota of 0.5 still runs one nginx worker (int() made it 0 workers and
+    a division by zero); 2.5 CPUs of time keep 3 workers busy."""
+    return math.ceil(_number(facts, "cpus", "facts"))
+
+
+def facts_problem(facts: Any) -> str:
+    """Why a host's probed facts cannot feed the model, or "". A probe that printed nonsense
+    (`"cpus": [1, 2]`) is that host's failure, never bad input that stops the fleet."""
+    if not isinstance(facts, Mapping):
+        return f"the capacity probe printed a JSON {type(facts).__name__}, not an object of facts"
+    for key in ("cpus", "memory_mb", "nofile_max"):
+        if key == "nofile_max" and not facts.get(key):
+            continue   # optional: NR_OPEN when the probe cannot tell
+        try:
+            _number(facts, key, "facts")
+        except CapacityError as exc:
+            return f"the capacity probe's {key} is unusable: {exc}"
+    return ""
 
 
 def parse_inputs(event: Mapping, facts: Mapping) -> Inputs:
@@ -106,7 +139,7 @@ def parse_inputs(event: Mapping, facts: Mapping) -> Inputs:
         concurrency=int(_number(event, "concurrency", "opsctl_event")) if concurrency is not None else None,
         typical_s=typical, p99_s=p99, client_timeout_s=client,
         worker_mb=_number(event, "php_worker_memory_mb", "opsctl_event"),
-        cpus=int(_number(facts, "cpus", "facts")), memory_mb=int(_number(facts, "memory_mb", "facts")),
+        cpus=_cpus(facts), memory_mb=int(_number(facts, "memory_mb", "facts")),
         php_version=str(facts.get("php_version") or ""), host=str(facts.get("host") or ""),
         nofile_max=min(NR_OPEN, int(_number(facts, "nofile_max", "facts"))) if facts.get("nofile_max") else NR_OPEN)
 
@@ -118,18 +151,18 @@ def _fmt(x: float) -> str:
 def _check_override(key: str, value: Any) -> Any:
     """An override's type; Ansible -e values may arrive as text."""
     if key not in KEYS:
-        raise CapacityError(f"unknown capacity key {key!r} in opsctl_capacity_overrides")
+        raise CapacityError(f"unknown capacity key {_values.clip(key)} in {OVERRIDES_VAR}")
     if key == "php_fpm.pm":
         if value not in ("static", "dynamic"):
-            raise CapacityError(f"override php_fpm.pm={value!r}: expected 'static' or 'dynamic'")
+            raise CapacityError(f"{OVERRIDES_VAR}['php_fpm.pm']: expected 'static' or 'dynamic', "
+                                f"got {_values.clip(value)}")
         return value
     if key == "nginx.worker_processes" and value == "auto":
         return value
-    text = str(value).strip()
-    # isdigit() alone accepts "²" and other Unicode digits that int() refuses.
-    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or len(text) > 12:
-        raise CapacityError(f"override {key}={value!r}: expected a whole number >= 0")
-    return int(text)
+    problem = _values.whole_number(value, f"{OVERRIDES_VAR}[{key!r}]", 0, MAX_OVERRIDE)
+    if problem:
+        raise CapacityError(problem)
+    return int(value)
 
 
 class Plan:
@@ -458,14 +491,27 @@ def derive(event: Mapping, facts: Mapping, overrides: Mapping | None = None,
     return {key: plan.out[key] for key in sorted(plan.out)}
 
 
-def _filter_plan(event: Mapping, facts: Mapping, overrides: Mapping | None = None,
-                 force: Any = False) -> dict[str, dict]:
-    """`opsctl_event | opsctl.fleet.capacity_plan(facts, overrides, force)`; facts may arrive as text."""
+def _clean_facts(facts: Mapping) -> dict[str, Any]:
+    """The role's probed facts, which may arrive as text, as derive() takes them."""
     if not isinstance(facts, Mapping):
         raise CapacityError(f"facts: expected a mapping, got {type(facts).__name__}")
-    clean = {"cpus": _whole(facts.get("cpus"), "cpus"), "memory_mb": _whole(facts.get("memory_mb"), "memory_mb"),
-             "php_version": str(facts.get("php_version") or ""), "host": str(facts.get("host") or ""),
-             "nofile_max": _whole(facts.get("nofile_max") or NR_OPEN, "nofile_max")}
+    return {"cpus": _whole(facts.get("cpus"), "cpus"), "memory_mb": _whole(facts.get("memory_mb"), "memory_mb"),
+            "php_version": str(facts.get("php_version") or ""), "host": str(facts.get("host") or ""),
+            "nofile_max": _whole(facts.get("nofile_max") or NR_OPEN, "nofile_max")}
+
+
+def _filter_facts_error(facts: Any) -> str:
+    """`opsctl_capacity_host | opsctl_capacity_facts_error`: "" or "HOST: why its facts are unusable",
+    for a task that fails this host alone (not any_errors_fatal, unlike a refused input)."""
+    host = facts.get("host", "this host") if isinstance(facts, Mapping) else "this host"
+    problem = facts_problem(_clean_facts(facts) if isinstance(facts, Mapping) else facts)
+    return f"{host}: {problem}" if problem else ""
+
+
+def _filter_plan(event: Mapping, facts: Mapping, overrides: Mapping | None = None,
+                 force: Any = False) -> dict[str, dict]:
+    """`opsctl_event | opsctl_capacity_plan(facts, overrides, force)`; facts may arrive as text."""
+    clean = _clean_facts(facts)
     # Ansible's own reading of a boolean ("on", "no", ...), as opsctl reads the inventory's; a
     # value that is no boolean at all was refused by the role's argument_specs already.
     from ansible.module_utils.parsing.convert_bool import boolean
@@ -485,7 +531,13 @@ def _filter_error(event: Any, facts: Mapping, overrides: Mapping | None = None, 
 
 
 def _whole(value: Any, name: str) -> Any:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        return value   # derive() reports it
+    """A fact as a number when Ansible handed it over as text ("4", "0.5"); else as given,
+    for derive() to report. Long text is no figure (int() of 4300 digits raises)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return value
+    for kind in (int, float):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
+    return value

@@ -7,9 +7,9 @@ templates. Expressions run in Jinja2's ImmutableSandboxedEnvironment over `facts
 `event`, `expected` (the capacity model) and the helpers registered below, so a catalog
 cannot reach Python internals nor change the facts. Adding a check needs no code here.
 
-Needs only the stdlib, Jinja2 and PyYAML (both always present where Ansible runs): the
-opsctl_preflight role's filters (plugins/filter/preflight.py) call this module and so does
-`opsctl check`.
+Needs only the stdlib, Jinja2 and PyYAML (both always present where Ansible runs) and no
+opsctl imports: the opsctl_preflight role carries this same file as a filter plugin. Durations
+and event windows follow opsctl/durations.py (stdlib only), loaded from the file itself there.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import yaml
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
+
 SEVERITIES = ("warn", "fail")
 STATUSES = ("pass", "warn", "fail", "error")
 REQUIRED = ("id", "title", "severity", "failure_mode", "facts", "rule", "observed", "expected", "remediation")
 OPTIONAL = ("when", "each", "label", "let", "doc")
 MAX_SCAN_MINUTES = 7 * 24 * 60  # cron scans never look further than a week
-MAX_WINDOW_SECONDS = 3650 * 86400  # plugins/plugin_utils/durations.py's bound: the role and the CLI agree
 
 
 class CatalogError(ValueError):
@@ -186,8 +187,11 @@ def first_firing(schedule: str, span_minutes: int, start: datetime, end: datetim
     spec = parse_cron(schedule)
     if spec is None:
         return None
+    if not 0 <= span_minutes <= MAX_SCAN_MINUTES:
+        raise ValueError(f"span_minutes {durations.clip(span_minutes)}: expected 0 to {MAX_SCAN_MINUTES} (a week)")
     moment = (start - timedelta(minutes=span_minutes)).astimezone(zone).replace(second=0, microsecond=0)
-    stop = min(end, start + timedelta(minutes=MAX_SCAN_MINUTES))
+    # end - start, not start + a week: the sum overflows near the end of the calendar.
+    stop = end if end - start <= timedelta(minutes=MAX_SCAN_MINUTES) else start + timedelta(minutes=MAX_SCAN_MINUTES)
     while moment < stop:
         if _fires(spec, moment) and moment + timedelta(minutes=span_minutes) >= start:
             return moment
@@ -251,15 +255,23 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 
 def _check_from(entry: Any, source: str, engine: "Engine") -> Check:
-    where = f"{source}: check {entry.get('id', '?') if isinstance(entry, dict) else '?'}"
+    name = str(entry.get("id", "?")) if isinstance(entry, dict) else "?"
+    where = f"{source}: check {name if len(name) <= durations.ECHO_CHARS else name[:durations.ECHO_CHARS] + '…'}"
     if not isinstance(entry, dict):
         raise CatalogError(f"{where}: expected a mapping, got {type(entry).__name__}")
     missing = [k for k in REQUIRED if k not in entry]
-    unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL))
+    # key=repr: YAML keys may be numbers, null or text side by side ({1: x, id: y}), which sort() refuses.
+    unknown = sorted((k for k in entry if k not in REQUIRED and k not in OPTIONAL), key=repr)
     if missing:
         raise CatalogError(f"{where}: missing key {missing[0]!r}")
     if unknown:
-        raise CatalogError(f"{where}: unknown key {unknown[0]!r}")
+        raise CatalogError(f"{where}: unknown key {durations.clip(unknown[0])}")
+    # An empty `rule:` is YAML null, which str() made the rule "None" (a name, undefined at run
+    # time): a check with nothing to judge, or to name, or to show, is a broken catalog.
+    empty = next((k for k in ("id", "title", "rule", "observed") if entry[k] is None or not str(entry[k]).strip()),
+                 None)
+    if empty:
+        raise CatalogError(f"{where}: {empty} is empty")
     if entry["severity"] not in SEVERITIES:
         raise CatalogError(f"{where}: severity must be warn or fail, got {entry['severity']!r}")
     if not re.fullmatch(r"F[1-9]", str(entry["failure_mode"])):
@@ -267,6 +279,9 @@ def _check_from(entry: Any, source: str, engine: "Engine") -> Check:
     let = entry.get("let") or {}
     if not isinstance(let, dict):
         raise CatalogError(f"{where}: let must be a mapping of name: expression")
+    odd = next((k for k in let if not isinstance(k, str) or not k.isidentifier()), None)
+    if odd is not None:
+        raise CatalogError(f"{where}: let name {durations.clip(odd)} is not a name (letters, digits and _)")
     facts = entry["facts"] or []
     if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
         raise CatalogError(f"{where}: facts must be a list of fact names, got {facts!r}"[:300])
@@ -283,6 +298,8 @@ def _check_from(entry: Any, source: str, engine: "Engine") -> Check:
         engine.compile(check)
     except TemplateError as exc:
         raise CatalogError(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    except RecursionError:   # Jinja's parser and compiler recurse once per nested bracket
+        raise CatalogError(f"{where}: an expression or template is nested too deeply to compile") from None
     return check
 
 
@@ -295,17 +312,25 @@ def load_catalog(texts: Iterable[tuple[str, str]], engine: "Engine | None" = Non
     engine = engine or Engine([])
     checks: dict[str, Check] = {}
     for source, text in texts:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise CatalogError(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from None
-        entries = data.get("checks") if isinstance(data, dict) else data
-        if not isinstance(entries, list):
-            raise CatalogError(f"{source}: expected a list of checks (or a mapping with 'checks:')")
-        for entry in entries:
-            check = _check_from(entry, source, engine)
+        for check in _checks_in(source, text, engine):
             checks[check.id] = check
     return list(checks.values())
+
+
+def _checks_in(source: str, text: str, engine: "Engine") -> list[Check]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:   # PyYAML's composer recurses once per nesting level ([[[[...]]]])
+        raise CatalogError(f"{source}: not a check catalog: YAML nested too deeply") from None
+    entries = data.get("checks") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise CatalogError(f"{source}: expected a list of checks (or a mapping with 'checks:')")
+    try:
+        return [_check_from(entry, source, engine) for entry in entries]
+    except RecursionError:   # a value nested too deeply to show or convert (facts: [[[[...]]]])
+        raise CatalogError(f"{source}: a check holds a value nested too deeply") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -422,23 +447,18 @@ def _filter_line(result: Mapping[str, Any]) -> str:
 
 
 def window_context(window: Mapping[str, Any]) -> dict[str, Any]:
-    """A raw opsctl_event.window mapping -> the `event` a catalog sees (timezone-aware times)."""
+    """A raw opsctl_event.window mapping -> the `event` a catalog sees (timezone-aware times).
+
+    Raises ValueError for durations opsctl/durations.py refuses and windows at the calendar's ends."""
     zone = ZoneInfo(str(window["timezone"]))
     start = window["start"] if isinstance(window["start"], datetime) else datetime.fromisoformat(str(window["start"]))
-    start = start.replace(tzinfo=zone) if start.tzinfo is None else start.astimezone(zone)
-    duration, prepare = _seconds(window["duration"]), _seconds(window.get("prepare", "1h"))
-    return {"name": "", "start": start, "end": start + timedelta(seconds=duration),
-            "protected_start": start - timedelta(seconds=prepare), "timezone": str(window["timezone"]),
-            "prepare_s": prepare}
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", str(value))
-        seconds = sum(float(n) * units[u] for n, u in parts)
-    if not 0 <= seconds <= MAX_WINDOW_SECONDS:   # also false for nan
-        raise ValueError(f"duration {value!r}: expected 0 to 3650 days")
-    return seconds
+    start = start.replace(tzinfo=zone) if start.tzinfo is None else start
+    duration = durations.parse_duration(window["duration"])
+    prepare = durations.parse_duration(window.get("prepare", "1h"))
+    problem = durations.window_problem(start, duration, prepare)
+    if problem:
+        raise ValueError(problem)
+    start = start.astimezone(zone)
+    return {"name": "", "start": start, "end": start + duration,
+            "protected_start": start - prepare, "timezone": str(window["timezone"]),
+            "prepare_s": prepare.total_seconds()}

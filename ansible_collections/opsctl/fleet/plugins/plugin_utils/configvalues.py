@@ -9,7 +9,8 @@ host changes: by opsctl (`harden`, `--explain`) on the inventory's values, and b
 themselves (their validate tasks, also in check mode) on the values they will really write.
 
 The roles' validate tasks call this module through plugins/filter/configvalues.py, and so does
-the CLI, so `ansible-playbook` and AWX refuse exactly what opsctl refuses.
+the CLI, so `ansible-playbook` and AWX refuse exactly what opsctl refuses. Values are shown as
+durations.clip shows them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any, Callable
+
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
+
+
+# More digits than any setting has: refused before int() or str() (either raises past 4300 digits).
+MAX_DIGITS = 18
 
 # Every character that ends or splits a line, or that a terminal or parser treats specially.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -45,10 +52,24 @@ def _describe(char: str) -> str:
     return _NAMES.get(char) or (f"control character U+{ord(char):04X}" if _CONTROL.match(char) else repr(char))
 
 
+def whole_number(value: Any, where: str, low: int, high: int) -> str | None:
+    """The rule for a whole number from low to high: an int, or ASCII digits as text (INI
+    inventories and -e give text). "²".isdigit() is true and int() refuses it; 10**5000 cannot
+    even be shown: both are refused, fast, with the value cut short."""
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.lstrip("-").isdigit() and len(text) <= MAX_DIGITS:
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return f"{where}: expected a whole number from {low} to {high}, got {clip(value)}"
+    return None
+
+
 def _scalar(value: Any, where: str) -> str | None:
     """A single value with no character that could end its line in the file."""
     if not isinstance(value, (str, int, float)):      # bool is an int: php-fpm writes yes/no
         return f"{where}: expected a single value, got {type(value).__name__}"
+    if isinstance(value, int) and abs(value) >= 10 ** MAX_DIGITS:
+        return f"{where}: {clip(value)} is larger than any setting takes"
     bad = _CONTROL.search(str(value))
     if bad:
         return f"{where}: contains {_describe(bad.group())}, which would add lines to a configuration file"
@@ -99,7 +120,7 @@ def _integer(value: Any, where: str) -> str | None:
     if isinstance(value, bool):
         return f"{where}: expected a whole number, got a boolean"
     if isinstance(value, int):
-        return None
+        return _scalar(value, where)
     return _matching(_INTEGER, "a whole number")(value, where)
 
 
@@ -124,7 +145,7 @@ def _mapping_of(key_rule: Rule, value_rule: Rule) -> Rule:
         if not isinstance(value, Mapping):
             return f"{where}: expected a mapping, got {type(value).__name__}"
         for key, item in value.items():
-            problem = key_rule(key, f"{where} key {str(key)[:80]!r}") or value_rule(item, f"{where}[{str(key)[:80]!r}]")
+            problem = key_rule(key, f"{where} key {clip(key)}") or value_rule(item, f"{where}[{clip(key)}]")
             if problem:
                 return problem
         return None

@@ -1,16 +1,53 @@
-"""Parse the short durations people write in inventories: 90s, 30m, 2h, 1h30m, or seconds."""
+"""Parse the short durations people write in inventories (90s, 30m, 2h, 1h30m, or seconds) and
+the times nginx's configuration holds (60, 500ms, 1m30s), both within one bound.
+
+The CLI, the check engine, the probe's facts, log slots and the nginx role's filters all read
+a duration, and bound an event window, by the one rule here.
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# No duration a person writes is longer than this. Longer text is refused before any regex or
+# int() sees it: the parts regex backtracks quadratically on a long run of digits (200000 digits
+# took minutes), and int() of more than 4300 digits raises.
+MAX_CHARS = 40
+ECHO_CHARS = 60
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # No event, margin or timeout opsctl reads is longer than this; a larger figure is a typo, and
 # a bound keeps every datetime sum (start + duration) far from Python's limits.
 MAX_SECONDS = 3650 * 86400
+# Every window opsctl computes with (an event, its prepare margin, a day's log rotation, a
+# week's cron scan, a time zone shift) must stay inside what datetime can hold (years 1 to
+# 9999): a year's margin at each end keeps every such sum representable.
+FIRST_MOMENT = datetime(2, 1, 1)
+LAST_MOMENT = datetime(9998, 12, 31, 23, 59)
+# nginx's own syntax: whole numbers only, no unit is seconds, and longer units than ours.
+_NGINX_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|M|y)?")
+_NGINX_UNIT_SECONDS = {**_UNIT_SECONDS, "w": 604800, "M": 2592000, "y": 31536000}
+
+
+class OutOfRange(ValueError):
+    """A duration or time beyond MAX_SECONDS: well-formed, and longer than anything opsctl reads."""
+
+
+def cut(text: str, limit: int = ECHO_CHARS) -> str:
+    """Text as a message may hold it: a 5000-digit figure is cut to `limit`, not echoed whole."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def clip(value: object, limit: int = ECHO_CHARS) -> str:
+    """`value` as an error message shows it: its repr, cut to `limit` characters with an ellipsis."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** limit:
+        return f"an integer of more than {limit} digits"   # repr() of over 4300 digits raises
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit + 1]                          # never repr() megabytes to show 60 characters
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def parse_duration(value: object) -> timedelta:
@@ -21,19 +58,55 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError(f"expected a duration like 90s, 30m or 2h, got {value!r}")
     if isinstance(value, (int, float)):
         seconds = float(min(value, MAX_SECONDS + 1))   # 10**400 has no float; it is too long anyway
+    elif isinstance(value, str) and len(value) > MAX_CHARS:
+        raise ValueError(f"expected a duration like 90s, 30m or 2h (at most {MAX_CHARS} characters), "
+                         f"got {clip(value)}")
     elif isinstance(value, str) and value.strip():
         text = value.strip().replace(" ", "")
         parts = _PART.findall(text)
         if not parts or "".join(n + u for n, u in parts) != text:
-            raise ValueError(f"expected a duration like 90s, 30m or 2h, got {value!r}")
+            raise ValueError(f"expected a duration like 90s, 30m or 2h, got {clip(value)}")
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     else:
-        raise ValueError(f"expected a duration like 90s, 30m or 2h, got {value!r}")
+        raise ValueError(f"expected a duration like 90s, 30m or 2h, got {clip(value)}")
     if not math.isfinite(seconds) or seconds > MAX_SECONDS:
-        raise ValueError(f"a duration must be at most 3650d, got {value!r}")
+        raise ValueError(f"a duration must be at most 3650d, got {clip(value)}")
     if seconds < 0:
-        raise ValueError(f"a duration cannot be negative, got {value!r}")
+        raise ValueError(f"a duration cannot be negative, got {clip(value)}")
     return timedelta(seconds=seconds)
+
+
+def window_problem(start: datetime, duration: timedelta, prepare: timedelta) -> str:
+    """Why [start - prepare, start + duration) is too close to the ends of the calendar, or "".
+
+    Compared on the wall-clock time, without adding anything first: the sum itself is what
+    overflows. A UTC offset moves it by less than a day, well within the year's margin."""
+    wall = start.replace(tzinfo=None)
+    if wall > LAST_MOMENT - duration:
+        return f"the event window ends after {LAST_MOMENT.date().isoformat()}: too close to the end of the calendar"
+    if wall < FIRST_MOMENT + prepare:
+        return (f"the event window (with its prepare margin) starts before {FIRST_MOMENT.date().isoformat()}: "
+                "too close to the start of the calendar")
+    return ""
+
+
+def nginx_seconds(value: object) -> float:
+    """An nginx time (60, 60s, 500ms, 1m30s) in seconds, or ValueError with a one-line message.
+
+    float(), not int(): a figure of thousands of digits is simply too large (int() refuses it
+    with Python's own error); the bound is the one every duration here has."""
+    text = str(value).strip()
+    total, pos = 0.0, 0
+    for match in _NGINX_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _NGINX_UNIT_SECONDS[match.group(2) or "s"]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f"{clip(text)} is not an nginx time such as 60s, 1m30s or 500ms")
+    if not math.isfinite(total) or total > MAX_SECONDS:
+        raise OutOfRange(f"an nginx time must be at most 3650d, got {clip(text)}")
+    return total
 
 
 def format_duration(delta: timedelta) -> str:

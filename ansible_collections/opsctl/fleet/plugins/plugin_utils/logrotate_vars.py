@@ -57,7 +57,8 @@ def _account_problem(value: Any, where: str) -> str:
 def whole(value: Any, low: int, high: int) -> int | None:
     """`value` as a whole number from low to high, else None. Digits as text count: INI
     inventories and -e key=value give text, and Ansible's own int conversion accepts them."""
-    if isinstance(value, str) and value.strip().isdigit():
+    # Digits only, and few: int() of more than 4300 digits raises, and "²".isdigit() is true.
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 18:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         return None
@@ -66,7 +67,8 @@ def whole(value: Any, low: int, high: int) -> int | None:
 
 def _number_problem(value: Any, where: str, low: int, high: int) -> str:
     if whole(value, low, high) is None:
-        return f"{where}: expected a whole number from {low} to {high}, got {value!r}"
+        shown = repr(value)
+        return f"{where}: expected a whole number from {low} to {high}, got {shown[:60] + '…' * (len(shown) > 60)}"
     return ""
 
 

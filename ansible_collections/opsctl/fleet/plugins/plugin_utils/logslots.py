@@ -21,7 +21,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import parse_duration
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration, window_problem
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.logrotate_vars import whole
 
 MAX_SHIFTS = 8
@@ -78,7 +78,11 @@ def event_span(event: Mapping[str, Any]) -> Span | None:
     if start.tzinfo is None:
         start = start.replace(tzinfo=ZoneInfo(str(window["timezone"])))
     prepare = parse_duration(window.get("prepare", "1h"))
-    end = start + parse_duration(window["duration"])
+    duration = parse_duration(window["duration"])
+    problem = window_problem(start, duration, prepare)
+    if problem:   # checked before the sums below, which would overflow
+        raise WindowError(f"opsctl_event.window: {problem}")
+    end = start + duration
     return Span(name=str(event.get("name") or "event"), start=start - prepare, end=end)
 
 
@@ -87,7 +91,7 @@ def _minutes(raw: Mapping[str, Any], key: str, default: int, low: int, high: int
     minutes = whole(value, low, high)
     if minutes is None:
         raise WindowError(f"{WINDOW_VAR}.{key}: expected a whole number of minutes from {low} to {high}, "
-                          f"got {value!r}")
+                          f"got {clip(value)}")
     return minutes
 
 
@@ -212,9 +216,10 @@ def host_local(hhmm: str, window_tz: str, utc_offset: str) -> dict[str, int]:
 def fleet_slot(host: str, host_vars: Mapping[str, Mapping[str, Any]], raw_window: Mapping[str, Any]) -> Slot:
     """`host`'s slot given every inventory host's vars: its pool, and every declared event."""
     balancers_of = {name: v.get("opsctl_balancers") for name, v in host_vars.items()}
-    events = {json.dumps(v.get("opsctl_event"), sort_keys=True, default=str): v.get("opsctl_event")
-              for v in host_vars.values() if v.get("opsctl_event")}
-    unique = {(s.name, s.start, s.end): s for s in map(event_span, events.values()) if s}
+    # The same event declared for many hosts (group_vars) counts once: by its span, not by its
+    # raw mapping, whose keys may not sort ({1: x, name: y}).
+    events = [v.get("opsctl_event") for v in host_vars.values() if v.get("opsctl_event")]
+    unique = {(s.name, s.start, s.end): s for s in map(event_span, events) if s}
     spans = sorted(unique.values(), key=lambda s: s.start)
     return slot_for(host, pool_peers(host, balancers_of), parse_window(raw_window), spans)
 

@@ -1,8 +1,9 @@
 """Turn the probe's raw JSON (roles/opsctl_preflight/files/probe.sh) into structured facts.
 
 The opsctl_preflight role's filters (plugins/filter/preflight.py) call this module and so does
-`opsctl check`, so a playbook run and `opsctl check` read a host the same way. Every section is parsed on its own: a section that failed on the host becomes
-an entry in `facts["errors"]` and leaves the rest intact.
+`opsctl check`, so a playbook run and `opsctl check` read a host the same way. Every section is
+parsed on its own: a section that failed on the host becomes an entry in `facts["errors"]` and
+leaves the rest intact.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ import json
 import re
 from typing import Any, Callable
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
+
 FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
+# What `nginx -T` may cost the controller: blocks and directives once includes are expanded (a
+# fan-out of files including each other multiplies them), and levels of nested blocks (each is a
+# Python stack frame when walked). Real fleets stay far below both; beyond them a host's nginx
+# facts are that host's section error, never minutes of CPU or a RecursionError.
+MAX_NGINX_STATEMENTS = 200_000
+MAX_NGINX_DEPTH = 64
 TIME_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}
 
 
@@ -32,8 +41,15 @@ def _int(value: Any, default: int | None = None) -> int | None:
         return default
 
 
+# A host's configuration is data: a time longer than any duration a person writes is no time
+# (int() of 4300 digits raises; a long run of digits costs the regex), the bound opsctl's own.
+MAX_TIME_CHARS = durations.MAX_CHARS
+
+
 def nginx_seconds(value: str) -> float | None:
     """nginx time syntax: 60, 60s, 1m30s, 500ms."""
+    if len(value) > MAX_TIME_CHARS:
+        return None
     total, pos = 0.0, 0
     for match in re.finditer(r"(\d+)(ms|s|m|h|d|w|M|y)?", value):
         if match.start() != pos:
@@ -45,7 +61,7 @@ def nginx_seconds(value: str) -> float | None:
 
 def fpm_seconds(value: str) -> float | None:
     """php-fpm -tt prints times as 0s, 30s; config files may say 30, 30s, 1m, 1h."""
-    match = re.fullmatch(r"(\d+)([smhd]?)", value.strip())
+    match = re.fullmatch(r"(\d+)([smhd]?)", value.strip()) if len(value) <= MAX_TIME_CHARS else None
     if not match:
         return None
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
@@ -313,25 +329,50 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
-def _tree(tokens: list[str], pos: int = 0) -> tuple[list[tuple[str, list[str], Any]], int]:
-    """(name, args, children-or-None) statements until the matching close brace."""
-    stmts, words = [], []
-    while pos < len(tokens):
-        tok = tokens[pos]
-        pos += 1
+class _Budget:
+    """The blocks and directives one `nginx -T` may still produce, and how deep they may nest."""
+
+    def __init__(self) -> None:
+        self.left = MAX_NGINX_STATEMENTS
+
+    def spend(self, count: int = 1) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise ValueError(f"nginx configuration too large to read: more than {MAX_NGINX_STATEMENTS} "
+                             "blocks and directives (includes expanded)")
+
+
+def _too_deep() -> ValueError:
+    return ValueError(f"nginx configuration nested too deep to read: more than {MAX_NGINX_DEPTH} levels of blocks")
+
+
+def _tree(tokens: list[str], budget: _Budget) -> list[tuple[str, list[str], Any]]:
+    """(name, args, children-or-None) statements; a stray close brace ends the file, as before.
+
+    Iterative: nesting costs a list entry, not a stack frame, and stops at MAX_NGINX_DEPTH."""
+    top: list[tuple[str, list[str], Any]] = []
+    stack, words = [top], []
+    for tok in tokens:
         if tok == ";":
             if words:
-                stmts.append((words[0], words[1:], None))
+                budget.spend()
+                stack[-1].append((words[0], words[1:], None))
             words = []
         elif tok == "{":
-            children, pos = _tree(tokens, pos)
-            stmts.append((words[0] if words else "", words[1:], children))
+            if len(stack) > MAX_NGINX_DEPTH:
+                raise _too_deep()
+            budget.spend()
+            children: list[tuple[str, list[str], Any]] = []
+            stack[-1].append((words[0] if words else "", words[1:], children))
+            stack.append(children)
             words = []
         elif tok == "}":
-            return stmts, pos
+            if len(stack) == 1:
+                break
+            stack.pop()
         else:
             words.append(tok)
-    return stmts, pos
+    return top
 
 
 def split_nginx_dump(text: str) -> dict[str, str]:
@@ -346,15 +387,48 @@ def split_nginx_dump(text: str) -> dict[str, str]:
     return {name: "\n".join(lines) for name, lines in files.items()}
 
 
-def _expand(stmts, files: dict[str, str], prefix: str, depth: int = 0):
+class _Includes:
+    """The files of one dump, each parsed once, and each include pattern matched once."""
+
+    def __init__(self, files: dict[str, str], prefix: str) -> None:
+        self.files, self.prefix, self.budget = files, prefix, _Budget()
+        self._trees: dict[str, list[tuple[str, list[str], Any]]] = {}
+        self._matches: dict[str, list[str]] = {}
+
+    def tree(self, path: str) -> list[tuple[str, list[str], Any]]:
+        if path not in self._trees:
+            self._trees[path] = _tree(_tokens(self.files[path]), _Budget())   # its own cap: expansion counts again
+        return self._trees[path]
+
+    def matching(self, pattern: str) -> list[str]:
+        if pattern not in self._matches:
+            if not any(ch in pattern for ch in "*?["):
+                self._matches[pattern] = [pattern] if pattern in self.files else []
+            else:
+                # Each new glob is compared with every file: charged, so thousands of distinct
+                # globs over thousands of files stop at the cap too (16 comparisons ~ 1 statement).
+                self.budget.spend(len(self.files) // 16)
+                match = re.compile(fnmatch.translate(pattern)).match
+                self._matches[pattern] = sorted(f for f in self.files if match(f))
+        return self._matches[pattern]
+
+
+def _expand(stmts, inc: _Includes, depth: int = 0, level: int = 0):
+    """The statements with every include replaced by the files it names (up to 10 includes deep).
+
+    Every statement produced is charged to one budget, so a fan-out of files including each other
+    stops at MAX_NGINX_STATEMENTS; `level` is the block nesting of the expanded tree."""
+    if level > MAX_NGINX_DEPTH:
+        raise _too_deep()
     out = []
     for name, args, children in stmts:
+        inc.budget.spend()   # an include too: one that matches nothing still costs a look-up
         if name == "include" and args and depth < 10:
-            pattern = args[0] if args[0].startswith("/") else f"{prefix}/{args[0]}"
-            for path in sorted(f for f in files if fnmatch.fnmatch(f, pattern)):
-                out.extend(_expand(_tree(_tokens(files[path]))[0], files, prefix, depth + 1))
+            pattern = args[0] if args[0].startswith("/") else f"{inc.prefix}/{args[0]}"
+            for path in inc.matching(pattern):
+                out.extend(_expand(inc.tree(path), inc, depth + 1, level))
         else:
-            out.append((name, args, _expand(children, files, prefix, depth) if children is not None else None))
+            out.append((name, args, _expand(children, inc, depth, level + 1) if children is not None else None))
     return out
 
 
@@ -395,7 +469,8 @@ def parse_nginx(text: str, rc: int, cpus: int) -> dict[str, Any]:
                 "worker_processes_effective": 0, "worker_connections": 0, "worker_rlimit_nofile": None,
                 "listens": [], "locations": [], "upstreams": []}
     prefix = main_file.rsplit("/", 1)[0]
-    root = _expand(_tree(_tokens(files[main_file]))[0], files, prefix)
+    includes = _Includes(files, prefix)
+    root = _expand(includes.tree(main_file), includes)
     top = {name: args for name, args, children in root if children is None}
     events = next((c for n, a, c in root if n == "events" and c is not None), [])
     http = next((c for n, a, c in root if n == "http" and c is not None), [])
