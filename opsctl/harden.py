@@ -24,7 +24,8 @@ from opsctl.runner import Event, RunResult, run_playbook
 from opsctl.vault import VaultOptions
 
 PLAYBOOK = "harden"
-PENDING_TASK = "Report settings that wait for a drained restart"
+# The set_stats data harden.yml records for a host whose settings wait for a drained restart.
+PENDING_MARK = "opsctl_pending_restart"
 TAGS = ("sysctl", "limits", "php_fpm", "nginx", "lifecycle", "logrotate")
 
 
@@ -162,7 +163,7 @@ class Follower:
         if event.kind == "ok":
             run.ok += 1
             run.changed += event.changed
-            if event.task == PENDING_TASK:
+            if event.stats.get(PENDING_MARK):
                 run.pending_restart = True
         elif event.kind in ("failed", "unreachable"):
             setattr(run, event.kind, getattr(run, event.kind) + 1)

@@ -15,7 +15,9 @@ from opsctl.runner import Event, RunResult, run_playbook
 from opsctl.vault import VaultOptions
 
 STEPS = ("test", "drain", "reload", "smoke", "enable")
-_STEP = re.compile(r"^Step (\w+):")
+# The set_stats data rolling_reload.yml records per host as each step begins, and once more
+# (DONE_MARK) when the host is back in rotation.
+STEP_MARK, DONE_MARK = "opsctl_step", "done"
 DEFAULT_TARGETS = "web"
 
 
@@ -98,37 +100,38 @@ def _balancers(hosts: list[Host]) -> list[str]:
 
 
 class Follower:
-    """Turns runner events into per-host progress; the live view reads it."""
+    """Turns runner events into per-host progress; the live view reads it.
+
+    Each step of rolling_reload.yml begins with a per-host set_stats marker (opsctl_step: test,
+    drain, ..., then done): the data, not a task's title, says where a host is."""
 
     def __init__(self, plan: RolloutPlan) -> None:
-        self.plan = plan
         self.hosts = {name: HostProgress(name) for batch in plan.batches for name in batch}
-        self.step = ""
-        self.step_began = 0.0
         self.started = time.monotonic()
 
     def __call__(self, event: Event) -> None:
-        match = _STEP.match(event.task or "")
-        if event.kind == "task_start" and match:
-            if match[1] == STEPS[0]:
-                self._finish_batch()
-            self.step, self.step_began = match[1], time.monotonic()
-            return
         progress = self.hosts.get(event.host)
-        if progress is None or progress.state in ("done", "failed") or not self.step:
+        if progress is None or progress.state in ("done", "failed"):
             return
-        now = time.monotonic()
-        if progress.started is None:
-            progress.started, progress.state = self.step_began, "running"
-        if progress.step != self.step:
-            progress.step = self.step
-            progress.step_started[self.step] = self.step_began
-        if event.kind in ("failed", "unreachable"):
-            progress.state, progress.finished = "failed", now
+        step = event.stats.get(STEP_MARK) if event.kind == "ok" else None
+        if step == DONE_MARK:
+            progress.state, progress.finished = "done", time.monotonic()
+        elif step in STEPS:
+            self._enter(progress, step)
+        elif event.kind in ("failed", "unreachable"):
+            progress.state, progress.finished = "failed", time.monotonic()
             progress.message = f"{event.kind}: {event.message}" if event.kind == "unreachable" else event.message
 
-    def _finish_batch(self) -> None:
-        """A new batch starts only when every host of the previous one got through all steps."""
+    @staticmethod
+    def _enter(progress: HostProgress, step: str) -> None:
+        now = time.monotonic()
+        if progress.started is None:
+            progress.started, progress.state = now, "running"
+        progress.step = step
+        progress.step_started[step] = now
+
+    def _finish_running(self) -> None:
+        """A run that ended well got every host it started through all steps."""
         now = time.monotonic()
         for progress in self.hosts.values():
             if progress.state == "running":
@@ -136,7 +139,7 @@ class Follower:
 
     def finish(self, result: RunResult) -> None:
         if result.rc == 0:
-            self._finish_batch()
+            self._finish_running()
         for failure in result.failures:
             progress = self.hosts.get(failure.host)
             if progress is not None and progress.state != "failed":

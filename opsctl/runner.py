@@ -64,6 +64,9 @@ class Event:
     changed: bool = False
     message: str = ""
     diffs: tuple[dict, ...] = ()   # --diff: Ansible's before/after (or prepared text) per change
+    # What a per-host set_stats task recorded for this host (opsctl_step, opsctl_pending_restart):
+    # the views follow these data, never a task's title, which anyone may rename.
+    stats: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,16 @@ def to_event(raw: dict[str, Any]) -> Event | None:
     return Event(kind=kind, task=str(task), host=str(data.get("host", "")),
                  changed=bool(res.get("changed")) if isinstance(res, dict) else False,
                  message=result_message(res) if isinstance(res, dict) else "",
-                 diffs=_diffs(res) if isinstance(res, dict) else ())
+                 diffs=_diffs(res) if isinstance(res, dict) else (),
+                 stats=_host_stats(res) if isinstance(res, dict) else {})
+
+
+def _host_stats(res: dict[str, Any]) -> dict[str, Any]:
+    """The data of a set_stats result, when it was recorded per host (data about that host)."""
+    stats = res.get("ansible_stats")
+    if not isinstance(stats, dict) or not stats.get("per_host") or not isinstance(stats.get("data"), dict):
+        return {}
+    return dict(stats["data"])
 
 
 def _diffs(res: dict[str, Any]) -> tuple[dict, ...]:

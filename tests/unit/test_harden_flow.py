@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from opsctl.errors import OpsctlError
-from opsctl.harden import PENDING_TASK, DiffRecord, Follower, check_tags, plan_host, refuse_bad_input
+from opsctl.harden import PENDING_MARK, DiffRecord, Follower, check_tags, plan_host, refuse_bad_input
 from opsctl.harden_view import _diff_text
 from opsctl.inventory import Host
 from opsctl.runner import Event, Failure, RunResult, to_event
@@ -74,8 +74,9 @@ def test_follower_tracks_tasks_counts_and_pending_restarts():
     assert follow.hosts["web1"].task == "Write the sysctl drop-in" and follow.hosts["web1"].state == "running"
     follow(Event("ok", task="Write the sysctl drop-in", host="web1", changed=True,
                  diffs=({"before": "a\n", "after": "b\n"},)))
-    follow(Event("ok", task=PENDING_TASK, host="web1"))
-    follow(Event("skipped", task=PENDING_TASK, host="lb1"))
+    follow(Event("ok", task="Mark this host as pending a drained restart", host="web1",
+                 stats={PENDING_MARK: True}))
+    follow(Event("skipped", task="Mark this host as pending a drained restart", host="lb1"))
     follow.finish(result(changed={"web1": 1}))
     assert follow.pending == ["web1"]
     assert follow.hosts["web1"].changed == 1 and follow.hosts["lb1"].changed == 0
