@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import Counter
-from typing import Iterable
 
 from rich.console import Console
 from rich.table import Table
@@ -109,7 +108,3 @@ def markdown(report: Report) -> str:
 def progress_line(done: int, total: int, errors: int, last: str) -> Text:
     text = f"checking {total} hosts: {done} answered, {errors} failed{'; last ' + visible(last) if last else ''}"
     return Text(text)
-
-
-def statuses(results: Iterable[Result]) -> Counter:
-    return Counter(r.status for r in results)

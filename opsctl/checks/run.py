@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -49,7 +49,6 @@ class Report:
     results: list[Result]
     fail_on: str = "fail"
     wall_s: float = 0.0
-    catalogs: list[str] = field(default_factory=list)
 
     def findings(self) -> list[Result]:
         """Results at or above --fail-on; a check that could not be evaluated counts at its severity."""

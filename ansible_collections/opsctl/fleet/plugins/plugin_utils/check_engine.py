@@ -28,7 +28,6 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
 
 SEVERITIES = ("warn", "fail")
-STATUSES = ("pass", "warn", "fail", "error")
 REQUIRED = ("id", "title", "severity", "failure_mode", "facts", "rule", "observed", "expected", "remediation")
 OPTIONAL = ("when", "each", "label", "let", "doc")
 MAX_SCAN_MINUTES = 7 * 24 * 60  # cron scans never look further than a week
@@ -416,11 +415,6 @@ def _error_hint(exc: BaseException) -> str:
     if isinstance(exc, ModelUnavailable):
         return "make the capacity model computable for this host (opsctl harden --explain shows why not)"
     return "fix the facts this check reads, or the check itself"
-
-
-def evaluate(checks: Iterable[Check], host: str, context: Mapping[str, Any]) -> list[Result]:
-    """Every applicable check (and item) on one host; compiles the catalog (use Engine for many hosts)."""
-    return Engine(checks).evaluate(host, context)
 
 
 def _filter_evaluate(facts: Mapping[str, Any], catalog_text: str, profile: Mapping[str, Any] | None,
