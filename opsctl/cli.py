@@ -1,4 +1,5 @@
-"""opsctl's command line: the command tree, options and exit codes. Work is done elsewhere."""
+"""opsctl's command line: the command tree, options, and errors mapped to the exit codes of
+opsctl/errors.py. Work is done elsewhere."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import click
 from rich.console import Console
 
 from opsctl import __version__
-from opsctl.errors import OpsctlError
+from opsctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OpsctlError
 from opsctl.safetext import visible
 
 if TYPE_CHECKING:
     from opsctl.vault import VaultOptions
-
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
 
 def _stderr() -> Console:
@@ -35,7 +34,7 @@ def handle_errors(func: Callable) -> Callable:
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("opsctl: interrupted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
     return wrapper
 
 
@@ -196,7 +195,7 @@ def check(inventory: str, limit: str | None, verbose: int, event: str | None, du
         click.echo(output.markdown(report), nl=False)
     else:
         output.print_table(Console(), report, verbose)
-    sys.exit(EXIT_OK if report.ready else EXIT_FINDINGS)
+    sys.exit(EXIT_OK if report.ready else EXIT_FAILED)
 
 
 @cli.command()
@@ -250,7 +249,7 @@ def reload(service: str, inventory: str, limit: str | None, verbose: int, rollin
     if not follower.failed and result.rc == 0:
         return
     click.echo(visible(follower.failure_line(service, inventory, result)), err=True)
-    sys.exit(EXIT_FINDINGS)
+    sys.exit(EXIT_FAILED)
 
 
 @cli.group()
@@ -364,7 +363,7 @@ def lab_status(name: str, fmt: str) -> None:
     else:
         print_lab_status(Console(), spec, health)
     healthy = all(h.running and h.sshd and h.nginx and h.php_fpm is not False for h in health)
-    sys.exit(EXIT_OK if healthy else EXIT_FINDINGS)
+    sys.exit(EXIT_OK if healthy else EXIT_FAILED)
 
 
 def main() -> None:

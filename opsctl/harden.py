@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import CapacityError, derive, facts_problem
@@ -73,8 +72,12 @@ def plan_host(host: Host, facts: Any) -> HostPlan:
     return HostPlan(host.name, facts, plan)
 
 
-def explain(inv: Inventory) -> list[HostPlan]:
-    """Every selected host's facts (over SSH, in parallel) and capacity plan."""
+def plan_hosts(inv: Inventory) -> list[HostPlan]:
+    """Every selected host's facts (over SSH, in parallel) and capacity plan.
+
+    Not --explain's alone: every harden needs it first, as the gate that refuses a profile,
+    override or value the model or the roles would refuse (exit 2) before any host changes;
+    --explain prints it and stops."""
     import json
 
     from opsctl.sshexec import run_many
@@ -142,13 +145,11 @@ class Follower:
 
     def __init__(self, hosts: list[str]) -> None:
         self.hosts = {name: HostRun(name) for name in hosts}
-        self.task = ""
         self.started = time.monotonic()
         self.diffs: list[DiffRecord] = []
 
     def __call__(self, event: Event) -> None:
         if event.kind == "task_start":
-            self.task = event.task
             for run in self.hosts.values():
                 if run.state in ("waiting", "running"):
                     run.state, run.task = "running", event.task
@@ -209,7 +210,3 @@ def run(inv: Inventory, *, tags: str | None, check: bool, diff: bool, verbose: i
 
 def restart_command(inventory: str, hosts: list[str]) -> str:
     return f"opsctl reload php-fpm --rolling --restart --inventory {inventory} --limit {','.join(hosts)}"
-
-
-def artifact_path(result: RunResult) -> Path:
-    return result.artifact_dir

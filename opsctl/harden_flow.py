@@ -10,13 +10,12 @@ from rich.console import Console
 from rich.live import Live
 
 from opsctl import harden as hd
+from opsctl.errors import EXIT_FAILED, EXIT_OK
 from opsctl.harden_view import explain_json, live_table, print_diffs, print_explain, print_summary
 from opsctl.inventory import Inventory, load_inventory
 from opsctl.logrotate_plan import refuse_before_apply
 from opsctl.safetext import visible
 from opsctl.vault import VaultOptions, resolve
-
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ def run_harden(opts: HardenOptions) -> int:
         refuse_before_apply(opts.inventory, inv, opts.vault)
     console, err = Console(), Console(stderr=True)
     with err.status("probing hosts for the capacity model"):
-        plans = hd.explain(inv)
+        plans = hd.plan_hosts(inv)
     if opts.explain:
         if opts.fmt == "json":
             print(json.dumps(explain_json(plans), indent=2))
