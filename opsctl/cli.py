@@ -225,31 +225,10 @@ def reload(service: str, inventory: str, limit: str | None, verbose: int, rollin
     and the output says which host failed at which step and how to resume. The same playbook
     runs on its own: ansible-playbook -i INVENTORY opsctl.fleet.rolling_reload.
     """
-    from rich.live import Live
+    from opsctl.rolling_flow import reload_rolling
 
-    from opsctl.inventory import load_inventory
-    from opsctl.rolling import Follower, plan_rollout, run_rollout
-    from opsctl.rolling_view import live_table, print_plan, print_summary
-    from opsctl.vault import resolve
-
-    vault = resolve(vault)   # once: the playbook gets the same secrets
-    inv = load_inventory(inventory, limit, vault)
-    plan = plan_rollout(inv, service, "restart" if restart else "reload", batch, resume_from)
-    console, err = Console(), _stderr()
-    print_plan(err, plan)
-    if dry_run:
-        return
-    follower = Follower(plan)
-    with Live(live_table(follower), console=err, refresh_per_second=4, transient=True) as live:
-        result = run_rollout(plan, inv.source, verbose,
-                             on_event=lambda event: (follower(event), live.update(live_table(follower))),
-                             vault=vault)
-    follower.finish(result)
-    print_summary(console, follower, str(result.artifact_dir))
-    if not follower.failed and result.rc == 0:
-        return
-    click.echo(visible(follower.failure_line(service, inventory, result)), err=True)
-    sys.exit(EXIT_FAILED)
+    sys.exit(reload_rolling(inventory, limit, service, mode="restart" if restart else "reload", batch=batch,
+                            resume_from=resume_from, dry_run=dry_run, verbose=verbose, vault=vault))
 
 
 @cli.group()

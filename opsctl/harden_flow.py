@@ -96,23 +96,10 @@ def _restarts(follower: hd.Follower, opts: HardenOptions, console: Console, err:
 
 
 def _rolling_restart(pending: list[str], opts: HardenOptions, console: Console, err: Console) -> int:
-    from opsctl.rolling import Follower, plan_rollout, run_rollout
-    from opsctl.rolling_view import live_table as roll_table
-    from opsctl.rolling_view import print_plan
-    from opsctl.rolling_view import print_summary as roll_summary
+    from opsctl.rolling import plan_rollout
+    from opsctl.rolling_flow import roll_out
 
     sub = load_inventory(opts.inventory, ",".join(pending), opts.vault)
     plan = plan_rollout(sub, "php-fpm", "restart", "1", None)
-    print_plan(err, plan)
-    roll = Follower(plan)
-    with Live(roll_table(roll), console=err, refresh_per_second=4, transient=True) as live:
-        result = run_rollout(plan, sub.source, opts.verbose,
-                             on_event=lambda event: (roll(event), live.update(roll_table(roll))),
-                             vault=opts.vault)
-    roll.finish(result)
-    roll_summary(console, roll, str(result.artifact_dir))
-    if roll.failed or result.rc != 0:
-        err.print(roll.failure_line("php-fpm", opts.inventory, result), markup=False,
-                  highlight=False)
-        return EXIT_FAILED
-    return EXIT_OK
+    return roll_out(plan, opts.inventory, sub.source, verbose=opts.verbose, vault=opts.vault,
+                    console=console, err=err)
