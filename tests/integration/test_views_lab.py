@@ -13,6 +13,7 @@ from opsctl import paths
 from opsctl.inventory import load_inventory
 from opsctl.rolling import STEPS, Follower, plan_rollout, run_rollout
 from opsctl.runner import Event
+from tests.labtools import playbook, recap
 
 pytestmark = pytest.mark.lab
 
@@ -58,3 +59,12 @@ def test_rolling_view_survives_renamed_tasks(lab, tmp_path, monkeypatch):
         progress = follower.hosts[name]
         assert seen[name] == list(STEPS), (name, seen[name])
         assert progress.state == "done" and set(progress.step_seconds()) == set(STEPS), progress
+
+
+def test_standalone_rolling_reload_prints_no_marker_data(lab):
+    """The markers are for opsctl: ansible-playbook on its own (AWX) runs them quietly."""
+    proc = playbook(lab, "opsctl.fleet.rolling_reload")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert "opsctl_step" not in proc.stdout and "CUSTOM STATS" not in proc.stdout
+    counts = recap(proc.stdout)
+    assert all(counts[h.name]["failed"] == 0 for h in lab.by_role("web")), counts
