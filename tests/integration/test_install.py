@@ -23,6 +23,7 @@ def test_installed_opsctl_runs_its_own_collection_outside_the_checkout(tmp_path)
     collection = Path(_installed("from opsctl import paths; print(paths.collection_dir())", tmp_path))
     assert collection == package.parent / "ansible_collections/opsctl/fleet"
     assert (collection / "galaxy.yml").is_file() and (collection / "roles/opsctl_nginx/tasks/main.yml").is_file()
+    assert not (collection / "tests/output").exists()   # ansible-test's scratch stays out of the wheel
     assert _installed("import opsctl; print(opsctl.__version__)", tmp_path) in (collection / "galaxy.yml").read_text()
     script = shutil.which("opsctl", path=str(Path(sys.executable).parent))
     proc = subprocess.run([script, "inventory", "--inventory", "example", "--format", "json", "-v"],

@@ -94,7 +94,7 @@ def test_plain_ansible_playbook_stops_at_the_validation_task(lab, tmp_path, befo
     failed = [line for line in proc.stdout.splitlines() if line.startswith("fatal: [")]
     assert failed and all(message in line for line in failed), proc.stdout[-4000:]
     task = proc.stdout.split(failed[0])[0].rsplit("TASK [", 1)[1].split("]", 1)[0]
-    assert task == "opsctl_capacity : Refuse inventory values that would add lines to a configuration file"
+    assert task == "opsctl.fleet.opsctl_capacity : Refuse inventory values that would add lines to a configuration file"
     assert all(counts["changed"] == 0 for counts in recap(proc.stdout).values()), proc.stdout[-3000:]
     assert fingerprint(lab) == before
 
@@ -106,7 +106,7 @@ def test_a_role_on_its_own_checks_its_values(lab, tmp_path, before):
                            "opsctl.fleet.lifecycle", "--check"], capture_output=True, text=True, timeout=900,
                           cwd=REPO, env=clean_env())
     assert proc.returncode != 0
-    assert "TASK [opsctl_lifecycle : Refuse values that would add lines to the init scripts, units and cron files]" \
+    assert "TASK [opsctl.fleet.opsctl_lifecycle : Refuse values that would add lines to the init scripts, units and cron files]" \
         in proc.stdout
     assert "opsctl_lifecycle_cron_paths[1]: the path may hold only" in proc.stdout
     assert all(counts["changed"] == 0 for counts in recap(proc.stdout).values())

@@ -76,7 +76,8 @@ def _scalar(value: Any, where: str) -> str | None:
     return None
 
 
-def _matching(pattern: re.Pattern[str], expected: str, allow_empty: bool = False) -> Rule:
+def _text_rule(check: Callable[[str, str], str | None], allow_empty: bool = False) -> Rule:
+    """A rule for one scalar written as text: the scalar checks first, then `check(text, where)`."""
     def rule(value: Any, where: str) -> str | None:
         problem = _scalar(value, where)
         if problem:
@@ -84,29 +85,28 @@ def _matching(pattern: re.Pattern[str], expected: str, allow_empty: bool = False
         text = str(value)
         if allow_empty and text == "":
             return None
-        if not pattern.fullmatch(text):
-            return f"{where}: {text[:80]!r} is not {expected}"
-        return None
+        return check(text, where)
     return rule
+
+
+def _matching(pattern: re.Pattern[str], expected: str, allow_empty: bool = False) -> Rule:
+    return _text_rule(lambda text, where: None if pattern.fullmatch(text) else f"{where}: {text[:80]!r} is not {expected}",
+                      allow_empty)
+
+
+def _path_problem(text: str, where: str) -> str | None:
+    if not text.startswith("/"):
+        return f"{where}: {text[:80]!r} is not an absolute path"
+    bad = next((c for c in text if not re.fullmatch(r"[A-Za-z0-9._+@,~/-]", c)), None)
+    if bad:
+        return f"{where}: the path may hold only {_PATH_CHARS}, not {_describe(bad)}"
+    if ".." in text.split("/"):
+        return f"{where}: {text[:80]!r} climbs out of its directory (..)"
+    return None
 
 
 def _path_rule(allow_empty: bool = False) -> Rule:
-    def rule(value: Any, where: str) -> str | None:
-        problem = _scalar(value, where)
-        if problem:
-            return problem
-        text = str(value)
-        if allow_empty and text == "":
-            return None
-        if not text.startswith("/"):
-            return f"{where}: {text[:80]!r} is not an absolute path"
-        bad = next((c for c in text if not re.fullmatch(r"[A-Za-z0-9._+@,~/-]", c)), None)
-        if bad:
-            return f"{where}: the path may hold only {_PATH_CHARS}, not {_describe(bad)}"
-        if ".." in text.split("/"):
-            return f"{where}: {text[:80]!r} climbs out of its directory (..)"
-        return None
-    return rule
+    return _text_rule(_path_problem, allow_empty)
 
 
 def _uri_rule(value: Any, where: str) -> str | None:
