@@ -22,7 +22,6 @@ FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
 # facts are that host's section error, never minutes of CPU or a RecursionError.
 MAX_NGINX_STATEMENTS = 200_000
 MAX_NGINX_DEPTH = 64
-TIME_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}
 
 
 def _kv(text: str) -> dict[str, str]:
@@ -47,24 +46,27 @@ MAX_TIME_CHARS = durations.MAX_CHARS
 
 
 def nginx_seconds(value: str) -> float | None:
-    """nginx time syntax: 60, 60s, 1m30s, 500ms."""
-    if len(value) > MAX_TIME_CHARS:
+    """An nginx time by durations.nginx_seconds, kept however long; None when it is no time."""
+    try:
+        return durations.nginx_seconds(value, bounded=False) if len(value) <= MAX_TIME_CHARS else None
+    except ValueError:
         return None
-    total, pos = 0.0, 0
-    for match in re.finditer(r"(\d+)(ms|s|m|h|d|w|M|y)?", value):
-        if match.start() != pos:
-            return None
-        total += int(match.group(1)) * TIME_UNITS[match.group(2) or "s"]
-        pos = match.end()
-    return total if pos == len(value) and value else None
 
 
 def fpm_seconds(value: str) -> float | None:
-    """php-fpm -tt prints times as 0s, 30s; config files may say 30, 30s, 1m, 1h."""
-    match = re.fullmatch(r"(\d+)([smhd]?)", value.strip()) if len(value) <= MAX_TIME_CHARS else None
-    if not match:
+    """php-fpm -tt prints times as 0s, 30s; config files may say 30, 30s, 1m, 1h (durations.fpm_seconds)."""
+    try:
+        return durations.fpm_seconds(value)
+    except ValueError:
         return None
-    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def systemd_seconds(value: str, default: float) -> float:
+    """A unit's time span by durations.systemd_seconds; `default` when the host's text is no time."""
+    try:
+        return durations.systemd_seconds(value, bounded=False)
+    except ValueError:
+        return default
 
 
 # --- small sections ---------------------------------------------------------------------------
@@ -674,8 +676,8 @@ def rotation_runs(cron: dict[str, Any], units: dict[str, Any], systemd: bool) ->
     timer = units.get("logrotate_timer")
     if systemd and timer:
         calendar = timer.get("OnCalendar", "daily")
-        accuracy = nginx_seconds(timer.get("AccuracySec", "1m").replace("min", "m").replace("sec", "s")) or 60
-        spread = nginx_seconds(timer.get("RandomizedDelaySec", "0").replace("min", "m").replace("sec", "s")) or 0
+        accuracy = systemd_seconds(timer.get("AccuracySec", "1min"), 60)
+        spread = systemd_seconds(timer.get("RandomizedDelaySec", "0"), 0)
         runs.append({"how": "logrotate.timer", "schedule": _calendar_to_cron(calendar),
                      "span_minutes": int((accuracy + spread) // 60), "calendar": calendar})
     elif in_daily:
