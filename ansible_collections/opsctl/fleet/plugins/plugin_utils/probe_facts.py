@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any, Callable
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations, service_actions
 
 FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
 # What `nginx -T` may cost the controller: blocks and directives once includes are expanded (a
@@ -612,24 +612,14 @@ def parse_systemd_units(text: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-_CRON_LINE = re.compile(r"^\s*(@\w+|(?:\S+\s+){4}\S+)\s+(.*)$")
-_SERVICE = re.compile(r"(php[\d.]*-fpm[\d.]*|nginx)")
-_ACTION = re.compile(r"\b(restart|stop|force-reload|reload|kill(?:all)?|pkill)\b")
-
-
-_GENTLE_SIGNAL = re.compile(r"(?:-s\s*|-)(?:SIG)?(USR1|USR2|HUP|10|12|1)\b")
-
-
 def _service_action(command: str) -> tuple[str, str]:
-    service = _SERVICE.search(command)
-    action = _ACTION.search(command)
-    if not service or not action:
-        return "", ""
-    name = "nginx" if service.group(1) == "nginx" else "php-fpm"
-    gentle = _GENTLE_SIGNAL.search(command) if action.group(1) in ("kill", "killall", "pkill") else None
-    if gentle:   # USR1 reopens logs; USR2 / HUP reload: none of them cuts a request
-        return name, "reopen" if gentle.group(1) in ("USR1", "10") else "reload"
-    return name, action.group(1)
+    """(service, action) of what a line does to php-fpm or nginx (service_actions, as the
+    lifecycle role judges it), ("", "") when nothing."""
+    found = service_actions.classify(command)
+    return (found.service, found.action) if found else ("", "")
+
+
+_CRON_LINE = re.compile(r"^\s*(@\w+|(?:\S+\s+){4}\S+)\s+(.*)$")
 
 
 def parse_cron(text: str) -> dict[str, Any]:
@@ -712,7 +702,7 @@ def parse_logrotate(text: str) -> list[dict[str, Any]]:
                 inside = False
             elif inside:
                 service, action = _service_action(stripped)
-                if service and action in ("restart", "stop", "kill", "killall", "pkill"):
+                if service and action in ("stop", *service_actions.HARD):
                     out.append({"source": header[1] if len(header) > 1 else "", "line": stripped,
                                 "service": service, "action": action})
     return out
