@@ -180,7 +180,7 @@ def _lifecycle_verdict(command: str) -> str:
 
 
 def _check_verdict(command: str) -> str:
-    cron = probe_facts.parse_cron(f"### file /etc/cron.d/x system\n0 4 * * * root {command}\n")
+    cron = probe_facts.parse_crontabs(f"### file /etc/cron.d/x system\n0 4 * * * root {command}\n")
     engine = check_engine.Engine(CRON_CHECKS)
     results = [r for r in engine.evaluate("web1", {"facts": {"cron": cron}, "event": None, "profile": None})]
     flagged = [r for r in results if r.status != "pass"]
@@ -240,6 +240,8 @@ def test_postrotate_lines_are_judged_by_the_same_classifier(line, flagged):
     (r"fromisoformat\(", "events.py"),
     (r"ZoneInfo\(", "events.py"),
     (r"restart\|stop", "service_actions.py"),
+    (r"def parse_cron\b", "check_engine.py"),      # cron schedules; the probe's cron files are parse_crontabs
+    (r'lstrip\("\+-"\)|def utc_offset', "events.py"),   # a host's +0800
 ])
 def test_grep_finds_one_home_per_concept(pattern, home):
     # opsctl/lab only builds the lab's own inventory (a fixed zone); it reads nobody's input.

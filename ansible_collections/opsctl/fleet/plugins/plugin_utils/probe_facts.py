@@ -622,7 +622,10 @@ def _service_action(command: str) -> tuple[str, str]:
 _CRON_LINE = re.compile(r"^\s*(@\w+|(?:\S+\s+){4}\S+)\s+(.*)$")
 
 
-def parse_cron(text: str) -> dict[str, Any]:
+def parse_crontabs(text: str) -> dict[str, Any]:
+    """The probe's cron section (crontab, cron.d, user crontabs, anacrontab, run-parts scripts) as
+    entries and script lines, each with what it does to php-fpm or nginx. A schedule itself is
+    read by check_engine.parse_cron, the one cron schedule parser."""
     entries, scripts = [], []
     for header, lines in _blocks(text):
         if header[0] == "script":
@@ -791,7 +794,7 @@ def parse(raw: str | dict[str, Any]) -> dict[str, Any]:
     facts.pop("_ann", None)
     run("init", lambda: parse_init_scripts(out("init_scripts")), {})
     run("units", lambda: parse_systemd_units(out("systemd_units")), {})
-    run("cron", lambda: parse_cron(out("cron")), {"entries": [], "scripts": []})
+    run("cron", lambda: parse_crontabs(out("cron")), {"entries": [], "scripts": []})
     run("rotation", lambda: rotation_runs(facts["cron"], facts["units"], facts["host"].get("systemd", False)), [])
     run("postrotate", lambda: parse_logrotate(out("logrotate")), [])
     run("logs_due", lambda: {k: _int(v, 0) for k, v in (p.split("=") for p in out("logs_due").split())}, {})
