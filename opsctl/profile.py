@@ -21,12 +21,12 @@ Schema (variable ``opsctl_event``; every figure is per host):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import events
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import EVENT_LIMITS
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration, window_problem
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.events import DEFAULT_PREPARE, EventWindow
 
 from opsctl.errors import OpsctlError
 
@@ -35,32 +35,11 @@ _TOP_KEYS = {"name", "peak_qps", "concurrency", "request_time", "client_timeout_
              "php_worker_memory_mb", "window"}
 _REQUIRED = ("peak_qps", "request_time", "client_timeout_s", "php_worker_memory_mb")
 _RT_KEYS = {"typical_ms", "p99_ms"}
-_WINDOW_KEYS = {"start", "duration", "timezone", "prepare"}
-DEFAULT_PREPARE = timedelta(hours=1)
+__all__ = ["DEFAULT_PREPARE", "EventProfile", "EventWindow", "ProfileError", "parse_profile"]
 
 
 class ProfileError(OpsctlError):
     """An event profile that does not follow the schema."""
-
-
-@dataclass(frozen=True)
-class EventWindow:
-    start: datetime  # timezone-aware
-    duration: timedelta
-    prepare: timedelta
-    timezone: str
-
-    @property
-    def end(self) -> datetime:
-        return self.start + self.duration
-
-    @property
-    def protected_start(self) -> datetime:
-        """Start of the span kept free of maintenance: the preparation margin included."""
-        return self.start - self.prepare
-
-    def protects(self, moment: datetime) -> bool:
-        return self.protected_start <= moment < self.end
 
 
 @dataclass(frozen=True)
@@ -117,37 +96,12 @@ def _mapping(value: Any, where: str, allowed: set[str]) -> dict:
     return value
 
 
-def _duration(value: Any, where: str) -> timedelta:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise ProfileError(f"{where}: {exc}") from None
-
-
 def _window(value: Any, where: str) -> EventWindow:
-    data = _mapping(value, where, _WINDOW_KEYS)
-    for key in ("start", "duration", "timezone"):
-        if key not in data:
-            raise ProfileError(f"{where}: missing required key {key!r}")
-    tz_name = str(data["timezone"])
+    """The window by the rule every path shares (plugin_utils/events.py), errors as ProfileError."""
     try:
-        tz = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ProfileError(f"{where}.timezone: unknown time zone {clip(tz_name)}") from None
-    raw_start = data["start"]
-    try:
-        start = raw_start if isinstance(raw_start, datetime) else datetime.fromisoformat(str(raw_start))
-    except ValueError:
-        raise ProfileError(f"{where}.start: expected a date and time like 2026-11-11T00:00, got {clip(raw_start)}") from None
-    start = start.replace(tzinfo=tz) if start.tzinfo is None else start
-    duration = _duration(data["duration"], f"{where}.duration")
-    if duration <= timedelta(0):
-        raise ProfileError(f"{where}.duration: must be longer than zero")
-    prepare = _duration(data.get("prepare", DEFAULT_PREPARE), f"{where}.prepare")
-    problem = window_problem(start, duration, prepare)
-    if problem:
-        raise ProfileError(f"{where}.start: {clip(str(raw_start))}: {problem}")
-    return EventWindow(start=start, duration=duration, prepare=prepare, timezone=tz_name)
+        return events.parse_window(value, where)
+    except events.WindowError as exc:
+        raise ProfileError(str(exc)) from None
 
 
 def parse_profile(value: Any, where: str = VAR_NAME) -> EventProfile:

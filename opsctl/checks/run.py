@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from zoneinfo import ZoneInfo
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import capacity
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import capacity, events
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import CatalogError, Engine, Result, Unavailable, load_catalog
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration, window_problem
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import capacity_facts, parse
 
 from opsctl.errors import OpsctlError
@@ -90,15 +89,17 @@ def load_checks(extra: tuple[str, ...] = ()) -> tuple[Engine, list[str]]:
         raise OpsctlError(str(exc)) from None
 
 
+def _override_start(text: str, tz: tzinfo) -> datetime:
+    return events.parse_start(text, tz, f"--event {clip(text)}")
+
+
 def validate_override(override: EventOverride) -> None:
     """Bad --event / --duration is a usage error before anything connects."""
-    start = None
-    if override.start:
-        try:
-            start = datetime.fromisoformat(override.start)
-        except ValueError:
-            raise OpsctlError(f"--event {clip(override.start)}: expected a date and time like "
-                              "2026-11-11T00:00+08:00") from None
+    try:
+        start = _override_start(override.start, timezone.utc) if override.start else None
+    except events.WindowError:
+        raise OpsctlError(f"--event {clip(override.start)}: expected a date and time like "
+                          "2026-11-11T00:00+08:00") from None
     duration = DEFAULT_DURATION
     if override.duration:
         try:
@@ -108,9 +109,11 @@ def validate_override(override: EventOverride) -> None:
         except ValueError as exc:
             raise OpsctlError(f"--duration {clip(override.duration)}: {exc}") from None
     # With the default margin: a profile's own margin is checked per host (event_window).
-    problem = window_problem(start, duration, DEFAULT_PREPARE) if start else ""
-    if problem:
-        raise OpsctlError(f"--event {clip(override.start)}: {problem}")
+    try:
+        if start:
+            events.check_bounds(start, duration, DEFAULT_PREPARE, f"--event {clip(override.start)}")
+    except events.WindowError as exc:
+        raise OpsctlError(str(exc)) from None
 
 
 def event_window(profile: EventProfile | None, override: EventOverride) -> dict[str, Any] | None:
@@ -122,25 +125,17 @@ def event_window(profile: EventProfile | None, override: EventOverride) -> dict[
     window = profile.window if profile else None
     if override.start is None and window is None:
         return None
-    zone: Any = ZoneInfo(window.timezone) if window else timezone.utc
-    if override.start:
-        start = datetime.fromisoformat(override.start)
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=zone)
-        elif window is None:
-            zone = start.tzinfo
-    else:
-        start = window.start  # type: ignore[union-attr]
+    zone: tzinfo = events.zone(window.timezone, "opsctl_event.window.timezone") if window else timezone.utc
+    start = _override_start(override.start, zone) if override.start else window.start  # type: ignore[union-attr]
+    if window is None:
+        zone = start.tzinfo or timezone.utc   # shown in the offset --event gave
     duration = (parse_duration(override.duration) if override.duration
                 else window.duration if window else DEFAULT_DURATION)
     prepare = window.prepare if window else DEFAULT_PREPARE
-    problem = window_problem(start, duration, prepare)
-    if problem:
-        raise ValueError(problem)
-    start = start.astimezone(zone)
-    return {"name": profile.name if profile else "", "start": start, "end": start + duration,
-            "protected_start": start - prepare, "prepare_s": int(prepare.total_seconds()),
-            "timezone": window.timezone if window else start.strftime("UTC%z")}
+    events.check_bounds(start, duration, prepare)
+    label = window.timezone if window else start.astimezone(zone).strftime("UTC%z")
+    checked = events.EventWindow(start=start, duration=duration, prepare=prepare, timezone=label)
+    return events.context(checked, profile.name if profile else "", shown_in=zone)
 
 
 def capacity_model(host: Host, facts: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import (parse, parse_cron, parse_init_scripts, parse_listeners, parse_nginx,
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import (parse, parse_crontabs, parse_init_scripts, parse_listeners, parse_nginx,
                                 parse_php_fpm, parse_samples)
 
 from opsctl.sshexec import target_for
@@ -108,7 +108,7 @@ def test_cron_entries_and_actions():
             "### file /etc/cron.d/restart system\n28 5 * * * root /etc/init.d/php-fpm restart\n"
             "### file /var/spool/cron/crontabs/ops user:ops\n@daily sudo systemctl reload nginx\n"
             "### script /etc/cron.daily/logrotate daily\n13:/usr/sbin/logrotate /etc/logrotate.conf\n")
-    cron = parse_cron(text)
+    cron = parse_crontabs(text)
     restart = next(e for e in cron["entries"] if e["source"] == "/etc/cron.d/restart")
     assert (restart["schedule"], restart["service"], restart["action"], restart["user"]) == ("28 5 * * *", "php-fpm", "restart", "root")
     user = next(e for e in cron["entries"] if e["user"] == "ops")
@@ -188,5 +188,5 @@ def test_probe_output_is_json_that_carries_each_read_verbatim():
 def test_probe_cron_section_keeps_the_file_headers_and_entries():
     out = run_probe_here()["sections"]["cron"]["out"]
     assert "### file /etc/crontab system" in out
-    entries = parse_cron(out)["entries"]
+    entries = parse_crontabs(out)["entries"]
     assert any(e["source"] == "/etc/crontab" for e in entries)

@@ -40,7 +40,6 @@ def test_hard_restarts_become_the_graceful_reload_and_keep_the_rest_of_the_line(
     "28 5 * * * root /etc/init.d/php8.2-fpm reload",
     "28 5 * * * root /etc/init.d/nginx rotate",
     "0 * * * * root kill -USR1 $(cat /run/php/php8.2-fpm.pid)",
-    "0 * * * * root kill -QUIT `cat /run/nginx.pid`",
     "0 * * * * root kill -s HUP $(cat /run/nginx.pid)",
     "0 * * * * root pkill -USR2 php-fpm8.2",
     "# 28 5 * * * root /etc/init.d/php-fpm restart",
@@ -55,8 +54,10 @@ def test_graceful_or_unrelated_lines_are_not_findings(line):
     assert one(line) is None
 
 
-def test_a_lone_stop_is_kept_and_reported():
-    finding = one("0 2 * * 0 root /etc/init.d/nginx stop")
+@pytest.mark.parametrize("line", ["0 2 * * 0 root /etc/init.d/nginx stop",
+                                  "0 * * * * root kill -QUIT `cat /run/nginx.pid`"])   # a graceful stop is a stop
+def test_a_lone_stop_is_kept_and_reported(line):
+    finding = one(line)
     assert finding.action == "kept" and finding.new is None and finding.service == "nginx"
 
 

@@ -119,7 +119,7 @@ def test_a_cron_scan_at_the_end_of_the_calendar_does_not_overflow():
 
 @pytest.mark.parametrize("start", ["9999-12-31T23:00", "0001-01-01T00:00"])
 def test_log_slots_refuse_an_event_at_the_ends_of_the_calendar(start):
-    with pytest.raises(logslots.WindowError, match="opsctl_event.window: .*calendar"):
+    with pytest.raises(logslots.WindowError, match="opsctl_event.window.start: .*calendar"):
         logslots.event_span({"window": _window(start)})
 
 

@@ -8,8 +8,8 @@ templates. Expressions run in Jinja2's ImmutableSandboxedEnvironment over `facts
 cannot reach Python internals nor change the facts. Adding a check needs no code here.
 
 Needs only the stdlib, Jinja2 and PyYAML (both always present where Ansible runs) and no
-opsctl imports: the opsctl_preflight role carries this same file as a filter plugin. Durations
-and event windows follow opsctl/durations.py (stdlib only), loaded from the file itself there.
+opsctl imports: the opsctl_preflight role's filters call this same module. Durations follow
+durations.py, event windows and time zones events.py, as in the CLI.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations, events
 
 SEVERITIES = ("warn", "fail")
 REQUIRED = ("id", "title", "severity", "failure_mode", "facts", "rule", "observed", "expected", "remediation")
@@ -167,20 +166,6 @@ def _fires(spec: tuple, moment: datetime) -> bool:
     return (dom_ok or dow_ok) if dom_set and dow_set else (dom_ok and dow_ok)
 
 
-def host_zone(host_facts: Mapping[str, Any]) -> Any:
-    """The host's time zone from the probe: its name, else its current UTC offset."""
-    name = str(host_facts.get("timezone") or "")
-    if name:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
-    offset = str(host_facts.get("utc_offset") or "+0000")
-    sign = -1 if offset.startswith("-") else 1
-    digits = offset.lstrip("+-").ljust(4, "0")
-    return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:4])))
-
-
 def first_firing(schedule: str, span_minutes: int, start: datetime, end: datetime, zone: Any) -> datetime | None:
     """First run of `schedule` (host-local cron time) whose [run, run + span] touches [start, end)."""
     spec = parse_cron(schedule)
@@ -209,7 +194,7 @@ def _helpers(context: Mapping[str, Any]) -> dict[str, Callable[..., Any]]:
         """'' when the schedule stays clear of the protected window, else when it fires."""
         if not event or not schedule:
             return ""
-        zone = host_zone(host_facts)
+        zone = events.host_zone(host_facts)
         hit = first_firing(schedule, int(span_minutes), event["protected_start"], event["end"], zone)
         if hit is None:
             return ""
@@ -443,16 +428,5 @@ def _filter_line(result: Mapping[str, Any]) -> str:
 def window_context(window: Mapping[str, Any]) -> dict[str, Any]:
     """A raw opsctl_event.window mapping -> the `event` a catalog sees (timezone-aware times).
 
-    Raises ValueError for durations opsctl/durations.py refuses and windows at the calendar's ends."""
-    zone = ZoneInfo(str(window["timezone"]))
-    start = window["start"] if isinstance(window["start"], datetime) else datetime.fromisoformat(str(window["start"]))
-    start = start.replace(tzinfo=zone) if start.tzinfo is None else start
-    duration = durations.parse_duration(window["duration"])
-    prepare = durations.parse_duration(window.get("prepare", "1h"))
-    problem = durations.window_problem(start, duration, prepare)
-    if problem:
-        raise ValueError(problem)
-    start = start.astimezone(zone)
-    return {"name": "", "start": start, "end": start + duration,
-            "protected_start": start - prepare, "timezone": str(window["timezone"]),
-            "prepare_s": prepare.total_seconds()}
+    Read by events.parse_window, as the CLI reads it: raises WindowError (a ValueError)."""
+    return events.context(events.parse_window(window))

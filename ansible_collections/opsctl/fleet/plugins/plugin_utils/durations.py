@@ -1,8 +1,9 @@
 """Parse the short durations people write in inventories (90s, 30m, 2h, 1h30m, or seconds) and
-the times nginx's configuration holds (60, 500ms, 1m30s), both within one bound.
+the times hosts' configurations hold (nginx: 60, 500ms, 1m30s; php-fpm: 30s, 1m; systemd: 5min,
+1h 30min), all by one table of units and within one bound.
 
 The CLI, the check engine, the probe's facts, log slots and the nginx role's filters all read
-a duration, and bound an event window, by the one rule here.
+a duration, and bound an event window, by the one rule here. Nothing else holds a unit table.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 # took minutes), and int() of more than 4300 digits raises.
 MAX_CHARS = 40
 ECHO_CHARS = 60
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# The one table of time units. People write ms s m h d (_PART); nginx also knows w, M (30 d)
+# and y (365 d), as it counts them; systemd also knows us and spells every unit out (below).
+UNIT_SECONDS = {"us": 0.000001, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800,
+                "M": 2592000, "y": 31536000}
 # No event, margin or timeout opsctl reads is longer than this; a larger figure is a typo, and
 # a bound keeps every datetime sum (start + duration) far from Python's limits.
 MAX_SECONDS = 3650 * 86400
@@ -28,7 +32,15 @@ FIRST_MOMENT = datetime(2, 1, 1)
 LAST_MOMENT = datetime(9998, 12, 31, 23, 59)
 # nginx's own syntax: whole numbers only, no unit is seconds, and longer units than ours.
 _NGINX_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|M|y)?")
-_NGINX_UNIT_SECONDS = {**_UNIT_SECONDS, "w": 604800, "M": 2592000, "y": 31536000}
+# php-fpm: one whole figure and at most one unit (fpm_conf.c's own parser).
+_FPM_TIME = re.compile(r"([0-9]+)([smhd]?)")
+# systemd.time(7): figures and units, spaces allowed between and inside ("2 h", "1min 30s").
+# Its month and year are 30.44 and 365.25 days; no timer delay opsctl reads comes near one.
+_SYSTEMD_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)")
+_SYSTEMD_NAMES = (("us", "usec us"), ("ms", "msec ms"), ("s", "seconds second sec s"),
+                  ("m", "minutes minute min m"), ("h", "hours hour hr h"), ("d", "days day d"),
+                  ("w", "weeks week w"), ("M", "months month M"), ("y", "years year y"))
+_SYSTEMD_UNIT = {name: unit for unit, names in _SYSTEMD_NAMES for name in names.split()}
 
 
 class OutOfRange(ValueError):
@@ -66,7 +78,7 @@ def parse_duration(value: object) -> timedelta:
         parts = _PART.findall(text)
         if not parts or "".join(n + u for n, u in parts) != text:
             raise ValueError(f"expected a duration like 90s, 30m or 2h, got {clip(value)}")
-        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+        seconds = sum(float(n) * UNIT_SECONDS[u] for n, u in parts)
     else:
         raise ValueError(f"expected a duration like 90s, 30m or 2h, got {clip(value)}")
     if not math.isfinite(seconds) or seconds > MAX_SECONDS:
@@ -90,23 +102,53 @@ def window_problem(start: datetime, duration: timedelta, prepare: timedelta) -> 
     return ""
 
 
-def nginx_seconds(value: object) -> float:
+def _bounded(total: float, what: str, text: str, bounded: bool) -> float:
+    """`total` seconds, or OutOfRange past MAX_SECONDS (a host's own value may be kept as is)."""
+    if not math.isfinite(total) or (bounded and total > MAX_SECONDS):
+        raise OutOfRange(f"{what} must be at most 3650d, got {clip(text)}")
+    return total
+
+
+def nginx_seconds(value: object, bounded: bool = True) -> float:
     """An nginx time (60, 60s, 500ms, 1m30s) in seconds, or ValueError with a one-line message.
 
     float(), not int(): a figure of thousands of digits is simply too large (int() refuses it
-    with Python's own error); the bound is the one every duration here has."""
+    with Python's own error); the bound is the one every duration here has. bounded=False keeps
+    what a host's configuration says, however long (the probe: a 5000d timeout is a finding)."""
     text = str(value).strip()
     total, pos = 0.0, 0
     for match in _NGINX_PART.finditer(text):
         if match.start() != pos:
             break
-        total += float(match.group(1)) * _NGINX_UNIT_SECONDS[match.group(2) or "s"]
+        total += float(match.group(1)) * UNIT_SECONDS[match.group(2) or "s"]
         pos = match.end()
     if not text or pos != len(text):
         raise ValueError(f"{clip(text)} is not an nginx time such as 60s, 1m30s or 500ms")
-    if not math.isfinite(total) or total > MAX_SECONDS:
-        raise OutOfRange(f"an nginx time must be at most 3650d, got {clip(text)}")
-    return total
+    return _bounded(total, "an nginx time", text, bounded)
+
+
+def fpm_seconds(value: object) -> int:
+    """A php-fpm time (30, 30s, 1m, 2h, 1d) in seconds, or ValueError with a one-line message."""
+    text = str(value).strip()
+    match = _FPM_TIME.fullmatch(text) if len(text) <= MAX_CHARS else None
+    if not match:
+        raise ValueError(f"{clip(text)} is not a php-fpm time such as 30s, 1m or 2h")
+    return int(match.group(1)) * int(UNIT_SECONDS[match.group(2) or "s"])
+
+
+def systemd_seconds(value: object, bounded: bool = True) -> float:
+    """A systemd time span (30, 5sec, 1min 30s, 2 h, 1.5h) in seconds, or ValueError."""
+    text = str(value).strip()
+    total, pos = 0.0, 0
+    for match in _SYSTEMD_PART.finditer(text) if len(text) <= MAX_CHARS else ():
+        unit = _SYSTEMD_UNIT.get(match.group(2) or "s")
+        if match.start() != pos or unit is None:
+            break
+        total += float(match.group(1)) * UNIT_SECONDS[unit]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f"{clip(text)} is not a systemd time span such as 30s, 5min or 1h 30min")
+    return _bounded(total, "a systemd time span", text, bounded)
 
 
 def format_duration(delta: timedelta) -> str:

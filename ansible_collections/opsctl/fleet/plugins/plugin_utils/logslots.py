@@ -17,22 +17,19 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration, window_problem
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import events
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
+# An opsctl_logrotate_window or event window that cannot be used: one line for a person.
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.events import WindowError
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.logrotate_vars import whole
 
 MAX_SHIFTS = 8
 WINDOW_VAR = "opsctl_logrotate_window"
 _WINDOW_KEYS = ("start", "minutes", "timezone", "prune_delay_minutes")
 _HHMM = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
-_ZONE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
-
-
-class WindowError(ValueError):
-    """An opsctl_logrotate_window that cannot be used; the message is one line for a person."""
 
 
 @dataclass(frozen=True)
@@ -70,20 +67,11 @@ class Slot:
 
 def event_span(event: Mapping[str, Any]) -> Span | None:
     """The protected span of a raw `opsctl_event` (None when it declares no window)."""
-    window = event.get("window") if event else None
-    if not window:
+    raw = event.get("window") if event else None
+    if not raw:
         return None
-    start = window["start"]
-    start = start if isinstance(start, datetime) else datetime.fromisoformat(str(start))
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=ZoneInfo(str(window["timezone"])))
-    prepare = parse_duration(window.get("prepare", "1h"))
-    duration = parse_duration(window["duration"])
-    problem = window_problem(start, duration, prepare)
-    if problem:   # checked before the sums below, which would overflow
-        raise WindowError(f"opsctl_event.window: {problem}")
-    end = start + duration
-    return Span(name=str(event.get("name") or "event"), start=start - prepare, end=end)
+    window = events.parse_window(raw)
+    return Span(name=str(event.get("name") or "event"), start=window.protected_start, end=window.end)
 
 
 def _minutes(raw: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
@@ -106,14 +94,9 @@ def _start(value: Any) -> time:
 
 
 def check_zone(value: Any, where: str) -> str:
-    """An IANA time zone name known to this machine's tz database, or WindowError."""
-    try:
-        if isinstance(value, str) and _ZONE.fullmatch(value):
-            ZoneInfo(value)
-            return value
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        pass
-    raise WindowError(f"{where}: unknown time zone {value!r} (expected an IANA name such as UTC or Europe/Berlin)")
+    """An IANA time zone name known to this machine's tz database (events.zone), or WindowError."""
+    events.zone(value, where)
+    return value
 
 
 def parse_window(raw: Any) -> Window:
@@ -141,13 +124,13 @@ def window_error(raw: Any) -> str:
 
 
 def _daily_span(window: Window, day: date, start: time) -> tuple[datetime, datetime]:
-    begin = datetime.combine(day, start, tzinfo=ZoneInfo(window.timezone))
+    begin = datetime.combine(day, start, tzinfo=events.zone(window.timezone, WINDOW_VAR))
     return begin, begin + timedelta(minutes=window.minutes + window.prune_delay)
 
 
 def _clash(window: Window, start: time, span: Span) -> bool:
     """Would the daily window, on any day the event touches, overlap its protected span?"""
-    tz = ZoneInfo(window.timezone)
+    tz = events.zone(window.timezone, WINDOW_VAR)
     first = span.start.astimezone(tz).date() - timedelta(days=1)
     last = span.end.astimezone(tz).date()
     day = first
@@ -168,7 +151,7 @@ def effective_start(window: Window, spans: Iterable[Span]) -> tuple[time, list[s
         if not clashing:
             return start, moved
         latest = max(clashing, key=lambda s: s.end)
-        after = latest.end.astimezone(ZoneInfo(window.timezone)) + timedelta(minutes=5)
+        after = latest.end.astimezone(events.zone(window.timezone, WINDOW_VAR)) + timedelta(minutes=5)
         start = time(after.hour, after.minute - after.minute % 5)
         moved += [s.name for s in clashing if s.name not in moved]
     raise ValueError("no daily log rotation window clear of every event window: "
@@ -205,11 +188,8 @@ def slot_for(host: str, peers: list[str], window: Window, spans: Iterable[Span])
 def host_local(hhmm: str, window_tz: str, utc_offset: str) -> dict[str, int]:
     """A window-time HH:MM as the host's cron sees it, given the host's UTC offset (+0800)."""
     hour, minute = (int(x) for x in hhmm.split(":"))
-    today = datetime.now(ZoneInfo(window_tz)).replace(hour=hour, minute=minute, second=0, microsecond=0)
-    sign = -1 if utc_offset.startswith("-") else 1
-    digits = utc_offset.lstrip("+-")
-    offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4])) * sign
-    local = today.astimezone(ZoneInfo("UTC")) + offset
+    today = datetime.now(events.zone(window_tz, f"{WINDOW_VAR}.timezone")).replace(hour=hour, minute=minute, second=0, microsecond=0)
+    local = today.astimezone(timezone.utc) + events.utc_offset(utc_offset)
     return {"hour": local.hour, "minute": local.minute}
 
 

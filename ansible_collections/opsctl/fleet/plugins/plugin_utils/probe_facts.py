@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any, Callable
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations, service_actions
 
 FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
 # What `nginx -T` may cost the controller: blocks and directives once includes are expanded (a
@@ -22,7 +22,6 @@ FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
 # facts are that host's section error, never minutes of CPU or a RecursionError.
 MAX_NGINX_STATEMENTS = 200_000
 MAX_NGINX_DEPTH = 64
-TIME_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}
 
 
 def _kv(text: str) -> dict[str, str]:
@@ -47,24 +46,27 @@ MAX_TIME_CHARS = durations.MAX_CHARS
 
 
 def nginx_seconds(value: str) -> float | None:
-    """nginx time syntax: 60, 60s, 1m30s, 500ms."""
-    if len(value) > MAX_TIME_CHARS:
+    """An nginx time by durations.nginx_seconds, kept however long; None when it is no time."""
+    try:
+        return durations.nginx_seconds(value, bounded=False) if len(value) <= MAX_TIME_CHARS else None
+    except ValueError:
         return None
-    total, pos = 0.0, 0
-    for match in re.finditer(r"(\d+)(ms|s|m|h|d|w|M|y)?", value):
-        if match.start() != pos:
-            return None
-        total += int(match.group(1)) * TIME_UNITS[match.group(2) or "s"]
-        pos = match.end()
-    return total if pos == len(value) and value else None
 
 
 def fpm_seconds(value: str) -> float | None:
-    """php-fpm -tt prints times as 0s, 30s; config files may say 30, 30s, 1m, 1h."""
-    match = re.fullmatch(r"(\d+)([smhd]?)", value.strip()) if len(value) <= MAX_TIME_CHARS else None
-    if not match:
+    """php-fpm -tt prints times as 0s, 30s; config files may say 30, 30s, 1m, 1h (durations.fpm_seconds)."""
+    try:
+        return durations.fpm_seconds(value)
+    except ValueError:
         return None
-    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def systemd_seconds(value: str, default: float) -> float:
+    """A unit's time span by durations.systemd_seconds; `default` when the host's text is no time."""
+    try:
+        return durations.systemd_seconds(value, bounded=False)
+    except ValueError:
+        return default
 
 
 # --- small sections ---------------------------------------------------------------------------
@@ -610,27 +612,20 @@ def parse_systemd_units(text: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-_CRON_LINE = re.compile(r"^\s*(@\w+|(?:\S+\s+){4}\S+)\s+(.*)$")
-_SERVICE = re.compile(r"(php[\d.]*-fpm[\d.]*|nginx)")
-_ACTION = re.compile(r"\b(restart|stop|force-reload|reload|kill(?:all)?|pkill)\b")
-
-
-_GENTLE_SIGNAL = re.compile(r"(?:-s\s*|-)(?:SIG)?(USR1|USR2|HUP|10|12|1)\b")
-
-
 def _service_action(command: str) -> tuple[str, str]:
-    service = _SERVICE.search(command)
-    action = _ACTION.search(command)
-    if not service or not action:
-        return "", ""
-    name = "nginx" if service.group(1) == "nginx" else "php-fpm"
-    gentle = _GENTLE_SIGNAL.search(command) if action.group(1) in ("kill", "killall", "pkill") else None
-    if gentle:   # USR1 reopens logs; USR2 / HUP reload: none of them cuts a request
-        return name, "reopen" if gentle.group(1) in ("USR1", "10") else "reload"
-    return name, action.group(1)
+    """(service, action) of what a line does to php-fpm or nginx (service_actions, as the
+    lifecycle role judges it), ("", "") when nothing."""
+    found = service_actions.classify(command)
+    return (found.service, found.action) if found else ("", "")
 
 
-def parse_cron(text: str) -> dict[str, Any]:
+_CRON_LINE = re.compile(r"^\s*(@\w+|(?:\S+\s+){4}\S+)\s+(.*)$")
+
+
+def parse_crontabs(text: str) -> dict[str, Any]:
+    """The probe's cron section (crontab, cron.d, user crontabs, anacrontab, run-parts scripts) as
+    entries and script lines, each with what it does to php-fpm or nginx. A schedule itself is
+    read by check_engine.parse_cron, the one cron schedule parser."""
     entries, scripts = [], []
     for header, lines in _blocks(text):
         if header[0] == "script":
@@ -674,8 +669,8 @@ def rotation_runs(cron: dict[str, Any], units: dict[str, Any], systemd: bool) ->
     timer = units.get("logrotate_timer")
     if systemd and timer:
         calendar = timer.get("OnCalendar", "daily")
-        accuracy = nginx_seconds(timer.get("AccuracySec", "1m").replace("min", "m").replace("sec", "s")) or 60
-        spread = nginx_seconds(timer.get("RandomizedDelaySec", "0").replace("min", "m").replace("sec", "s")) or 0
+        accuracy = systemd_seconds(timer.get("AccuracySec", "1min"), 60)
+        spread = systemd_seconds(timer.get("RandomizedDelaySec", "0"), 0)
         runs.append({"how": "logrotate.timer", "schedule": _calendar_to_cron(calendar),
                      "span_minutes": int((accuracy + spread) // 60), "calendar": calendar})
     elif in_daily:
@@ -710,7 +705,7 @@ def parse_logrotate(text: str) -> list[dict[str, Any]]:
                 inside = False
             elif inside:
                 service, action = _service_action(stripped)
-                if service and action in ("restart", "stop", "kill", "killall", "pkill"):
+                if service and action in ("stop", *service_actions.HARD):
                     out.append({"source": header[1] if len(header) > 1 else "", "line": stripped,
                                 "service": service, "action": action})
     return out
@@ -799,7 +794,7 @@ def parse(raw: str | dict[str, Any]) -> dict[str, Any]:
     facts.pop("_ann", None)
     run("init", lambda: parse_init_scripts(out("init_scripts")), {})
     run("units", lambda: parse_systemd_units(out("systemd_units")), {})
-    run("cron", lambda: parse_cron(out("cron")), {"entries": [], "scripts": []})
+    run("cron", lambda: parse_crontabs(out("cron")), {"entries": [], "scripts": []})
     run("rotation", lambda: rotation_runs(facts["cron"], facts["units"], facts["host"].get("systemd", False)), [])
     run("postrotate", lambda: parse_logrotate(out("logrotate")), [])
     run("logs_due", lambda: {k: _int(v, 0) for k, v in (p.split("=") for p in out("logs_due").split())}, {})
