@@ -25,7 +25,7 @@ FACTS = {"cpus": 2, "memory_mb": 4096, "php_version": "8.2", "host": "web1", "no
 
 
 def _inventory(tmp_path: Path, web_vars: str = "") -> Path:
-    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars").mkdir(parents=True)
     (tmp_path / "hosts.yml").write_text(textwrap.dedent("""\
         all:
           children:
@@ -40,13 +40,14 @@ def _inventory(tmp_path: Path, web_vars: str = "") -> Path:
     return tmp_path
 
 
-def _one_line_error(proc, *needles: str) -> None:
+def _one_line_error(proc, *needles: str) -> str:
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("opsctl: error: "), proc.stderr
     assert "Traceback" not in proc.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
+    return lines[0]
 
 
 @pytest.mark.parametrize("value", ["99999999999d", 1.0e300, "1.0e+300", float("inf"), float("nan"), -1, "3651d"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import textwrap
 import time
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
@@ -25,6 +24,7 @@ from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import p
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import parse_duration
 from opsctl.errors import OpsctlError
 from opsctl.harden import plan_host, refuse_bad_input
+from tests.unit.test_sec_input import _inventory, _one_line_error
 from opsctl.inventory import Host
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import probe_facts
 from opsctl.profile import ProfileError, parse_profile
@@ -41,28 +41,6 @@ CHECK = {"id": "a", "title": "t", "severity": "warn", "failure_mode": "F1", "fac
 
 def _window(start: str, **more: str) -> dict:
     return {"start": start, "duration": "2h", "timezone": "UTC", **more}
-
-
-def _inventory(tmp_path: Path, web_vars: str = "") -> Path:
-    (tmp_path / "group_vars").mkdir(parents=True)
-    (tmp_path / "hosts.yml").write_text(textwrap.dedent("""\
-        all:
-          children:
-            web:
-              hosts:
-                web1: {ansible_host: 127.0.0.1}
-        """))
-    (tmp_path / "group_vars" / "web.yml").write_text(web_vars)
-    return tmp_path
-
-
-def _one_line_error(proc, *needles: str) -> str:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("opsctl: error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _host(name: str = "web1", **host_vars) -> Host:
