@@ -259,6 +259,17 @@ def test_huge_log_rotation_numbers_are_refused_short():
     assert len(logslots.window_error({"prune_delay_minutes": "9" * 200000})) < 200
 
 
+@pytest.mark.parametrize("values", [
+    {"opsctl_logrotate_backup_dir": "/var/" + "x" * 5000 + " y"},
+    {"opsctl_logrotate_nginx_logs": "/var/log/" + "a b" * 5000},
+    {"opsctl_logrotate_app_logs": ["/srv/" + "z" * 5000 + "\n"]},
+    {"opsctl_logrotate_app_logs": [{"path": "/srv/app.log", "x" * 5000: 1}]},
+])
+def test_huge_log_rotation_paths_are_refused_short(values):
+    found = logrotate_vars.problems(values)
+    assert found and all(len(line) < 300 for line in found), [line[:300] for line in found]
+
+
 def test_a_huge_duration_option_is_one_short_line(tmp_path):
     line = _one_line_error(opsctl("check", "-i", str(_inventory(tmp_path)), "--duration", "9" * 100000),
                            "--duration")

@@ -6,14 +6,17 @@ prune script, or a shell command. So every value is held to the narrow shape it 
 value that could mean anything else is an error naming the variable.
 
 The opsctl_logrotate role asserts with this module first (plugins/filter/logrotate.py), so
-`ansible-playbook` refuses exactly what opsctl refuses. Jinja templates in values are left to that assert, which sees them
-resolved.
+`ansible-playbook` refuses exactly what opsctl refuses. Jinja templates in values are left to
+that assert, which sees them resolved. Values are echoed as durations.clip shows them (cut to 60
+characters), never whole.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any, Callable, Iterator, Mapping
+
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
 
 # Absolute paths of plain characters: no whitespace (logrotate splits on it), no quotes, braces,
 # '#', '\\' or '$' (logrotate and shell syntax), no control characters, no non-ASCII.
@@ -41,17 +44,17 @@ def _path_problem(value: Any, where: str, *, glob: bool, empty_ok: bool = False)
     shape = _GLOB if glob else _PATH
     allowed = "letters, digits and / . _ - + @ % = : , ~" + (" * ? [ ] !" if glob else "")
     if not isinstance(value, str) or not shape.fullmatch(value):
-        return f"{where}: expected an absolute path of {allowed} (no spaces, quotes, braces or control characters), got {value!r}"
+        return f"{where}: expected an absolute path of {allowed} (no spaces, quotes, braces or control characters), got {clip(value)}"
     parts = value.split("/")
     if ".." in parts or "." in parts or value.endswith("/"):
-        return f"{where}: expected a normalized path to a file (no '.' or '..' parts, no trailing /), got {value!r}"
+        return f"{where}: expected a normalized path to a file (no '.' or '..' parts, no trailing /), got {clip(value)}"
     return ""
 
 
 def _account_problem(value: Any, where: str) -> str:
     if isinstance(value, str) and _ACCOUNT.fullmatch(value):
         return ""
-    return f"{where}: expected a user or group name (letters, digits, _ . -; at most 32), got {value!r}"
+    return f"{where}: expected a user or group name (letters, digits, _ . -; at most 32), got {clip(value)}"
 
 
 def whole(value: Any, low: int, high: int) -> int | None:
@@ -75,16 +78,16 @@ def _number_problem(value: Any, where: str, low: int, high: int) -> str:
 def _app_log_problems(value: Any) -> Iterator[str]:
     where = "opsctl_logrotate_app_logs"
     if not isinstance(value, list):
-        yield f"{where}: expected a list of {{path, owner, group}} mappings, got {value!r}"
+        yield f"{where}: expected a list of {{path, owner, group}} mappings, got {clip(value)}"
         return
     for index, item in enumerate(value):
         at = f"{where}[{index}]"
         if not isinstance(item, Mapping) or "path" not in item:
-            yield f"{at}: expected a mapping with a path (and optional owner, group), got {item!r}"
+            yield f"{at}: expected a mapping with a path (and optional owner, group), got {clip(item)}"
             continue
         unknown = sorted(str(k) for k in item if k not in _APP_KEYS)
         if unknown:
-            yield f"{at}: unknown key {unknown[0]!r} (allowed: {', '.join(_APP_KEYS)})"
+            yield f"{at}: unknown key {clip(unknown[0])} (allowed: {', '.join(_APP_KEYS)})"
         if "group" in item and "owner" not in item:
             yield f"{at}: group is used only with owner (logrotate's su owner group)"
         yield _path_problem(item["path"], f"{at}.path", glob=True)
