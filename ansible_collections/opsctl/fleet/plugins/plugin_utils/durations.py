@@ -3,14 +3,15 @@ the times hosts' configurations hold (nginx: 60, 500ms, 1m30s; php-fpm: 30s, 1m;
 1h 30min), all by one table of units and within one bound.
 
 The CLI, the check engine, the probe's facts, log slots and the nginx role's filters all read
-a duration, and bound an event window, by the one rule here. Nothing else holds a unit table.
+a duration by the one rule here. Nothing else holds a unit table.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Callable
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 # No duration a person writes is longer than this. Longer text is refused before any regex or
@@ -25,11 +26,6 @@ UNIT_SECONDS = {"us": 0.000001, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86
 # No event, margin or timeout opsctl reads is longer than this; a larger figure is a typo, and
 # a bound keeps every datetime sum (start + duration) far from Python's limits.
 MAX_SECONDS = 3650 * 86400
-# Every window opsctl computes with (an event, its prepare margin, a day's log rotation, a
-# week's cron scan, a time zone shift) must stay inside what datetime can hold (years 1 to
-# 9999): a year's margin at each end keeps every such sum representable.
-FIRST_MOMENT = datetime(2, 1, 1)
-LAST_MOMENT = datetime(9998, 12, 31, 23, 59)
 # nginx's own syntax: whole numbers only, no unit is seconds, and longer units than ours.
 _NGINX_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|M|y)?")
 # php-fpm: one whole figure and at most one unit (fpm_conf.c's own parser).
@@ -58,8 +54,7 @@ def clip(value: object, limit: int = ECHO_CHARS) -> str:
         return f"an integer of more than {limit} digits"   # repr() of over 4300 digits raises
     if isinstance(value, str) and len(value) > limit:
         value = value[:limit + 1]                          # never repr() megabytes to show 60 characters
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
+    return cut(repr(value), limit)
 
 
 def parse_duration(value: object) -> timedelta:
@@ -88,25 +83,24 @@ def parse_duration(value: object) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def window_problem(start: datetime, duration: timedelta, prepare: timedelta) -> str:
-    """Why [start - prepare, start + duration) is too close to the ends of the calendar, or "".
-
-    Compared on the wall-clock time, without adding anything first: the sum itself is what
-    overflows. A UTC offset moves it by less than a day, well within the year's margin."""
-    wall = start.replace(tzinfo=None)
-    if wall > LAST_MOMENT - duration:
-        return f"the event window ends after {LAST_MOMENT.date().isoformat()}: too close to the end of the calendar"
-    if wall < FIRST_MOMENT + prepare:
-        return (f"the event window (with its prepare margin) starts before {FIRST_MOMENT.date().isoformat()}: "
-                "too close to the start of the calendar")
-    return ""
-
-
 def _bounded(total: float, what: str, text: str, bounded: bool) -> float:
     """`total` seconds, or OutOfRange past MAX_SECONDS (a host's own value may be kept as is)."""
     if not math.isfinite(total) or (bounded and total > MAX_SECONDS):
         raise OutOfRange(f"{what} must be at most 3650d, got {clip(text)}")
     return total
+
+
+def _sum_parts(parts: re.Pattern[str], text: str, unit: Callable[[str], str | None]) -> float | None:
+    """The seconds of `text` written as figure-unit parts back to back (`parts` matches one:
+    group 1 the figure, group 2 the unit as written, mapped by `unit`), or None when it is not."""
+    total, pos = 0.0, 0
+    for match in parts.finditer(text):
+        name = unit(match.group(2))
+        if match.start() != pos or name is None:
+            break
+        total += float(match.group(1)) * UNIT_SECONDS[name]
+        pos = match.end()
+    return total if text and pos == len(text) else None
 
 
 def nginx_seconds(value: object, bounded: bool = True) -> float:
@@ -116,13 +110,8 @@ def nginx_seconds(value: object, bounded: bool = True) -> float:
     with Python's own error); the bound is the one every duration here has. bounded=False keeps
     what a host's configuration says, however long (the probe: a 5000d timeout is a finding)."""
     text = str(value).strip()
-    total, pos = 0.0, 0
-    for match in _NGINX_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * UNIT_SECONDS[match.group(2) or "s"]
-        pos = match.end()
-    if not text or pos != len(text):
+    total = _sum_parts(_NGINX_PART, text, lambda written: written or "s")
+    if total is None:
         raise ValueError(f"{clip(text)} is not an nginx time such as 60s, 1m30s or 500ms")
     return _bounded(total, "an nginx time", text, bounded)
 
@@ -139,14 +128,9 @@ def fpm_seconds(value: object) -> int:
 def systemd_seconds(value: object, bounded: bool = True) -> float:
     """A systemd time span (30, 5sec, 1min 30s, 2 h, 1.5h) in seconds, or ValueError."""
     text = str(value).strip()
-    total, pos = 0.0, 0
-    for match in _SYSTEMD_PART.finditer(text) if len(text) <= MAX_CHARS else ():
-        unit = _SYSTEMD_UNIT.get(match.group(2) or "s")
-        if match.start() != pos or unit is None:
-            break
-        total += float(match.group(1)) * UNIT_SECONDS[unit]
-        pos = match.end()
-    if not text or pos != len(text):
+    total = _sum_parts(_SYSTEMD_PART, text, lambda written: _SYSTEMD_UNIT.get(written or "s")) \
+        if len(text) <= MAX_CHARS else None
+    if total is None:
         raise ValueError(f"{clip(text)} is not a systemd time span such as 30s, 5min or 1h 30min")
     return _bounded(total, "a systemd time span", text, bounded)
 

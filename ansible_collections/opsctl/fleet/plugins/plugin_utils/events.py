@@ -19,13 +19,18 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration, window_problem
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration
 
 WHERE = "opsctl_event.window"
 WINDOW_KEYS = ("start", "duration", "timezone", "prepare")
 DEFAULT_PREPARE = timedelta(hours=1)
 _ZONE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
 _OFFSET = re.compile(r"([+-]?)([0-9]{2}):?([0-9]{2})?")
+# Every window opsctl computes with (an event, its prepare margin, a day's log rotation, a
+# week's cron scan, a time zone shift) must stay inside what datetime can hold (years 1 to
+# 9999): a year's margin at each end keeps every such sum representable.
+FIRST_MOMENT = datetime(2, 1, 1)
+LAST_MOMENT = datetime(9998, 12, 31, 23, 59)
 
 
 class WindowError(ValueError):
@@ -125,10 +130,19 @@ def parse_window(value: Any, where: str = WHERE) -> EventWindow:
 
 
 def check_bounds(start: datetime, duration: timedelta, prepare: timedelta, where: str = "") -> None:
-    """WindowError when [start - prepare, start + duration) reaches past the calendar's ends."""
-    problem = window_problem(start, duration, prepare)
-    if problem:   # checked before any sum, which would overflow
-        raise WindowError(f"{where}: {problem}" if where else problem)
+    """WindowError when [start - prepare, start + duration) reaches past the calendar's ends.
+
+    Compared on the wall-clock time, without adding anything first: the sum itself is what
+    overflows. A UTC offset moves it by less than a day, well within the year's margin."""
+    wall = start.replace(tzinfo=None)
+    if wall > LAST_MOMENT - duration:
+        problem = f"the event window ends after {LAST_MOMENT.date().isoformat()}: too close to the end of the calendar"
+    elif wall < FIRST_MOMENT + prepare:
+        problem = (f"the event window (with its prepare margin) starts before {FIRST_MOMENT.date().isoformat()}: "
+                   "too close to the start of the calendar")
+    else:
+        return
+    raise WindowError(f"{where}: {problem}" if where else problem)
 
 
 def context(window: EventWindow, name: str = "", shown_in: tzinfo | None = None) -> dict[str, Any]:
