@@ -1,0 +1,225 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# managed by opsctl: part of the opsctl.fleet collection.
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# Why a module: a converged harden is mostly reading. One stat, slurp or find per file costs one
+# Python start on the host each; this reads every file a role manages in one (docs/architecture.md,
+# "Converged runs").
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: file_state
+short_description: Read the state of many files, globs and dpkg diversions in one run
+version_added: 0.2.0
+description:
+  - Reads, in one module run, what a role needs to decide whether it must write anything.
+  - For each path in O(paths) it returns whether it exists, its type, SHA-1 checksum, owner,
+    group, mode and the target of a symbolic link.
+  - For each path in O(read) it also returns the content, base64 encoded.
+  - Never changes anything; safe in check mode.
+author:
+  - opsctl
+options:
+  paths:
+    description: Paths to stat. A symbolic link is reported as a link, with its resolved target.
+    type: list
+    elements: path
+    default: []
+  read:
+    description:
+      - Paths whose content to return (base64, key C(content)). They are stat'ed too.
+      - A file larger than O(max_bytes) fails the module.
+    type: list
+    elements: path
+    default: []
+  globs:
+    description: Shell patterns to expand; each returns its sorted matches.
+    type: list
+    elements: str
+    default: []
+  backups_of:
+    description:
+      - Paths whose earlier Ansible backups (C(NAME.PID.YYYY-MM-DD@HH:MM:SS~)) to list, found
+        in the same directory and, for a link, next to the file it points to.
+    type: list
+    elements: path
+    default: []
+  diversions:
+    description: Also return dpkg's local diversions (from C(/var/lib/dpkg/diversions)).
+    type: bool
+    default: false
+  max_bytes:
+    description: The largest file O(read) returns.
+    type: int
+    default: 4194304
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - A path that cannot be read because of permissions fails the module, naming the path.
+'''
+
+EXAMPLES = r'''
+- name: Read the files this role writes
+  opsctl.fleet.file_state:
+    paths: [/etc/nginx/conf.d/opsctl-tuning.conf]
+    read: [/etc/nginx/nginx.conf]
+    globs: [/usr/sbin/php-fpm*]
+    backups_of: [/etc/nginx/nginx.conf]
+  register: state
+'''
+
+RETURN = r'''
+files:
+  description: Per path in O(paths) and O(read), its state.
+  returned: always
+  type: dict
+  sample:
+    /etc/nginx/nginx.conf:
+      exists: true
+      type: file
+      checksum: 0f0e7a...
+      owner: root
+      group: root
+      mode: "0644"
+      lnk_source: ""
+      content: dXNlciB3d3ctZGF0YTs=
+globs:
+  description: Per pattern in O(globs), its sorted matches.
+  returned: always
+  type: dict
+  sample: {"/usr/sbin/php-fpm*": ["/usr/sbin/php-fpm8.2"]}
+backups:
+  description: Per path in O(backups_of), the earlier backups next to it, sorted.
+  returned: always
+  type: dict
+  sample: {"/etc/nginx/nginx.conf": ["/etc/nginx/nginx.conf.123.2026-01-01@00:00:00~"]}
+diversions:
+  description: Diverted path to the path it was diverted to; empty unless O(diversions).
+  returned: always
+  type: dict
+  sample: {"/etc/init.d/nginx": "/var/backups/opsctl/init.d/nginx"}
+'''
+
+import base64
+import glob
+import grp
+import hashlib
+import os
+import pwd
+import re
+import stat
+
+from ansible.module_utils.basic import AnsibleModule
+
+_BACKUP = r'\.[0-9]+\.[0-9]{4}-[0-9]{2}-[0-9]{2}@[0-9]{2}:[0-9]{2}:[0-9]{2}~$'
+_TYPES = ((stat.S_ISLNK, 'link'), (stat.S_ISREG, 'file'), (stat.S_ISDIR, 'directory'))
+
+
+def _name(table, ident):
+    try:
+        return table(ident)[0]
+    except KeyError:
+        return str(ident)
+
+
+def _checksum(path):
+    digest = hashlib.sha1()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(65536), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _state(path):
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return {'exists': False, 'type': 'absent', 'checksum': '', 'owner': '', 'group': '',
+                'mode': '', 'lnk_source': ''}
+    kind = next((name for test, name in _TYPES if test(info.st_mode)), 'other')
+    target = os.path.realpath(path) if kind == 'link' else ''
+    real = target or path
+    regular = os.path.isfile(real)
+    return {'exists': True, 'type': kind, 'checksum': _checksum(real) if regular else '',
+            'owner': _name(pwd.getpwuid, info.st_uid), 'group': _name(grp.getgrgid, info.st_gid),
+            'mode': '%04o' % stat.S_IMODE(info.st_mode), 'lnk_source': target}
+
+
+def _content(path, limit):
+    with open(path, 'rb') as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError('%s is larger than %d bytes' % (path, limit))
+    return base64.b64encode(data).decode('ascii')
+
+
+def _backups_beside(path):
+    folder, name = os.path.split(path)
+    pattern = re.compile(re.escape(name) + _BACKUP)
+    try:
+        entries = os.listdir(folder or '.')
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    return set(os.path.join(folder, entry) for entry in entries if pattern.match(entry))
+
+
+def _backups(path):
+    # Next to the path and, for a link (sites-enabled/x), next to the file it points to.
+    return sorted(_backups_beside(path) | _backups_beside(os.path.realpath(path)))
+
+
+def _diversions(path='/var/lib/dpkg/diversions'):
+    # dpkg's database: three lines per diversion (from, to, package; ":" for a local one).
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        return {}
+    return {lines[i]: lines[i + 1] for i in range(0, len(lines) - 2, 3)}
+
+
+def read_all(params):
+    files = {}
+    for path in params['paths'] + params['read']:
+        files[path] = _state(path)
+    for path in params['read']:
+        if files[path]['exists']:
+            files[path]['content'] = _content(path, params['max_bytes'])
+    return {
+        'files': files,
+        'globs': dict((pattern, sorted(glob.glob(pattern))) for pattern in params['globs']),
+        'backups': dict((path, _backups(path)) for path in params['backups_of']),
+        'diversions': _diversions() if params['diversions'] else {},
+    }
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            paths=dict(type='list', elements='path', default=[]),
+            read=dict(type='list', elements='path', default=[]),
+            globs=dict(type='list', elements='str', default=[]),
+            backups_of=dict(type='list', elements='path', default=[]),
+            diversions=dict(type='bool', default=False),
+            max_bytes=dict(type='int', default=4194304),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        result = read_all(module.params)
+    except (OSError, ValueError) as error:
+        module.fail_json(msg='file_state: %s' % error)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == '__main__':
+    main()
