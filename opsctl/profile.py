@@ -25,6 +25,7 @@ from typing import Any
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import events
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import EVENT_LIMITS
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import unknown_key_problem
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.events import DEFAULT_PREPARE, EventWindow
 
@@ -89,10 +90,9 @@ def _number(data: dict, key: str, where: str, *, integer: bool = False,
 def _mapping(value: Any, where: str, allowed: set[str]) -> dict:
     if not isinstance(value, dict):
         raise ProfileError(f"{where}: expected a mapping, got {type(value).__name__}")
-    # key=repr: YAML keys may be numbers, null or text side by side ({1: x, name: y}), which sort() refuses.
-    unknown = sorted((k for k in value if k not in allowed), key=repr)
-    if unknown:
-        raise ProfileError(f"{where}: unknown key {clip(unknown[0])} (allowed: {', '.join(sorted(allowed))})")
+    problem = unknown_key_problem(value, allowed, where)
+    if problem:
+        raise ProfileError(problem)
     return value
 
 

@@ -266,3 +266,15 @@ def _filter_problem(values: Mapping[str, Any], known_only: bool = False) -> str:
         if found:
             return found
     return ""
+
+
+def unknown_key_problem(value: Mapping, allowed: set[str] | frozenset[str], where: str) -> str:
+    """"WHERE: unknown key K (allowed: ...)" for the first key of `value` not in `allowed`, or "".
+
+    Sorted by repr: YAML keys may be numbers, null or text side by side ({1: x, name: y}), which
+    sort() refuses; the key is echoed cut (durations.clip)."""
+    unknown = sorted((k for k in value if k not in allowed), key=repr)
+    if not unknown:
+        return ""
+    return f"{where}: unknown key {clip(unknown[0])} (allowed: {', '.join(sorted(allowed))})"
+
