@@ -25,7 +25,9 @@ author:
   - opsctl
 options:
   paths:
-    description: Paths to stat. A symbolic link is reported as a link, with its resolved target.
+    description:
+      - Paths to stat. A symbolic link is reported as a link, with its resolved target, and the
+        target is reported too, under its own path.
     type: list
     elements: path
     default: []
@@ -155,11 +157,15 @@ def _state(path):
 
 
 def _content(path, limit):
+    # In blocks: one read() of megabytes fails with ENOMEM on /proc/sys files.
+    blocks, size = [], 0
     with open(path, 'rb') as handle:
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError('%s is larger than %d bytes' % (path, limit))
-    return base64.b64encode(data).decode('ascii')
+        for block in iter(lambda: handle.read(65536), b''):
+            size += len(block)
+            if size > limit:
+                raise ValueError('%s is larger than %d bytes' % (path, limit))
+            blocks.append(block)
+    return base64.b64encode(b''.join(blocks)).decode('ascii')
 
 
 def _backups_beside(path):
@@ -191,6 +197,9 @@ def read_all(params):
     files = {}
     for path in params['paths'] + params['read']:
         files[path] = _state(path)
+        target = files[path]['lnk_source']
+        if target and target not in files:
+            files[target] = _state(target)  # what a write through the link changes
     for path in params['read']:
         if files[path]['exists']:
             files[path]['content'] = _content(path, params['max_bytes'])
