@@ -250,6 +250,27 @@ def test_postrotate_lines_are_judged_by_the_same_classifier(line, flagged):
     assert bool(found) is flagged, found
 
 
+# --- the event profile: one schema for the CLI and the capacity model -----------------------------
+
+@pytest.mark.parametrize("change", [
+    {"colour": "red"},                                          # an unknown key
+    {"request_time": {"typical_ms": 50, "p99_ms": 300, "p50_ms": 1}},
+    {"client_timeout_s": 0.3},                                   # not above p99
+    {"peak_qps": 10 ** 400},
+    {"window": {"start": "2026-11-11T00:00", "duration": "0s", "timezone": "UTC"}},
+])
+def test_the_cli_and_the_capacity_model_refuse_the_same_profile_with_the_same_line(change):
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import CapacityError, derive
+    from opsctl.profile import ProfileError
+
+    event = {**EVENT, **change}
+    with pytest.raises(ProfileError) as cli:
+        parse_profile(event)
+    with pytest.raises(CapacityError) as model:
+        derive(event, {"cpus": 2, "memory_mb": 4096, "host": "web1"})
+    assert str(cli.value) == str(model.value)
+
+
 # --- grep finds one parser per concept ----------------------------------------------------------
 
 @pytest.mark.parametrize("pattern, home", [
@@ -258,6 +279,9 @@ def test_postrotate_lines_are_judged_by_the_same_classifier(line, flagged):
     (r"restart\|stop", "service_actions.py"),
     (r"def parse_cron\b", "check_engine.py"),      # cron schedules; the probe's cron files are parse_crontabs
     (r'lstrip\("\+-"\)|def utc_offset', "events.py"),   # a host's +0800
+    (r"is below typical_ms", "event_profile.py"),       # the event profile's schema
+    (r"unknown key \{", "configvalues.py"),
+    (r"longer than zero", "durations.py"),
 ])
 def test_grep_finds_one_home_per_concept(pattern, home):
     # opsctl/lab only builds the lab's own inventory (a fixed zone); it reads nobody's input.

@@ -6,7 +6,7 @@ here, so a window means the same span to each of them or is refused by each with
 
     window:
       start: "2026-11-11T00:00"  # local time in `timezone` (an explicit offset also works)
-      duration: 2h               # durations.parse_duration, longer than zero
+      duration: 2h               # durations.parse_positive_duration
       timezone: Asia/Shanghai    # an IANA name this machine's tz database knows
       prepare: 1h                # margin before start kept free of maintenance (default 1h)
 """
