@@ -22,7 +22,7 @@ description:
   - For each path in O(read) it also returns the content, base64 encoded.
   - Never changes anything; safe in check mode.
 author:
-  - opsctl
+  - opsctl maintainers (@opsctl)
 options:
   paths:
     description:
@@ -60,10 +60,14 @@ options:
     default: 4194304
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
+    description: Target OS/families that can be operated against.
+    support: full
     platforms: posix
 notes:
   - A path that cannot be read because of permissions fails the module, naming the path.

@@ -25,6 +25,8 @@ Decisions worth knowing (the failure modes are in FAILURE-MODES.md):
   behind one balancer never recycle together.
 """
 
+# F1-F7 and seed NNN: docs/failure-modes.md and docs/incidents.md of the opsctl repository.
+
 from __future__ import annotations
 
 import math

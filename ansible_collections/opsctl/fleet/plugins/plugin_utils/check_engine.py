@@ -12,6 +12,8 @@ opsctl imports: the opsctl_preflight role's filters call this same module. Durat
 durations.py, event windows and time zones events.py, as in the CLI.
 """
 
+# F1-F7 and seed NNN: docs/failure-modes.md and docs/incidents.md of the opsctl repository.
+
 from __future__ import annotations
 
 import math

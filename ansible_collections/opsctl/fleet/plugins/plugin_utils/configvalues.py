@@ -279,4 +279,3 @@ def unknown_key_problem(value: Mapping, allowed: Collection[str], where: str) ->
         return ""
     listed = sorted(allowed) if isinstance(allowed, (set, frozenset)) else list(allowed)
     return f"{where}: unknown key {clip(unknown[0])} (allowed: {', '.join(listed)})"
-

@@ -27,7 +27,7 @@ from typing import Any
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import events
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import unknown_key_problem
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.events import DEFAULT_PREPARE, EventWindow
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.events import EventWindow
 
 VAR_NAME = "opsctl_event"
 _TOP_KEYS = {"name", "peak_qps", "concurrency", "request_time", "client_timeout_s",
