@@ -290,3 +290,11 @@ def test_grep_finds_one_home_per_concept(pattern, home):
     hits = {p.name for p in sources if re.search(pattern, p.read_text(encoding="utf-8"))}
     assert hits == {home}, hits
 
+
+def test_one_signal_and_wait_rule_in_the_collection():
+    # Waiting for a master's new workers means listing its children: only signal-wait.sh does it.
+    scripts = [p for p in sorted(COLLECTION.rglob("*")) if p.suffix in (".sh", ".yml", ".j2")
+               and "tests" not in p.relative_to(COLLECTION).parts]
+    hits = {p.name for p in scripts if "pgrep -P" in p.read_text(encoding="utf-8")}
+    assert hits == {"signal-wait.sh"}, hits
+
