@@ -43,6 +43,12 @@ options:
     type: list
     elements: str
     default: []
+  stat_globs:
+    description:
+      - Also stat every match of O(globs), as for O(paths), into RV(files).
+      - For files whose names are only known from a glob (C(/etc/logrotate.d/php*-fpm)), in the same run.
+    type: bool
+    default: false
   backups_of:
     description:
       - Paths whose earlier Ansible backups (C(NAME.PID.YYYY-MM-DD@HH:MM:SS~)) to list, found
@@ -85,7 +91,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 files:
-  description: Per path in O(paths) and O(read), its state.
+  description: Per path in O(paths) and O(read) (and every glob match with O(stat_globs)), its state.
   returned: always
   type: dict
   sample:
@@ -207,9 +213,12 @@ def read_all(params):
     for path in params['read']:
         if files[path]['exists']:
             files[path]['content'] = _content(path, params['max_bytes'])
+    globs = dict((pattern, sorted(glob.glob(pattern))) for pattern in params['globs'])
+    for match in (m for matches in globs.values() for m in matches) if params['stat_globs'] else ():
+        files.setdefault(match, _state(match))
     return {
         'files': files,
-        'globs': dict((pattern, sorted(glob.glob(pattern))) for pattern in params['globs']),
+        'globs': globs,
         'backups': dict((path, _backups(path)) for path in params['backups_of']),
         'diversions': _diversions() if params['diversions'] else {},
     }
@@ -221,6 +230,7 @@ def main():
             paths=dict(type='list', elements='path', default=[]),
             read=dict(type='list', elements='path', default=[]),
             globs=dict(type='list', elements='str', default=[]),
+            stat_globs=dict(type='bool', default=False),
             backups_of=dict(type='list', elements='path', default=[]),
             diversions=dict(type='bool', default=False),
             max_bytes=dict(type='int', default=4194304),
