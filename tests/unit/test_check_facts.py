@@ -150,6 +150,19 @@ def test_managed_init_script_signals_the_master_itself():
     assert (init["stop_signal"], init["stop_schedule"], init["reload_signal"]) == ("QUIT", "QUIT/10", "USR2")
 
 
+def test_managed_init_script_that_reloads_through_the_signal_and_wait_rule():
+    # What the probe's awk prints of the script with signal-wait.sh embedded (lines of the
+    # library first, then do_reload's call).
+    text = ("### file /etc/init.d/php8.2-fpm\n22:GRACE=10\n33:RELOAD_SIGNAL=USR2\n"
+            "75:\tkill -0 \"$1\" 2>/dev/null || return 0\n"
+            "117:# opsctl_signal_and_wait SIGNAL PIDFILE SECONDS: send SIGNAL to the master in PIDFILE and wait\n"
+            "120:opsctl_signal_and_wait() {\n123:\tkill -\"$1\" \"$_osw_master\" || return 2\n"
+            "150:\tkill -QUIT \"$_m\" 2>/dev/null || true\n"
+            "190:\tif opsctl_signal_and_wait \"$RELOAD_SIGNAL\" \"$PIDFILE\" \"$GRACE\"; then\n")
+    init = parse_init_scripts(text)["php-fpm"]
+    assert (init["stop_signal"], init["stop_schedule"], init["reload_signal"]) == ("QUIT", "QUIT/10", "USR2")
+
+
 def test_a_usr1_postrotate_is_a_reopen_not_a_restart():
     from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import parse_logrotate
 

@@ -1,13 +1,14 @@
 """The capacity model as filters of the opsctl_capacity role.
 
-The rules live in plugins/plugin_utils/, where the opsctl CLI imports them too: one copy.
+The rules live in plugins/plugin_utils/, where the opsctl CLI imports them too: one copy. They are
+imported on a filter's first call (plugin_utils/lazy.py says why).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import capacity
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.lazy import lazy
 
 
 class FilterModule:
@@ -15,7 +16,7 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         return {
-            "capacity_plan": capacity._filter_plan,
-            "capacity_error": capacity._filter_error,
-            "capacity_facts_error": capacity._filter_facts_error,
+            "capacity_plan": lazy("capacity", "_filter_plan"),
+            "capacity_error": lazy("capacity", "_filter_error"),
+            "capacity_facts_error": lazy("capacity", "_filter_facts_error"),
         }

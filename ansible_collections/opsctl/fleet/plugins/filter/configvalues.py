@@ -1,13 +1,14 @@
 """Every role variable's value rule, as the filter of the roles' validate tasks.
 
-The rules live in plugins/plugin_utils/, where the opsctl CLI imports them too: one copy.
+The rules live in plugins/plugin_utils/, where the opsctl CLI imports them too: one copy. They are
+imported on a filter's first call (plugin_utils/lazy.py says why).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import configvalues
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.lazy import lazy
 
 
 class FilterModule:
@@ -15,5 +16,5 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         return {
-            "config_problem": configvalues._filter_problem,
+            "config_problem": lazy("configvalues", "_filter_problem"),
         }

@@ -21,7 +21,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import service_actions
 
 MARK_REPLACED = "# opsctl_lifecycle replaced: "
 MARK_DISABLED = "# opsctl_lifecycle disabled: "
@@ -61,6 +60,9 @@ def scan_line(path: str, number: int, line: str, reload_commands: Mapping[str, s
     """What `policy` does with one line, or None when the line has nothing to do with us."""
     if not _is_active(line):
         return None
+    # Imported here: every filter file is imported for every task that uses any filter (plugin_utils/lazy.py).
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils import service_actions
+
     found = service_actions.classify(line)
     if found is None or found.action in ("reload", "reopen"):
         return None

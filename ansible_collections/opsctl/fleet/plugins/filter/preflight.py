@@ -1,13 +1,14 @@
 """The probe parser and the check catalog engine, as filters of the opsctl_preflight role.
 
-The rules live in plugins/plugin_utils/, where the opsctl CLI imports them too: one copy.
+The rules live in plugins/plugin_utils/, where the opsctl CLI imports them too: one copy. They are
+imported on a filter's first call (plugin_utils/lazy.py says why).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import check_engine, probe_facts
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.lazy import lazy
 
 
 class FilterModule:
@@ -15,7 +16,7 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         return {
-            "probe_facts": probe_facts.parse,
-            "check_evaluate": check_engine._filter_evaluate,
-            "check_line": check_engine._filter_line,
+            "probe_facts": lazy("probe_facts", "parse"),
+            "check_evaluate": lazy("check_engine", "_filter_evaluate"),
+            "check_line": lazy("check_engine", "_filter_line"),
         }

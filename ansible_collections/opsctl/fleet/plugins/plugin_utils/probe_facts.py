@@ -550,8 +550,10 @@ def _kill_stop(lines: list[str], variables: dict[str, str]) -> str:
 def _reload_signal(lines: list[str], variables: dict[str, str]) -> str:
     for line in lines:
         code = _code(line)
+        # opsctl's managed script reloads through signal-wait.sh: opsctl_signal_and_wait SIGNAL ...
         match = (re.search(r"--signal (\w+)", code) or re.search(r"\bkill -(USR2|HUP)\b", code)
-                 or re.search(r"\bkill -\$\{?(\w+)\}?", code))
+                 or re.search(r"\bkill -\$\{?(\w+)\}?", code)
+                 or re.search(r"\bopsctl_signal_and_wait \"?\$?\{?(\w+)\}?", code))
         signal = match and variables.get(match.group(1), match.group(1))
         if signal in ("USR2", "HUP"):
             return signal

@@ -125,7 +125,7 @@ done'
 set --
 for f in /etc/init.d/php*-fpm* /etc/init.d/nginx; do [ -f "$f" ] && [ -r "$f" ] && set -- "$@" "$f"; done
 [ $# = 0 ] || awk "FNR == 1 { print \"### file \" FILENAME }
-	/^[A-Z_]*(TIMEOUT|SCHEDULE)=|^(GRACE|RELOAD_SIGNAL)=|--retry|killproc|--signal|kill -|QUIT|TERM/ { print FNR \":\" \$0 }" "$@"'
+	/^[A-Z_]*(TIMEOUT|SCHEDULE)=|^(GRACE|RELOAD_SIGNAL)=|--retry|killproc|--signal|kill -|opsctl_signal_and_wait|QUIT|TERM/ { print FNR \":\" \$0 }" "$@"'
 
 	section systemd_units '
 set --
