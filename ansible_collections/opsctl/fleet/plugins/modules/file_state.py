@@ -41,6 +41,34 @@ options:
     type: list
     elements: str
     default: []
+  read_globs:
+    description:
+      - Shell patterns whose matches are stat'ed like O(paths); a match that is a regular file (or
+        a link to one) is also read like O(read). Each pattern's sorted matches are in RV(globs).
+      - For files whose names are only known on the host, such as one per installed version.
+    type: list
+    elements: str
+    default: []
+  search:
+    description:
+      - Files and directories to search, like C(grep -rlIs): a directory is searched recursively
+        (symbolic links found inside are not followed, as with C(grep -r)), a path that does not
+        exist is skipped, a binary file (one with a NUL byte) and an unreadable one never match.
+      - Each regular file whose content matches one of O(search_patterns) is listed in RV(found)
+        and returned in RV(files) with its content, as for O(read).
+    type: list
+    elements: path
+    default: []
+  search_patterns:
+    description: Python regular expressions for O(search); a file matches if any matches somewhere.
+    type: list
+    elements: str
+    default: []
+  search_exclude:
+    description: Shell patterns of file names (the last component) that O(search) skips, like C(grep --exclude).
+    type: list
+    elements: str
+    default: []
   backups_of:
     description:
       - Paths whose earlier Ansible backups (C(NAME.PID.YYYY-MM-DD@HH:MM:SS~)) to list, found
@@ -75,6 +103,14 @@ EXAMPLES = r'''
     globs: [/usr/sbin/php-fpm*]
     backups_of: [/etc/nginx/nginx.conf]
   register: state
+
+- name: Read every php-fpm.conf and the cron files that mention php-fpm
+  opsctl.fleet.file_state:
+    read_globs: [/etc/php/*/fpm/php-fpm.conf]
+    search: [/etc/crontab, /etc/cron.d]
+    search_patterns: [fpm]
+    search_exclude: ["*~", "*.dpkg-*"]
+  register: state
 '''
 
 RETURN = r'''
@@ -93,10 +129,16 @@ files:
       lnk_source: ""
       content: dXNlciB3d3ctZGF0YTs=
 globs:
-  description: Per pattern in O(globs), its sorted matches.
+  description: Per pattern in O(globs) and O(read_globs), its sorted matches.
   returned: always
   type: dict
   sample: {"/usr/sbin/php-fpm*": ["/usr/sbin/php-fpm8.2"]}
+found:
+  description: The files O(search) found, in the order of O(search), sorted within each directory.
+  returned: always
+  type: list
+  elements: str
+  sample: ["/etc/cron.d/php"]
 backups:
   description: Per path in O(backups_of), the earlier backups next to it, sorted.
   returned: always
@@ -110,6 +152,7 @@ diversions:
 '''
 
 import base64
+import fnmatch
 import glob
 import grp
 import hashlib
@@ -187,16 +230,56 @@ def _diversions(path='/var/lib/dpkg/diversions'):
     return {lines[i]: lines[i + 1] for i in range(0, len(lines) - 2, 3)}
 
 
+def _walk(path):
+    # grep -r: a path given is followed if it is a link; links met inside a directory are not.
+    if not os.path.isdir(path):
+        return [path] if os.path.isfile(path) else []
+    out = []
+    for folder, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(folder, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                out.append(full)
+    return out
+
+
+def _matches(path, patterns):
+    try:
+        with open(path, 'rb') as handle:
+            data = handle.read()
+    except OSError:
+        return False  # grep -s: an unreadable file is no match
+    return b'\0' not in data and any(pattern.search(data) for pattern in patterns)
+
+
+def search(paths, patterns, exclude):
+    compiled = [re.compile(pattern.encode('utf-8')) for pattern in patterns]
+    found = []
+    for path in paths:
+        for name in _walk(path):
+            if name in found or any(fnmatch.fnmatch(os.path.basename(name), pat) for pat in exclude):
+                continue
+            if _matches(name, compiled):
+                found.append(name)
+    return found
+
+
 def read_all(params):
+    globs = dict((pattern, sorted(glob.glob(pattern))) for pattern in params['globs'] + params['read_globs'])
+    found = search(params['search'], params['search_patterns'], params['search_exclude'])
+    matched = [path for pattern in params['read_globs'] for path in globs[pattern]]
+    read = params['read'] + [path for path in matched if os.path.isfile(path)] + found
     files = {}
-    for path in params['paths'] + params['read']:
+    for path in params['paths'] + matched + read:
         files[path] = _state(path)
-    for path in params['read']:
-        if files[path]['exists']:
+    for path in read:
+        if files[path]['exists'] and 'content' not in files[path]:
             files[path]['content'] = _content(path, params['max_bytes'])
     return {
         'files': files,
-        'globs': dict((pattern, sorted(glob.glob(pattern))) for pattern in params['globs']),
+        'globs': globs,
+        'found': found,
         'backups': dict((path, _backups(path)) for path in params['backups_of']),
         'diversions': _diversions() if params['diversions'] else {},
     }
@@ -208,6 +291,10 @@ def main():
             paths=dict(type='list', elements='path', default=[]),
             read=dict(type='list', elements='path', default=[]),
             globs=dict(type='list', elements='str', default=[]),
+            read_globs=dict(type='list', elements='str', default=[]),
+            search=dict(type='list', elements='path', default=[]),
+            search_patterns=dict(type='list', elements='str', default=[]),
+            search_exclude=dict(type='list', elements='str', default=[]),
             backups_of=dict(type='list', elements='path', default=[]),
             diversions=dict(type='bool', default=False),
             max_bytes=dict(type='int', default=4194304),
@@ -216,7 +303,7 @@ def main():
     )
     try:
         result = read_all(module.params)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, re.error) as error:
         module.fail_json(msg='file_state: %s' % error)
     module.exit_json(changed=False, **result)
 
