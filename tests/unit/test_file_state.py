@@ -34,6 +34,7 @@ def test_search_is_grep_rlIs_with_exclude(tmp_path):
     (cron / "php~").write_text("fpm\n")
     (cron / "php.dpkg-old").write_text("fpm\n")
     (cron / "blob").write_bytes(b"fpm\0\1")
+    (cron / "latin1").write_bytes("# caf\xe9 fpm\n".encode("latin-1"))  # grep -I in a UTF-8 locale: binary
     (cron / "link").symlink_to(cron / "php")        # grep -r follows no link inside a directory
     crontab = tmp_path / "crontab"
     crontab.write_text("# nginx\n")

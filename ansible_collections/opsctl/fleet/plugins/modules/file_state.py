@@ -53,7 +53,8 @@ options:
     description:
       - Files and directories to search, like C(grep -rlIs): a directory is searched recursively
         (symbolic links found inside are not followed, as with C(grep -r)), a path that does not
-        exist is skipped, a binary file (one with a NUL byte) and an unreadable one never match.
+        exist is skipped; a binary file (one with a NUL byte or not valid UTF-8, as C(grep -I) sees
+        it in a UTF-8 locale) and an unreadable one never match.
       - Each regular file whose content matches one of O(search_patterns) is listed in RV(found)
         and returned in RV(files) with its content, as for O(read).
     type: list
@@ -250,7 +251,13 @@ def _matches(path, patterns):
             data = handle.read()
     except OSError:
         return False  # grep -s: an unreadable file is no match
-    return b'\0' not in data and any(pattern.search(data) for pattern in patterns)
+    if b'\0' in data:
+        return False
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError:
+        return False  # not text in a UTF-8 locale: binary to grep -I, and no role could decode it
+    return any(pattern.search(data) for pattern in patterns)
 
 
 def search(paths, patterns, exclude):
