@@ -51,7 +51,7 @@ options:
     default: []
   search:
     description:
-      - Files and directories to search, like C(grep -rlIs): a directory is searched recursively
+      - Files and directories to search, like C(grep -rlIs). A directory is searched recursively
         (symbolic links found inside are not followed, as with C(grep -r)), a path that does not
         exist is skipped; a binary file (one with a NUL byte or not valid UTF-8, as C(grep -I) sees
         it in a UTF-8 locale) and an unreadable one never match.
