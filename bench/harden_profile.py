@@ -37,16 +37,19 @@ def main() -> int:
         action = (data.get("resolved_action") or data.get("task_action") or "").rsplit(".", 1)[-1]
         rows.append(((when(following) - when(task)).total_seconds(), data.get("role", ""), action,
                      data["task"], ran[data.get("task_uuid")]))
-    by_role, by_action = collections.Counter(), collections.Counter()
-    for seconds, role, action, _, _ in rows:
+    by_role, by_action, runs = collections.Counter(), collections.Counter(), collections.Counter()
+    for seconds, role, action, _, hosts in rows:
         by_role[role or "(play)"] += seconds
         by_action[action] += seconds
+        runs[role or "(play)"] += 0 if action in CONTROLLER_ONLY else hosts
     module_runs = sum(n for _, _, action, _, n in rows if action not in CONTROLLER_ONLY)
     print(f"{art}\ntasks {len(rows)}, {sum(r[0] for r in rows):.1f} s, module runs (all hosts) {module_runs}")
-    for title, table in (("role", by_role), ("module", by_action)):
-        print(f"\nper {title}:")
-        for name, seconds in table.most_common():
-            print(f"  {seconds:6.2f} s  {name}")
+    print("\nper role (seconds, module runs on all hosts):")
+    for name, seconds in by_role.most_common():
+        print(f"  {seconds:6.2f} s  {runs[name]:4}  {name}")
+    print("\nper module:")
+    for name, seconds in by_action.most_common():
+        print(f"  {seconds:6.2f} s  {name}")
     print("\nslowest tasks:")
     for seconds, role, action, name, n in sorted(rows, reverse=True)[:25]:
         print(f"  {seconds:5.2f} s  {role[:20]:20} {action[:14]:14} ran on {n:3}  {name[:70]}")

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import unknown_key_problem
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
 
 from opsctl.errors import OpsctlError
@@ -57,6 +58,6 @@ def check_balancers(value: Any, host: str) -> None:
         problem = _driver_problem(entry["type"])
         if problem:
             raise OpsctlError(f"{where}[{index}].type: {problem}")
-        unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
+        unknown = unknown_key_problem(entry, (*_REQUIRED, *_OPTIONAL), f"{where}[{index}]")
         if unknown:
-            raise OpsctlError(f"{where}[{index}]: unknown key {unknown[0]!r} (known: host, type, upstream, config)")
+            raise OpsctlError(unknown)

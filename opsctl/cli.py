@@ -162,40 +162,11 @@ def check(inventory: str, limit: str | None, verbose: int, event: str | None, du
 
     Exit codes: 0 ready, 1 findings at or above --fail-on (or hosts not checked), 2 could not run.
     """
-    from opsctl.inventory import load_inventory_soon
-    from opsctl.vault import resolve
+    from opsctl.check_flow import CheckOptions, run_checks
 
-    # First: the load overlaps with the imports below. Vault secrets named on the command line
-    # are read (and prompted for) here, before the fork; ansible.cfg's in the forked parser.
-    pending = load_inventory_soon(inventory, limit, resolve(vault) if vault.given else vault)
-    from opsctl.checks import output
-    from opsctl.checks.run import EventOverride, dumps, load_checks, run_check, validate_override
-
-    try:
-        override = EventOverride(event, duration)
-        validate_override(override)
-        engine, _ = load_checks(catalog)
-    except BaseException:
-        pending.cancel()   # bad input: stop the load cleanly before the error is printed
-        raise
-    inv = pending()
-    err = _stderr()
-    seen: list = []
-    with err.status(output.progress_line(0, len(inv.hosts), 0, "")) as status:
-        def answered(outcome) -> None:
-            seen.append(outcome)
-            status.update(output.progress_line(len(seen), len(inv.hosts),
-                                               sum(o.status == "error" for o in seen), outcome.name))
-        report = run_check(inv, engine, override, fail_on=fail_on, on_host=answered)
-    if fmt == "json":
-        click.echo(dumps(report))
-    elif fmt == "junit":
-        click.echo(output.junit(report))
-    elif fmt == "markdown":
-        click.echo(output.markdown(report), nl=False)
-    else:
-        output.print_table(Console(), report, verbose)
-    sys.exit(EXIT_OK if report.ready else EXIT_FAILED)
+    sys.exit(run_checks(CheckOptions(inventory=inventory, limit=limit, verbose=verbose, event=event,
+                                     duration=duration, fmt=fmt, fail_on=fail_on, catalogs=catalog,
+                                     vault=vault)))
 
 
 @cli.command()

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import capacity, events
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import CatalogError, Engine, Result, Unavailable, load_catalog
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration, parse_positive_duration
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import capacity_facts, parse
 
 from opsctl.errors import OpsctlError
@@ -103,9 +103,7 @@ def validate_override(override: EventOverride) -> None:
     duration = DEFAULT_DURATION
     if override.duration:
         try:
-            duration = parse_duration(override.duration)
-            if duration <= timedelta(0):
-                raise ValueError("must be longer than zero")
+            duration = parse_positive_duration(override.duration)
         except ValueError as exc:
             raise OpsctlError(f"--duration {clip(override.duration)}: {exc}") from None
     # With the default margin: a profile's own margin is checked per host (event_window).

@@ -229,7 +229,7 @@ def test_malformed_overrides_are_one_line_errors(overrides, words):
 @pytest.mark.parametrize("event, facts, words", [
     (with_(SHOP, peak_qps=0), BIG, "peak_qps"),
     (with_(SHOP, request_time={"typical_ms": 500, "p99_ms": 100}), BIG, "below typical_ms"),
-    (with_(SHOP, client_timeout_s=0.2), BIG, "not above p99"),
+    (with_(SHOP, client_timeout_s=0.2), BIG, "not above the p99 request time"),
     (with_(SHOP, php_worker_memory_mb="48"), BIG, "php_worker_memory_mb"),
     (SHOP, with_(BIG, cpus=0), "facts.cpus"),
     (SHOP, with_(BIG, memory_mb=None), "facts.memory_mb"),

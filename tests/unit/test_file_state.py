@@ -7,7 +7,7 @@ import os
 from ansible_collections.opsctl.fleet.plugins.modules import file_state
 
 PARAMS = {"paths": [], "read": [], "globs": [], "read_globs": [], "search": [], "search_patterns": [],
-          "search_exclude": [], "backups_of": [], "diversions": False, "max_bytes": 4194304}
+          "search_exclude": [], "stat_globs": False, "backups_of": [], "diversions": False, "max_bytes": 4194304}
 
 
 def run(**params):

@@ -250,6 +250,27 @@ def test_postrotate_lines_are_judged_by_the_same_classifier(line, flagged):
     assert bool(found) is flagged, found
 
 
+# --- the event profile: one schema for the CLI and the capacity model -----------------------------
+
+@pytest.mark.parametrize("change", [
+    {"colour": "red"},                                          # an unknown key
+    {"request_time": {"typical_ms": 50, "p99_ms": 300, "p50_ms": 1}},
+    {"client_timeout_s": 0.3},                                   # not above p99
+    {"peak_qps": 10 ** 400},
+    {"window": {"start": "2026-11-11T00:00", "duration": "0s", "timezone": "UTC"}},
+])
+def test_the_cli_and_the_capacity_model_refuse_the_same_profile_with_the_same_line(change):
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import CapacityError, derive
+    from opsctl.profile import ProfileError
+
+    event = {**EVENT, **change}
+    with pytest.raises(ProfileError) as cli:
+        parse_profile(event)
+    with pytest.raises(CapacityError) as model:
+        derive(event, {"cpus": 2, "memory_mb": 4096, "host": "web1"})
+    assert str(cli.value) == str(model.value)
+
+
 # --- grep finds one parser per concept ----------------------------------------------------------
 
 @pytest.mark.parametrize("pattern, home", [
@@ -258,6 +279,9 @@ def test_postrotate_lines_are_judged_by_the_same_classifier(line, flagged):
     (r"restart\|stop", "service_actions.py"),
     (r"def parse_cron\b", "check_engine.py"),      # cron schedules; the probe's cron files are parse_crontabs
     (r'lstrip\("\+-"\)|def utc_offset', "events.py"),   # a host's +0800
+    (r"is below typical_ms", "event_profile.py"),       # the event profile's schema
+    (r"unknown key \{", "configvalues.py"),
+    (r"longer than zero", "durations.py"),
 ])
 def test_grep_finds_one_home_per_concept(pattern, home):
     # opsctl/lab only builds the lab's own inventory (a fixed zone); it reads nobody's input.
@@ -265,4 +289,12 @@ def test_grep_finds_one_home_per_concept(pattern, home):
     sources += sorted((COLLECTION / "plugins").rglob("*.py"))
     hits = {p.name for p in sources if re.search(pattern, p.read_text(encoding="utf-8"))}
     assert hits == {home}, hits
+
+
+def test_one_signal_and_wait_rule_in_the_collection():
+    # Waiting for a master's new workers means listing its children: only signal-wait.sh does it.
+    scripts = [p for p in sorted(COLLECTION.rglob("*")) if p.suffix in (".sh", ".yml", ".j2")
+               and "tests" not in p.relative_to(COLLECTION).parts]
+    hits = {p.name for p in scripts if "pgrep -P" in p.read_text(encoding="utf-8")}
+    assert hits == {"signal-wait.sh"}, hits
 

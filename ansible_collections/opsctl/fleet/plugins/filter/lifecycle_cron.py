@@ -13,6 +13,8 @@ restores every marked line. A quoted or aliased command can escape the classifie
 expressions, which is why the role also reports what it kept.
 """
 
+# F1-F7 and seed NNN: docs/failure-modes.md and docs/incidents.md of the opsctl repository.
+
 from __future__ import annotations
 
 import re

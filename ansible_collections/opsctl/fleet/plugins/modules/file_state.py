@@ -22,10 +22,12 @@ description:
   - For each path in O(read) it also returns the content, base64 encoded.
   - Never changes anything; safe in check mode.
 author:
-  - opsctl
+  - opsctl maintainers (@opsctl)
 options:
   paths:
-    description: Paths to stat. A symbolic link is reported as a link, with its resolved target.
+    description:
+      - Paths to stat. A symbolic link is reported as a link, with its resolved target, and the
+        target is reported too, under its own path.
     type: list
     elements: path
     default: []
@@ -70,6 +72,12 @@ options:
     type: list
     elements: str
     default: []
+  stat_globs:
+    description:
+      - Also stat every match of O(globs), as for O(paths), into RV(files).
+      - For files whose names are only known from a glob (C(/etc/logrotate.d/php*-fpm)), in the same run.
+    type: bool
+    default: false
   backups_of:
     description:
       - Paths whose earlier Ansible backups (C(NAME.PID.YYYY-MM-DD@HH:MM:SS~)) to list, found
@@ -87,10 +95,14 @@ options:
     default: 4194304
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
+    description: Target OS/families that can be operated against.
+    support: full
     platforms: posix
 notes:
   - A path that cannot be read because of permissions fails the module, naming the path.
@@ -116,7 +128,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 files:
-  description: Per path in O(paths) and O(read), its state.
+  description: Per path in O(paths) and O(read) (and every glob match with O(stat_globs)), its state.
   returned: always
   type: dict
   sample:
@@ -199,11 +211,15 @@ def _state(path):
 
 
 def _content(path, limit):
+    # In blocks: one read() of megabytes fails with ENOMEM on /proc/sys files.
+    blocks, size = [], 0
     with open(path, 'rb') as handle:
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError('%s is larger than %d bytes' % (path, limit))
-    return base64.b64encode(data).decode('ascii')
+        for block in iter(lambda: handle.read(65536), b''):
+            size += len(block)
+            if size > limit:
+                raise ValueError('%s is larger than %d bytes' % (path, limit))
+            blocks.append(block)
+    return base64.b64encode(b''.join(blocks)).decode('ascii')
 
 
 def _backups_beside(path):
@@ -280,9 +296,14 @@ def read_all(params):
     files = {}
     for path in params['paths'] + matched + read:
         files[path] = _state(path)
+        target = files[path]['lnk_source']
+        if target and target not in files:
+            files[target] = _state(target)  # what a write through the link changes
     for path in read:
         if files[path]['exists'] and 'content' not in files[path]:
             files[path]['content'] = _content(path, params['max_bytes'])
+    for match in (m for p in params['globs'] for m in globs[p]) if params['stat_globs'] else ():
+        files.setdefault(match, _state(match))
     return {
         'files': files,
         'globs': globs,
@@ -302,6 +323,7 @@ def main():
             search=dict(type='list', elements='path', default=[]),
             search_patterns=dict(type='list', elements='str', default=[]),
             search_exclude=dict(type='list', elements='str', default=[]),
+            stat_globs=dict(type='bool', default=False),
             backups_of=dict(type='list', elements='path', default=[]),
             diversions=dict(type='bool', default=False),
             max_bytes=dict(type='int', default=4194304),

@@ -25,6 +25,8 @@ Decisions worth knowing (the failure modes are in FAILURE-MODES.md):
   behind one balancer never recycle together.
 """
 
+# F1-F7 and seed NNN: docs/failure-modes.md and docs/incidents.md of the opsctl repository.
+
 from __future__ import annotations
 
 import math
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import configvalues as _values
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import event_profile
 
 NR_OPEN = 1_048_576          # fs.nr_open default: no process limit may exceed it
 SOMAXCONN_FLOOR = 4096       # Linux default since 5.4; never lower it
@@ -64,10 +67,7 @@ INT_KEYS = (
 KEYS = INT_KEYS + ("php_fpm.pm", "nginx.worker_processes")
 OVERRIDES_VAR = "opsctl_capacity_overrides"
 MAX_OVERRIDE = 10 ** 12 - 1   # no capacity setting is larger; a longer figure is a typo
-# The largest figure of each opsctl_event key and host fact the model computes with (profile.py
-# refuses the same): inf, nan and 10**400 are no figures, and int(inf) raised OverflowError.
-EVENT_LIMITS = {"peak_qps": 10_000_000, "concurrency": 10_000_000, "typical_ms": 3_600_000,
-                "p99_ms": 3_600_000, "client_timeout_s": 3600, "php_worker_memory_mb": 65536}
+# The largest figure of each host fact the model computes with (the event's: event_profile.py).
 FACT_LIMITS = {"cpus": 65536, "memory_mb": 1 << 40, "nofile_max": 1 << 31}
 
 
@@ -92,7 +92,7 @@ class Inputs:
 
 def _number(data: Mapping, key: str, where: str) -> float:
     value = data.get(key) if isinstance(data, Mapping) else None
-    high = EVENT_LIMITS.get(key) or FACT_LIMITS[key]
+    high = FACT_LIMITS[key]
     # The range before float(): 10**400 has no float; nan fails every comparison, so it fails this one.
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
         raise CapacityError(f"{where}.{key}: expected a number above 0 and at most {high}, "
@@ -121,24 +121,17 @@ def facts_problem(facts: Any) -> str:
     return ""
 
 
-def parse_inputs(event: Mapping, facts: Mapping) -> Inputs:
-    """Check the raw `opsctl_event` and host facts the model needs (profile.py checks the rest)."""
-    if not isinstance(event, Mapping):
-        raise CapacityError(f"opsctl_event: expected a mapping, got {type(event).__name__}")
-    rt = event.get("request_time")
-    typical = _number(rt, "typical_ms", "opsctl_event.request_time") / 1000
-    p99 = _number(rt, "p99_ms", "opsctl_event.request_time") / 1000
-    client = _number(event, "client_timeout_s", "opsctl_event")
-    if p99 < typical:
-        raise CapacityError(f"opsctl_event.request_time.p99_ms {p99 * 1000:g} is below typical_ms {typical * 1000:g}")
-    if client <= p99:
-        raise CapacityError(f"opsctl_event.client_timeout_s {client:g} s is not above p99 {p99:g} s")
-    concurrency = event.get("concurrency")
+def parse_inputs(event: Any, facts: Mapping) -> Inputs:
+    """The event profile (by the one schema the CLI also applies, event_profile.py) and the host
+    facts the model needs."""
+    try:
+        profile = event_profile.parse_profile(event)
+    except event_profile.ProfileError as exc:
+        raise CapacityError(str(exc)) from None
     return Inputs(
-        peak_qps=_number(event, "peak_qps", "opsctl_event"),
-        concurrency=int(_number(event, "concurrency", "opsctl_event")) if concurrency is not None else None,
-        typical_s=typical, p99_s=p99, client_timeout_s=client,
-        worker_mb=_number(event, "php_worker_memory_mb", "opsctl_event"),
+        peak_qps=profile.peak_qps, concurrency=profile.concurrency,
+        typical_s=profile.typical_ms / 1000, p99_s=profile.p99_ms / 1000,
+        client_timeout_s=profile.client_timeout_s, worker_mb=profile.php_worker_memory_mb,
         cpus=_cpus(facts), memory_mb=int(_number(facts, "memory_mb", "facts")),
         php_version=str(facts.get("php_version") or ""), host=str(facts.get("host") or ""),
         nofile_max=min(NR_OPEN, int(_number(facts, "nofile_max", "facts"))) if facts.get("nofile_max") else NR_OPEN)

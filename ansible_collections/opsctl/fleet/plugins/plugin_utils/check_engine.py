@@ -12,6 +12,8 @@ opsctl imports: the opsctl_preflight role's filters call this same module. Durat
 durations.py, event windows and time zones events.py, as in the CLI.
 """
 
+# F1-F7 and seed NNN: docs/failure-modes.md and docs/incidents.md of the opsctl repository.
+
 from __future__ import annotations
 
 import math
@@ -25,6 +27,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations, events
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import unknown_key_problem
 
 SEVERITIES = ("warn", "fail")
 REQUIRED = ("id", "title", "severity", "failure_mode", "facts", "rule", "observed", "expected", "remediation")
@@ -244,12 +247,11 @@ def _check_from(entry: Any, source: str, engine: "Engine") -> Check:
     if not isinstance(entry, dict):
         raise CatalogError(f"{where}: expected a mapping, got {type(entry).__name__}")
     missing = [k for k in REQUIRED if k not in entry]
-    # key=repr: YAML keys may be numbers, null or text side by side ({1: x, id: y}), which sort() refuses.
-    unknown = sorted((k for k in entry if k not in REQUIRED and k not in OPTIONAL), key=repr)
     if missing:
         raise CatalogError(f"{where}: missing key {missing[0]!r}")
+    unknown = unknown_key_problem(entry, (*REQUIRED, *OPTIONAL), where)
     if unknown:
-        raise CatalogError(f"{where}: unknown key {durations.clip(unknown[0])}")
+        raise CatalogError(unknown)
     # An empty `rule:` is YAML null, which str() made the rule "None" (a name, undefined at run
     # time): a check with nothing to judge, or to name, or to show, is a broken catalog.
     empty = next((k for k in ("id", "title", "rule", "observed") if entry[k] is None or not str(entry[k]).strip()),

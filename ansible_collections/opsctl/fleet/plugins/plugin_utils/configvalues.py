@@ -16,7 +16,7 @@ durations.clip shows them.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Callable
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
@@ -266,3 +266,16 @@ def _filter_problem(values: Mapping[str, Any], known_only: bool = False) -> str:
         if found:
             return found
     return ""
+
+
+def unknown_key_problem(value: Mapping, allowed: Collection[str], where: str) -> str:
+    """"WHERE: unknown key K (allowed: ...)" for the first key of `value` not in `allowed`, or "".
+
+    Sorted by repr: YAML keys may be numbers, null or text side by side ({1: x, name: y}), which
+    sort() refuses; the key is echoed cut (durations.clip). A set of allowed keys is listed
+    sorted, a sequence in its own order."""
+    unknown = sorted((k for k in value if k not in allowed), key=repr)
+    if not unknown:
+        return ""
+    listed = sorted(allowed) if isinstance(allowed, (set, frozenset)) else list(allowed)
+    return f"{where}: unknown key {clip(unknown[0])} (allowed: {', '.join(listed)})"

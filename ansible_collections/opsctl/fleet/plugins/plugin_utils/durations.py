@@ -83,6 +83,14 @@ def parse_duration(value: object) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def parse_positive_duration(value: object) -> timedelta:
+    """parse_duration, and longer than zero (an event's length, a window's)."""
+    duration = parse_duration(value)
+    if duration <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return duration
+
+
 def _bounded(total: float, what: str, text: str, bounded: bool) -> float:
     """`total` seconds, or OutOfRange past MAX_SECONDS (a host's own value may be kept as is)."""
     if not math.isfinite(total) or (bounded and total > MAX_SECONDS):

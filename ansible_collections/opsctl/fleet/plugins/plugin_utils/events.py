@@ -6,7 +6,7 @@ here, so a window means the same span to each of them or is refused by each with
 
     window:
       start: "2026-11-11T00:00"  # local time in `timezone` (an explicit offset also works)
-      duration: 2h               # durations.parse_duration, longer than zero
+      duration: 2h               # durations.parse_positive_duration
       timezone: Asia/Shanghai    # an IANA name this machine's tz database knows
       prepare: 1h                # margin before start kept free of maintenance (default 1h)
 """
@@ -19,7 +19,8 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import unknown_key_problem
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration, parse_positive_duration
 
 WHERE = "opsctl_event.window"
 WINDOW_KEYS = ("start", "duration", "timezone", "prepare")
@@ -100,9 +101,9 @@ def parse_start(value: Any, tz: tzinfo, where: str) -> datetime:
     return start.replace(tzinfo=tz) if start.tzinfo is None else start
 
 
-def _duration(value: Any, where: str) -> timedelta:
+def _duration(value: Any, where: str, parse=parse_duration) -> timedelta:
     try:
-        return parse_duration(value)
+        return parse(value)
     except ValueError as exc:
         raise WindowError(f"{where}: {exc}") from None
 
@@ -111,19 +112,16 @@ def parse_window(value: Any, where: str = WHERE) -> EventWindow:
     """A raw window mapping -> EventWindow; every error is one WindowError line naming the key."""
     if not isinstance(value, Mapping):
         raise WindowError(f"{where}: expected a mapping, got {type(value).__name__}")
-    # key=repr: YAML keys may be numbers, null or text side by side ({1: x, start: y}).
-    unknown = sorted((k for k in value if k not in WINDOW_KEYS), key=repr)
-    if unknown:
-        raise WindowError(f"{where}: unknown key {clip(unknown[0])} (allowed: {', '.join(sorted(WINDOW_KEYS))})")
+    problem = unknown_key_problem(value, WINDOW_KEYS, where)
+    if problem:
+        raise WindowError(problem)
     for key in ("start", "duration", "timezone"):
         if key not in value:
             raise WindowError(f"{where}: missing required key {key!r}")
     # The zone is checked even when start carries an offset: it is what times are shown in.
     tz = zone(value["timezone"], f"{where}.timezone")
     start = parse_start(value["start"], tz, f"{where}.start")
-    duration = _duration(value["duration"], f"{where}.duration")
-    if duration <= timedelta(0):
-        raise WindowError(f"{where}.duration: must be longer than zero")
+    duration = _duration(value["duration"], f"{where}.duration", parse_positive_duration)
     prepare = _duration(value.get("prepare", DEFAULT_PREPARE), f"{where}.prepare")
     check_bounds(start, duration, prepare, f"{where}.start: {clip(str(value['start']))}")
     return EventWindow(start=start, duration=duration, prepare=prepare, timezone=value["timezone"])

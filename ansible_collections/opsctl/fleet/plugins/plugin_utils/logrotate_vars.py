@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterator, Mapping
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import unknown_key_problem
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
 
 # Absolute paths of plain characters: no whitespace (logrotate splits on it), no quotes, braces,
@@ -85,9 +86,9 @@ def _app_log_problems(value: Any) -> Iterator[str]:
         if not isinstance(item, Mapping) or "path" not in item:
             yield f"{at}: expected a mapping with a path (and optional owner, group), got {clip(item)}"
             continue
-        unknown = sorted(str(k) for k in item if k not in _APP_KEYS)
+        unknown = unknown_key_problem(item, _APP_KEYS, at)
         if unknown:
-            yield f"{at}: unknown key {clip(unknown[0])} (allowed: {', '.join(_APP_KEYS)})"
+            yield unknown
         if "group" in item and "owner" not in item:
             yield f"{at}: group is used only with owner (logrotate's su owner group)"
         yield _path_problem(item["path"], f"{at}.path", glob=True)

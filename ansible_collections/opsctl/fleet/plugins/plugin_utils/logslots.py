@@ -21,6 +21,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import events
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import unknown_key_problem
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
 # An opsctl_logrotate_window or event window that cannot be used: one line for a person.
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.events import WindowError
@@ -104,9 +105,9 @@ def parse_window(raw: Any) -> Window:
     if not isinstance(raw, Mapping):
         raise WindowError(f"{WINDOW_VAR}: expected a mapping such as {{start: \"04:00\", minutes: 60, "
                           f"timezone: UTC, prune_delay_minutes: 30}}, got {raw!r}")
-    unknown = sorted(str(k) for k in raw if k not in _WINDOW_KEYS)
+    unknown = unknown_key_problem(raw, _WINDOW_KEYS, WINDOW_VAR)
     if unknown:
-        raise WindowError(f"{WINDOW_VAR}: unknown key {unknown[0]!r} (allowed: {', '.join(_WINDOW_KEYS)})")
+        raise WindowError(unknown)
     # The prune runs prune_delay_minutes after each rotation and must itself stay clear of every
     # event: a negative or zero delay would put it before or at the rotation, outside the span checked.
     return Window(start=_start(raw.get("start", "04:00")), minutes=_minutes(raw, "minutes", 60, 1, 720),

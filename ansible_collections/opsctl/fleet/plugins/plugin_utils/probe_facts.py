@@ -6,6 +6,8 @@ parsed on its own: a section that failed on the host becomes an entry in `facts[
 leaves the rest intact.
 """
 
+# F1-F7 and seed NNN: docs/failure-modes.md and docs/incidents.md of the opsctl repository.
+
 from __future__ import annotations
 
 import fnmatch

@@ -9,6 +9,7 @@
 # Exit: 0 done, 2 bad input or no single loaded file (nothing changed), 3 nginx -t failed
 # (file restored), 4 no new workers in time, 5 the reloaded configuration lacks the new state.
 # Environment: UPSTREAM CONFIG (optional) ADDRESS PORT STATE=drained|serving BACKUP_DIR
+# Runs after opsctl_graceful_reload/files/signal-wait.sh, which the task sends first.
 set -euo pipefail
 umask 077
 
@@ -130,16 +131,9 @@ else
   fi
 fi
 if [ -n "$edited" ] || [ "$stale" = 1 ]; then
-  old=$(pgrep -P "$master" | tr '\n' ' ')
-  kill -HUP "$master"
-  # The change is live once a new generation of workers runs (the old ones may still finish requests).
-  reloaded=
-  for _ in $(seq 50); do
-    for pid in $(pgrep -P "$master" || true); do case " $old " in *" $pid "*) ;; *) reloaded=1 ;; esac; done
-    [ -z "$reloaded" ] || break
-    sleep 0.1
-  done
-  [ -n "$reloaded" ] || fail 4 "nginx on this balancer did not start new workers within 5 s"
+  # The change is live once a new generation of workers runs (the old ones may still finish
+  # requests): the collection's one signal-and-wait rule (signal-wait.sh, sent before this script).
+  opsctl_signal_and_wait HUP /run/nginx.pid 5 || fail 4 "nginx on this balancer did not start new workers within 5 s"
 fi
 # What the reloaded master read, file by file: the upstream's server lines must all say it.
 dump=$(nginx -T 2>/dev/null) || fail 5 "nginx -T failed after the reload: $(nginx_error)"

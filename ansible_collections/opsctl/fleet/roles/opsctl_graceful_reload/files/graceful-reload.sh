@@ -3,6 +3,7 @@
 # One script, one SSH round trip: a rolling reload runs it on every host while the sale is live.
 # Environment: SERVICE=php-fpm|nginx ACTION=test|reload|restart TIMEOUT=seconds SMOKE_URL=url
 # Exit: 0 done, 3 config test failed (nothing signalled), 4 not verified in time.
+# Runs after signal-wait.sh (the collection's one signal-and-wait rule), which the task sends first.
 set -euo pipefail
 
 detect() {
@@ -28,46 +29,33 @@ config_test() {
   fi
 }
 
-workers() { pgrep -P "$1" | tr '\n' ' ' || true; }
-
-# Poll every 0.2 s for at most TIMEOUT seconds until "$@" succeeds.
-wait_for() {
-  local tries=$(( TIMEOUT * 5 ))
-  until "$@"; do
-    tries=$(( tries - 1 ))
-    [ "$tries" -gt 0 ] || return 1
-    sleep 0.2
-  done
-}
-
-replaced() {
-  local master now old
-  master=$(cat "$pidfile" 2>/dev/null) && kill -0 "$master" 2>/dev/null || return 1
-  now=$(workers "$master"); [ -n "$now" ] || return 1
-  for old in $old_workers; do kill -0 "$old" 2>/dev/null && return 1; done
-  new_master=$master new_workers=$now
-}
+# A rolling reload proves the old workers finished: it waits for every one of them.
+# shellcheck disable=SC2034  # read by signal-wait.sh
+OPSCTL_WAIT_OLD=1
 
 # python3 is on every host Ansible manages; curl is not.
 smoke() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' "$SMOKE_URL" 2>/dev/null; }
-master_gone() { ! kill -0 "$old_master" 2>/dev/null; }
+master_gone() { opsctl_gone "$old_master"; }
 
 detect
 config_test
 [ "$ACTION" = test ] && { echo "config ok"; exit 0; }
 
 old_master=$(cat "$pidfile")
-old_workers=$(workers "$old_master")
 started=$(date +%s%N)
+not_replaced() { echo "old workers (${OPSCTL_OLD_WORKERS% }) still running or no new worker after ${TIMEOUT}s" >&2; exit 4; }
 if [ "$ACTION" = restart ]; then
   # SIGQUIT: workers finish (up to process_control_timeout), the master exits; never SIGTERM.
+  OPSCTL_OLD_WORKERS=$(opsctl_workers "$old_master")
   kill -QUIT "$old_master"
-  wait_for master_gone || { echo "master $old_master still running after ${TIMEOUT}s; not forcing it" >&2; exit 4; }
+  opsctl_wait_for "$TIMEOUT" master_gone || { echo "master $old_master still running after ${TIMEOUT}s; not forcing it" >&2; exit 4; }
   service "$svc" start >/dev/null
+  opsctl_wait_for "$TIMEOUT" opsctl_reloaded "$pidfile" || not_replaced
+  OPSCTL_NEW_WORKERS=$(opsctl_new_workers "$(cat "$pidfile")")
 else
-  kill -"$signal" "$old_master"
+  opsctl_signal_and_wait "$signal" "$pidfile" "$TIMEOUT" || not_replaced
 fi
-wait_for replaced || { echo "old workers ($old_workers) still running or no new worker after ${TIMEOUT}s" >&2; exit 4; }
-wait_for smoke || { echo "$SMOKE_URL did not answer 2xx after the $ACTION" >&2; exit 4; }
+new_master=$(cat "$pidfile")
+opsctl_wait_for "$TIMEOUT" smoke || { echo "$SMOKE_URL did not answer 2xx after the $ACTION" >&2; exit 4; }
 elapsed_ms=$(( ($(date +%s%N) - started) / 1000000 ))
-echo "$ACTION: master $old_master -> $new_master, workers [${old_workers% }] -> [${new_workers% }], ${elapsed_ms} ms"
+echo "$ACTION: master $old_master -> $new_master, workers [${OPSCTL_OLD_WORKERS% }] -> [${OPSCTL_NEW_WORKERS% }], ${elapsed_ms} ms"

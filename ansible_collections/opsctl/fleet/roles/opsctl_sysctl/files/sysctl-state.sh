@@ -1,19 +1,30 @@
 # shellcheck shell=sh
 # shellcheck disable=SC3012  # string > in test: dash and bash (the /bin/sh of every target) compare bytes, as systemd orders sysctl.d
-# managed by opsctl: each wanted sysctl key's state on this host, as one JSON object.
+# managed by opsctl: OUR_FILE's state and each wanted sysctl key's state on this host, as one
+# JSON object {"file": {...}, "keys": {key: {...}}}, so one command is all a converged run costs.
 # usage: sh -c "$(cat sysctl-state.sh)" sh OUR_FILE key=value|key>=value ...
+# file: as opsctl.fleet.file_state reports it (exists, checksum = SHA-1, owner, group, mode).
 # status: same (running = wanted), apply (running differs, writable), higher (an at-least key
 # already above), absent (no such key here, e.g. netdev_max_backlog in a network namespace),
 # readonly (the key exists but is not writable here, e.g. a global key in a container).
 # shadowed_by: a sysctl file read after ours that sets the same key (it wins at boot).
-ours=$(basename "$1"); shift
+file=$1; shift
+ours=$(basename "$file")
+if [ -f "$file" ]; then
+    meta=$(stat -L -c '%U %G %04a' "$file")   # owner group mode: names without spaces
+    sum=$(sha1sum < "$file")
+    rest=${meta#* }
+    printf '{"file": {"exists": true, "checksum": "%s", "owner": "%s", "group": "%s", "mode": "%s"}, "keys": {' \
+        "${sum%% *}" "${meta%% *}" "${rest%% *}" "${rest#* }"
+else
+    printf '{"file": {"exists": false}, "keys": {'
+fi
 later=""
 for f in /etc/sysctl.d/*.conf /run/sysctl.d/*.conf /usr/local/lib/sysctl.d/*.conf /usr/lib/sysctl.d/*.conf \
          /lib/sysctl.d/*.conf; do
     [ -f "$f" ] && [ "$(basename "$f")" \> "$ours" ] && later="$later $f"
 done
 [ -f /etc/sysctl.conf ] && later="$later /etc/sysctl.conf"
-printf '{'
 sep=''
 for arg in "$@"; do
     case $arg in
@@ -41,4 +52,4 @@ for arg in "$@"; do
         "$sep" "$key" "$status" "$running" "$want" "$shadow"
     sep=', '
 done
-printf '}\n'
+printf '}}\n'
