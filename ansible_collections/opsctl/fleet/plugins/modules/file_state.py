@@ -43,6 +43,35 @@ options:
     type: list
     elements: str
     default: []
+  read_globs:
+    description:
+      - Shell patterns whose matches are stat'ed like O(paths); a match that is a regular file (or
+        a link to one) is also read like O(read). Each pattern's sorted matches are in RV(globs).
+      - For files whose names are only known on the host, such as one per installed version.
+    type: list
+    elements: str
+    default: []
+  search:
+    description:
+      - Files and directories to search, like C(grep -rlIs). A directory is searched recursively
+        (symbolic links found inside are not followed, as with C(grep -r)), a path that does not
+        exist is skipped; a binary file (one with a NUL byte or not valid UTF-8, as C(grep -I) sees
+        it in a UTF-8 locale) and an unreadable one never match.
+      - Each regular file whose content matches one of O(search_patterns) is listed in RV(found)
+        and returned in RV(files) with its content, as for O(read).
+    type: list
+    elements: path
+    default: []
+  search_patterns:
+    description: Python regular expressions for O(search); a file matches if any matches somewhere.
+    type: list
+    elements: str
+    default: []
+  search_exclude:
+    description: Shell patterns of file names (the last component) that O(search) skips, like C(grep --exclude).
+    type: list
+    elements: str
+    default: []
   stat_globs:
     description:
       - Also stat every match of O(globs), as for O(paths), into RV(files).
@@ -87,6 +116,14 @@ EXAMPLES = r'''
     globs: [/usr/sbin/php-fpm*]
     backups_of: [/etc/nginx/nginx.conf]
   register: state
+
+- name: Read every php-fpm.conf and the cron files that mention php-fpm
+  opsctl.fleet.file_state:
+    read_globs: [/etc/php/*/fpm/php-fpm.conf]
+    search: [/etc/crontab, /etc/cron.d]
+    search_patterns: [fpm]
+    search_exclude: ["*~", "*.dpkg-*"]
+  register: state
 '''
 
 RETURN = r'''
@@ -105,10 +142,16 @@ files:
       lnk_source: ""
       content: dXNlciB3d3ctZGF0YTs=
 globs:
-  description: Per pattern in O(globs), its sorted matches.
+  description: Per pattern in O(globs) and O(read_globs), its sorted matches.
   returned: always
   type: dict
   sample: {"/usr/sbin/php-fpm*": ["/usr/sbin/php-fpm8.2"]}
+found:
+  description: The files O(search) found, in the order of O(search), sorted within each directory.
+  returned: always
+  type: list
+  elements: str
+  sample: ["/etc/cron.d/php"]
 backups:
   description: Per path in O(backups_of), the earlier backups next to it, sorted.
   returned: always
@@ -122,6 +165,7 @@ diversions:
 '''
 
 import base64
+import fnmatch
 import glob
 import grp
 import hashlib
@@ -203,22 +247,67 @@ def _diversions(path='/var/lib/dpkg/diversions'):
     return {lines[i]: lines[i + 1] for i in range(0, len(lines) - 2, 3)}
 
 
+def _walk(path):
+    # grep -r: a path given is followed if it is a link; links met inside a directory are not.
+    if not os.path.isdir(path):
+        return [path] if os.path.isfile(path) else []
+    out = []
+    for folder, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(folder, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                out.append(full)
+    return out
+
+
+def _matches(path, patterns):
+    try:
+        with open(path, 'rb') as handle:
+            data = handle.read()
+    except OSError:
+        return False  # grep -s: an unreadable file is no match
+    if b'\0' in data:
+        return False
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError:
+        return False  # not text in a UTF-8 locale: binary to grep -I, and no role could decode it
+    return any(pattern.search(data) for pattern in patterns)
+
+
+def search(paths, patterns, exclude):
+    compiled = [re.compile(pattern.encode('utf-8')) for pattern in patterns]
+    found = []
+    for path in paths:
+        for name in _walk(path):
+            if name in found or any(fnmatch.fnmatch(os.path.basename(name), pat) for pat in exclude):
+                continue
+            if _matches(name, compiled):
+                found.append(name)
+    return found
+
+
 def read_all(params):
+    globs = dict((pattern, sorted(glob.glob(pattern))) for pattern in params['globs'] + params['read_globs'])
+    found = search(params['search'], params['search_patterns'], params['search_exclude'])
+    matched = [path for pattern in params['read_globs'] for path in globs[pattern]]
+    read = params['read'] + [path for path in matched if os.path.isfile(path)] + found
     files = {}
-    for path in params['paths'] + params['read']:
+    for path in params['paths'] + matched + read:
         files[path] = _state(path)
         target = files[path]['lnk_source']
         if target and target not in files:
             files[target] = _state(target)  # what a write through the link changes
-    for path in params['read']:
-        if files[path]['exists']:
+    for path in read:
+        if files[path]['exists'] and 'content' not in files[path]:
             files[path]['content'] = _content(path, params['max_bytes'])
-    globs = dict((pattern, sorted(glob.glob(pattern))) for pattern in params['globs'])
-    for match in (m for matches in globs.values() for m in matches) if params['stat_globs'] else ():
+    for match in (m for p in params['globs'] for m in globs[p]) if params['stat_globs'] else ():
         files.setdefault(match, _state(match))
     return {
         'files': files,
         'globs': globs,
+        'found': found,
         'backups': dict((path, _backups(path)) for path in params['backups_of']),
         'diversions': _diversions() if params['diversions'] else {},
     }
@@ -230,6 +319,10 @@ def main():
             paths=dict(type='list', elements='path', default=[]),
             read=dict(type='list', elements='path', default=[]),
             globs=dict(type='list', elements='str', default=[]),
+            read_globs=dict(type='list', elements='str', default=[]),
+            search=dict(type='list', elements='path', default=[]),
+            search_patterns=dict(type='list', elements='str', default=[]),
+            search_exclude=dict(type='list', elements='str', default=[]),
             stat_globs=dict(type='bool', default=False),
             backups_of=dict(type='list', elements='path', default=[]),
             diversions=dict(type='bool', default=False),
@@ -239,7 +332,7 @@ def main():
     )
     try:
         result = read_all(module.params)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, re.error) as error:
         module.fail_json(msg='file_state: %s' % error)
     module.exit_json(changed=False, **result)
 
