@@ -119,7 +119,9 @@ def test_every_role_checks_every_input_first(role):
 
 
 def test_the_capacity_gate_runs_before_every_other_role():
-    tasks = yaml.safe_load((REPO / "ansible_collections/opsctl/fleet/roles/opsctl_capacity/tasks/main.yml").read_text())
+    main = yaml.safe_load((REPO / "ansible_collections/opsctl/fleet/roles/opsctl_capacity/tasks/main.yml").read_text())
+    assert [t["ansible.builtin.include_tasks"]["file"] for t in main] == ["plan.yml"]
+    tasks = yaml.safe_load((REPO / "ansible_collections/opsctl/fleet/roles/opsctl_capacity/tasks/plan.yml").read_text())
     assert tasks[-1]["ansible.builtin.import_tasks"] == "validate.yml"
     gate = yaml.safe_load((REPO / "ansible_collections/opsctl/fleet/roles/opsctl_capacity/tasks/validate.yml").read_text())[0]
     assert gate["any_errors_fatal"] is True and "opsctl.fleet.config_problem(true)" in str(gate["vars"])
