@@ -21,15 +21,20 @@ def _wanted(entry: Mapping) -> dict:
 def _differs(entry: Mapping, before: Mapping) -> bool:
     if not before.get("exists"):
         return True
-    digest = hashlib.sha1(str(entry["content"]).encode("utf-8")).hexdigest()
     want = _wanted(entry)
-    return digest != before.get("checksum") or any(str(want[k]) != str(before.get(k)) for k in want)
+    if any(str(want[k]) != str(before.get(k)) for k in want):
+        return True
+    if "content" not in entry:   # a directory: its type, owner, group and mode are all there is
+        return before.get("type") != "directory"
+    return hashlib.sha1(str(entry["content"]).encode("utf-8")).hexdigest() != before.get("checksum")
 
 
 def stale_files(desired: Sequence[Mapping], state: Mapping) -> list[dict]:
     """The entries of `desired` ({dest, content[, owner, group, mode]}) whose file differs from
     `state` (the `files` of an opsctl.fleet.file_state result), each with its owner, group and mode
-    filled in and `before` (the file as it was: what a failed validation restores)."""
+    filled in and `before` (the file as it was: what a failed validation restores). An entry
+    without content is a directory: it differs when the path is not a directory with that owner,
+    group and mode."""
     files = state.get("files", state) if isinstance(state, Mapping) else {}
     out = []
     for entry in desired:

@@ -82,6 +82,7 @@ options:
     description:
       - Paths whose earlier Ansible backups (C(NAME.PID.YYYY-MM-DD@HH:MM:SS~)) to list, found
         in the same directory and, for a link, next to the file it points to.
+      - An entry with shell pattern characters stands for every path it matches (C(/etc/php/*/fpm/php-fpm.conf)).
     type: list
     elements: path
     default: []
@@ -153,7 +154,7 @@ found:
   elements: str
   sample: ["/etc/cron.d/php"]
 backups:
-  description: Per path in O(backups_of), the earlier backups next to it, sorted.
+  description: Per path in O(backups_of) (each match of a pattern), the earlier backups next to it, sorted.
   returned: always
   type: dict
   sample: {"/etc/nginx/nginx.conf": ["/etc/nginx/nginx.conf.123.2026-01-01@00:00:00~"]}
@@ -237,6 +238,21 @@ def _backups(path):
     return sorted(_backups_beside(path) | _backups_beside(os.path.realpath(path)))
 
 
+def _expand(paths):
+    # A path with pattern characters stands for each path it names in an existing directory
+    # (present or not: backups outlive their file), a plain one for itself.
+    out = []
+    for path in paths:
+        folder, name = os.path.split(path)
+        if not glob.has_magic(path):
+            out.append(path)
+        elif glob.has_magic(name):
+            out.extend(sorted(glob.glob(path)))
+        else:
+            out.extend(os.path.join(match, name) for match in sorted(glob.glob(folder)))
+    return out
+
+
 def _diversions(path='/var/lib/dpkg/diversions'):
     # dpkg's database: three lines per diversion (from, to, package; ":" for a local one).
     try:
@@ -308,7 +324,7 @@ def read_all(params):
         'files': files,
         'globs': globs,
         'found': found,
-        'backups': dict((path, _backups(path)) for path in params['backups_of']),
+        'backups': dict((path, _backups(path)) for path in _expand(params['backups_of'])),
         'diversions': _diversions() if params['diversions'] else {},
     }
 
