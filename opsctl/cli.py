@@ -13,6 +13,7 @@ from rich.console import Console
 
 from opsctl import __version__
 from opsctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OpsctlError
+from opsctl.lab.spec import FLAVORS
 from opsctl.safetext import visible
 
 if TYPE_CHECKING:
@@ -272,15 +273,19 @@ _name_option = click.option("--name", default="lab", show_default=True,
 @_name_option
 @click.option("--web", default=2, show_default=True, help="Number of web hosts (nginx + php-fpm).")
 @click.option("--subnet", metavar="CIDR", help="IPv4 /24 for the lab (default: derived from --name).")
+@click.option("--flavor", type=click.Choice(FLAVORS), default="debian", show_default=True,
+              help="How the web hosts are laid out: Debian's packages, or php-fpm and nginx built from "
+                   "source under /usr/local (php-src's init script, a unix socket in /tmp, nginx started "
+                   "by hand with -c); the package's own files are removed inside the host.")
 @handle_errors
-def lab_up(name: str, web: int, subnet: str | None) -> None:
+def lab_up(name: str, web: int, subnet: str | None, flavor: str) -> None:
     """Start the lab (one lb host, --web web hosts); safe to run again."""
     from opsctl.lab import fleet
     from opsctl.report import print_lab_status
 
     err = _stderr()
     with err.status("bringing the lab up") as status:
-        spec = fleet.up(name, web, subnet, report=lambda msg: status.update(msg))
+        spec = fleet.up(name, web, subnet, report=lambda msg: status.update(msg), flavor=flavor)
     _, health = fleet.wait_healthy(name)
     print_lab_status(Console(), spec, health)
     if not all(h.sshd and h.nginx and h.php_fpm is not False for h in health):

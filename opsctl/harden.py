@@ -38,7 +38,8 @@ class HostPlan:
 
 
 def probe_script() -> bytes:
-    return (roles_dir() / "opsctl_capacity" / "files" / "probe.sh").read_bytes()
+    """The readiness probe, reading only what the capacity model needs (as the opsctl_capacity role does)."""
+    return b"OPSCTL_PROBE_SECTIONS=capacity\n" + (roles_dir() / "opsctl_preflight/files/probe.sh").read_bytes()
 
 
 def _targets(hosts: list[Host]) -> list:
@@ -78,8 +79,7 @@ def plan_hosts(inv: Inventory) -> list[HostPlan]:
     Not --explain's alone: every harden needs it first, as the gate that refuses a profile,
     override or value the model or the roles would refuse (exit 2) before any host changes;
     --explain prints it and stops."""
-    import json
-
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import capacity_facts, parse
     from opsctl.sshexec import run_many
 
     results = run_many(_targets(list(inv.hosts)), probe_script(), "sh -s")
@@ -92,9 +92,9 @@ def plan_hosts(inv: Inventory) -> list[HostPlan]:
             plans.append(HostPlan(host.name, error=f"{host.name}: {result.error}"))
             continue
         try:
-            facts = json.loads(result.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            plans.append(HostPlan(host.name, error=f"{host.name}: the probe printed no facts: {result.stdout[:100]!r}"))
+            facts = capacity_facts(parse(result.stdout), host.name)
+        except (ValueError, RecursionError) as exc:   # not JSON, or nested deeper than json parses
+            plans.append(HostPlan(host.name, error=f"{host.name}: the probe printed no facts: {str(exc)[:100]}"))
             continue
         plans.append(plan_host(host, facts))
     return plans

@@ -38,7 +38,7 @@ def lab_name() -> str:
     return os.environ.get("OPSCTL_TEST_LAB", "t")
 
 
-def fresh_lab(name: str, web: int = 2):
+def fresh_lab(name: str, web: int = 2, flavor: str = "debian"):
     """Bring a lab up from scratch for the tests, yield its spec, and take it down afterwards."""
     reason = lab_available()
     if reason:
@@ -46,7 +46,7 @@ def fresh_lab(name: str, web: int = 2):
             pytest.fail(reason)
         pytest.skip(reason)
     opsctl("lab", "down", "--name", name)
-    opsctl("lab", "up", "--name", name, "--web", str(web), check=True)
+    opsctl("lab", "up", "--name", name, "--web", str(web), "--flavor", flavor, check=True)
     from opsctl.lab import fleet
 
     yield fleet.load_spec(name)

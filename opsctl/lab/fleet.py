@@ -129,14 +129,14 @@ def _write_known_hosts(spec: LabSpec) -> None:
     spec.known_hosts.chmod(0o600)
 
 
-def up(name: str, web: int, subnet: str | None, report: Report) -> LabSpec:
+def up(name: str, web: int, subnet: str | None, report: Report, flavor: str = "debian") -> LabSpec:
     php = rootfs.detect_php_fpm()
     _preflight(php)
     assert php is not None
     existing = load_spec(name)
-    spec = existing or build_spec(name, web, subnet, labs_dir())
-    if existing and len(existing.by_role("web")) != web:
-        raise OpsctlError(f"lab {name!r} is up with {len(existing.by_role('web'))} web hosts; "
+    spec = existing or build_spec(name, web, subnet, labs_dir(), flavor)
+    if existing and (len(existing.by_role("web")), existing.flavor) != (web, flavor):
+        raise OpsctlError(f"lab {name!r} is up with {len(existing.by_role('web'))} {existing.flavor} web hosts; "
                           f"run `opsctl lab down --name {name}` first to change it")
     _check_subnet_free(spec)
     pubkey = _controller_key(spec)

@@ -7,6 +7,7 @@ import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,13 +86,17 @@ def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: st
     _write(upper / "root/.ssh/authorized_keys", controller_pubkey.strip() + "\n", 0o600)
     host_public_key(spec, host)
     env = _templates()
-    context = {"host": host, "php": php, "upstream": UPSTREAM, "webs": spec.by_role("web")}
+    source = host.role == "web" and spec.flavor == "source"
+    context = {"host": host, "php": php, "upstream": UPSTREAM, "webs": spec.by_role("web"), "source": source}
     _write(upper / "etc/opsctl-lab/init.sh", env.get_template("init.sh.j2").render(context), 0o755)
     _write(upper / "etc/opsctl-lab/services.sh", env.get_template("services.sh.j2").render(context), 0o755)
     _write(upper / "etc/opsctl-lab/sshd_config", (ASSETS / "sshd_config").read_text(), 0o600)
     _write(upper / "usr/sbin/policy-rc.d", (ASSETS / "policy-rc.d").read_text(), 0o755)
-    site = "web-site.conf.j2" if host.role == "web" else "lb-site.conf.j2"
-    _write(upper / "etc/nginx/sites-available/default", env.get_template(site).render(context))
+    if source:
+        source_layout(upper, php)
+    else:
+        site = "web-site.conf.j2" if host.role == "web" else "lb-site.conf.j2"
+        _write(upper / "etc/nginx/sites-available/default", env.get_template(site).render(context))
     if host.role == "web":
         for page in sorted((ASSETS / "app").iterdir()):
             _write(upper / "var/www/opsctl-lab" / page.name, page.read_text())
@@ -100,6 +105,46 @@ def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: st
         entry = pwd.getpwnam("www-data")
         os.chown(orders, entry.pw_uid, entry.pw_gid)
         orders.chmod(0o750)
+
+
+def _whiteout(upper: Path, path: str) -> None:
+    """Hide PATH of the machine's own file system inside the host (an overlayfs whiteout)."""
+    target = upper / path.lstrip("/")
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+
+
+def source_layout(upper: Path, php: PhpInstall) -> None:
+    """php-fpm and nginx as source builds lay them out, with Debian's package files removed.
+
+    The binaries are the machine's own, copied under /usr/local; the package's binaries, init
+    scripts, units, configuration and rotation rules are whited out, so nothing of the Debian
+    layout remains for discovery to lean on. php.ini stays where the binary was built to read it.
+    """
+    source = ASSETS / "source"
+    php_prefix, nginx_prefix = upper / "usr/local/php", upper / "usr/local/nginx"
+    for sub in ("sbin", "etc/php-fpm.d", "var/run", "var/log"):
+        (php_prefix / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(php.binary, php_prefix / "sbin/php-fpm")
+    _write(php_prefix / "etc/php-fpm.conf", (source / "php-fpm.conf").read_text())
+    _write(php_prefix / "etc/php-fpm.d/www.conf", (source / "www.conf").read_text())
+    _write(upper / "etc/init.d/php-fpm", (source / "php-fpm.init").read_text(), 0o755)
+    for sub in ("sbin", "conf/vhost", "logs"):
+        (nginx_prefix / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/usr/sbin/nginx", nginx_prefix / "sbin/nginx")
+    for name in ("mime.types", "fastcgi.conf", "fastcgi_params"):
+        shutil.copyfile(Path("/etc/nginx") / name, nginx_prefix / "conf" / name)
+    _write(nginx_prefix / "conf/nginx.conf", (source / "nginx.conf").read_text())
+    _write(nginx_prefix / "conf/vhost/opsctl-lab.conf", (source / "vhost.conf").read_text())
+    for path in (php.binary, f"/etc/init.d/{php.service}", f"/etc/php/{php.version}/fpm/php-fpm.conf",
+                 f"/etc/php/{php.version}/fpm/pool.d", f"/etc/logrotate.d/{php.service}",
+                 f"/usr/lib/systemd/system/{php.service}.service", "/usr/sbin/nginx", "/etc/nginx",
+                 "/etc/init.d/nginx", "/etc/logrotate.d/nginx", "/usr/lib/systemd/system/nginx.service"):
+        _whiteout(upper, path)
 
 
 def install_boot_script(spec: LabSpec) -> Path:

@@ -16,6 +16,9 @@ LB_OFFSET = 10
 WEB_OFFSET = 20
 MAX_WEB = 200
 UPSTREAM = "opsctl_web"
+# How a lab's web hosts are laid out: Debian's packages, or php-fpm and nginx built from source
+# under a prefix (/usr/local/php, /usr/local/nginx: php-src's init script, nginx started by hand).
+FLAVORS = ("debian", "source")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class LabSpec:
     subnet: str
     hosts: tuple[LabHost, ...]
     root: str  # state directory of this lab
+    flavor: str = "debian"  # one of FLAVORS, for every web host
 
     @property
     def bridge(self) -> str:
@@ -90,8 +94,10 @@ def default_subnet(name: str) -> str:
     return f"10.213.{third}.0/24"
 
 
-def build_spec(name: str, web: int, subnet: str | None, root: Path) -> LabSpec:
+def build_spec(name: str, web: int, subnet: str | None, root: Path, flavor: str = "debian") -> LabSpec:
     validate_name(name)
+    if flavor not in FLAVORS:
+        raise OpsctlError(f"--flavor {flavor}: use one of {', '.join(FLAVORS)}")
     if not 1 <= web <= MAX_WEB:
         raise OpsctlError(f"--web {web}: a lab has 1 to {MAX_WEB} web hosts")
     try:
@@ -108,4 +114,4 @@ def build_spec(name: str, web: int, subnet: str | None, root: Path) -> LabSpec:
 
     hosts = [host("lb1", "lb", LB_OFFSET, 0)]
     hosts += [host(f"web{i}", "web", WEB_OFFSET + i, i) for i in range(1, web + 1)]
-    return LabSpec(name=name, subnet=str(network), hosts=tuple(hosts), root=str(root / name))
+    return LabSpec(name=name, subnet=str(network), hosts=tuple(hosts), root=str(root / name), flavor=flavor)

@@ -171,9 +171,10 @@ def test_junit_and_markdown(lab):
     cases = suites.findall("./testsuite[@name='web1']/testcase")
     assert len(cases) > 20, proc.stdout[:2000]
     failed = [c.get("name") for c in cases if c.find("failure") is not None]
-    assert "fpm-process-control-timeout" in failed
+    # One result per php-fpm master, named by its version and configuration.
+    assert "fpm-process-control-timeout [php-fpm 8.2 /etc/php/8.2/fpm/php-fpm.conf]" in failed
     proc = opsctl("check", "--inventory", lab.name, "--limit", "web1", "--format", "markdown", timeout=120)
-    assert proc.returncode == 1 and "| fail | web1 | fpm-process-control-timeout |" in proc.stdout
+    assert proc.returncode == 1 and "| fail | web1 | fpm-process-control-timeout php-fpm 8.2 /etc/php/8.2/fpm/php-fpm.conf |" in proc.stdout
 
 
 def test_user_catalog_and_fail_on(lab, tmp_path: Path):

@@ -55,7 +55,7 @@ def test_nginx_failing_config_is_reported():
     assert nginx["error"].startswith("nginx: [emerg]") and nginx["locations"] == []
 
 
-FPM_TT = """### binary /usr/sbin/php-fpm8.2
+FPM_TT = """### master running 812 /usr/sbin/php-fpm8.2 /etc/php/8.2/fpm/php-fpm.conf
 PHP 8.2.36 (fpm-fcgi) (built: Nov 18 2026 20:02:04)
 [global]
 \tprocess_control_timeout = 10s

@@ -19,4 +19,5 @@ class FilterModule:
             "capacity_plan": lazy("capacity", "_filter_plan"),
             "capacity_error": lazy("capacity", "_filter_error"),
             "capacity_facts_error": lazy("capacity", "_filter_facts_error"),
+            "capacity_host": lazy("probe_facts", "capacity_facts"),
         }

@@ -15,7 +15,12 @@ import json
 import re
 from typing import Any, Callable
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations, service_actions
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import service_actions
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.hosttext import (  # noqa: F401 (re-exported)
+    MAX_TIME_CHARS, fpm_seconds, nginx_seconds, systemd_seconds)
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.hosttext import integer as _int, kv as _kv
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.fpm_facts import (  # noqa: F401 (re-exported)
+    link_services, parse_fpm_status, parse_masters, parse_php_fpm)
 
 FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
 # What `nginx -T` may cost the controller: blocks and directives once includes are expanded (a
@@ -24,51 +29,6 @@ FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
 # facts are that host's section error, never minutes of CPU or a RecursionError.
 MAX_NGINX_STATEMENTS = 200_000
 MAX_NGINX_DEPTH = 64
-
-
-def _kv(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _int(value: Any, default: int | None = None) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return default
-
-
-# A host's configuration is data: a time longer than any duration a person writes is no time
-# (int() of 4300 digits raises; a long run of digits costs the regex), the bound opsctl's own.
-MAX_TIME_CHARS = durations.MAX_CHARS
-
-
-def nginx_seconds(value: str) -> float | None:
-    """An nginx time by durations.nginx_seconds, kept however long; None when it is no time."""
-    try:
-        return durations.nginx_seconds(value, bounded=False) if len(value) <= MAX_TIME_CHARS else None
-    except ValueError:
-        return None
-
-
-def fpm_seconds(value: str) -> float | None:
-    """php-fpm -tt prints times as 0s, 30s; config files may say 30, 30s, 1m, 1h (durations.fpm_seconds)."""
-    try:
-        return durations.fpm_seconds(value)
-    except ValueError:
-        return None
-
-
-def systemd_seconds(value: str, default: float) -> float:
-    """A unit's time span by durations.systemd_seconds; `default` when the host's text is no time."""
-    try:
-        return durations.systemd_seconds(value, bounded=False)
-    except ValueError:
-        return default
 
 
 # --- small sections ---------------------------------------------------------------------------
@@ -216,91 +176,6 @@ def parse_samples(first: str, second: str) -> dict[str, Any]:
         "iowait_pct": round(100.0 * (b.get("cpu_iowait", 0) - a.get("cpu_iowait", 0)) / cpu, 1),
         "ctxt_per_s": int((b.get("ctxt", 0) - a.get("ctxt", 0)) / interval),
     }
-
-
-# --- php-fpm -----------------------------------------------------------------------------------
-
-_FPM_NOTICE = re.compile(r"^\[[^]]*\] NOTICE: ")  # php-fpm -tt logs each line as a notice
-
-
-def parse_php_fpm(text: str, somaxconn: int | None) -> dict[str, Any]:
-    """The effective config as `php-fpm -tt` dumps it: [global] and one section per pool."""
-    binary, version, section = "", "", None
-    glob: dict[str, str] = {}
-    pools: list[dict[str, str]] = []
-    for line in text.splitlines():
-        line = _FPM_NOTICE.sub("", line)
-        if line.startswith("### binary "):
-            if binary:
-                break  # several PHP versions: the first one found is reported
-            binary = line.split()[-1]
-            continue
-        match = re.match(r"PHP (\d+\.\d+)", line)
-        if match and not version:
-            version = match.group(1)
-            continue
-        header = re.fullmatch(r"\[(.+)\]", line.strip())
-        if header:
-            section = glob if header.group(1) == "global" else {"name": header.group(1)}
-            if section is not glob:
-                pools.append(section)
-            continue
-        key, sep, value = line.strip().partition(" = ")
-        if sep and section is not None:
-            section[key] = value.strip()
-    if not binary:
-        return {"present": False, "version": "", "binary": "", "global": {}, "pools": []}
-    if not version:
-        match = re.search(r"php-fpm(\d+\.\d+)", binary)
-        version = match.group(1) if match else ""
-    return {"present": True, "version": version, "binary": binary,
-            "global": {"process_control_timeout": fpm_seconds(glob.get("process_control_timeout", "0")),
-                       "rlimit_files": _int(glob.get("rlimit_files"), 0)},
-            "pools": [_pool(p, somaxconn) for p in pools]}
-
-
-def _pool(raw: dict[str, str], somaxconn: int | None) -> dict[str, Any]:
-    backlog = _int(raw.get("listen.backlog"), -1)
-    # -1 (the PHP 8.2 default on Linux) asks for somaxconn; the kernel caps any value there.
-    asked = somaxconn if backlog is None or backlog < 0 else backlog
-    effective = min(asked, somaxconn) if asked is not None and somaxconn else asked
-
-    def defined(key: str) -> Any:
-        return None if raw.get(key, "undefined") == "undefined" else raw.get(key)
-
-    return {
-        "name": raw["name"], "listen": raw.get("listen", ""),
-        "listen_backlog": backlog, "listen_backlog_asked": asked, "listen_backlog_effective": effective,
-        "pm": raw.get("pm", ""), "pm_max_children": _int(raw.get("pm.max_children"), 0),
-        "pm_max_requests": _int(raw.get("pm.max_requests"), 0),
-        "request_terminate_timeout": fpm_seconds(raw.get("request_terminate_timeout", "0")),
-        "request_slowlog_timeout": fpm_seconds(raw.get("request_slowlog_timeout", "0")),
-        "status_path": defined("pm.status_path"), "status_listen": defined("pm.status_listen"),
-        "access_log": defined("access.log"), "rlimit_files": _int(raw.get("rlimit_files"), 0),
-        "status": None,
-    }
-
-
-def parse_fpm_status(text: str, fpm: dict[str, Any]) -> str:
-    """Attach each pool's status page figures; returns why none could be read ("" if some were)."""
-    if text.startswith("skip:"):
-        return text[5:].strip()
-    pools = {p["name"]: p for p in fpm.get("pools", [])}
-    current = None
-    for line in text.splitlines():
-        line = line.strip()  # cgi-fcgi prints the FastCGI response as is, headers end in CR
-        if line.startswith("### pool "):
-            current = pools.get(line[9:].strip())
-        elif line.startswith("{") and current is not None:
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            current["status"] = {k.replace(" ", "_"): v for k, v in data.items()}
-    if not any(p["status"] for p in pools.values()):
-        return "no pool has pm.status_path set" if not any(p["status_path"] for p in pools.values()) \
-            else "the status page did not answer"
-    return ""
 
 
 # --- nginx -------------------------------------------------------------------------------------
@@ -560,12 +435,11 @@ def _reload_signal(lines: list[str], variables: dict[str, str]) -> str:
     return ""
 
 
-def parse_init_scripts(text: str) -> dict[str, dict[str, Any]]:
-    """Stop/reload behaviour of the SysV init scripts for php-fpm and nginx."""
+def init_scripts_by_path(text: str) -> dict[str, dict[str, Any]]:
+    """Stop/reload behaviour of every init script the probe read (any name), by path."""
     out = {}
     for header, lines in _blocks(text):
         path = header[1] if len(header) > 1 else ""
-        service = "nginx" if path.endswith("/nginx") else "php-fpm"
         variables = {}
         for line in lines:
             body = line.split(":", 1)[-1].strip()
@@ -580,14 +454,30 @@ def parse_init_scripts(text: str) -> dict[str, dict[str, Any]]:
             stop = _kill_stop(lines, variables)
         reload = _reload_signal(lines, variables)
         first = stop.split("/")[0] if stop else ""
-        out[service] = {"init_script": path, "stop_schedule": stop,
-                        "stop_signal": first if first and not first.isdigit() else ("TERM" if first == "" and stop else first),
-                        "reload_signal": reload}
+        out[path] = {"init_script": path, "stop_schedule": stop,
+                     "stop_signal": first if first and not first.isdigit() else ("TERM" if first == "" and stop else first),
+                     "reload_signal": reload}
     return out
 
 
-def parse_systemd_units(text: str) -> dict[str, dict[str, Any]]:
-    """KillSignal / ExecReload / ExecStop of the php-fpm and nginx units, drop-ins applied."""
+def by_service(items: dict[str, dict[str, Any]], kinds: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Init scripts or units (by path or unit name) -> the first of each service: the kind
+    discovery found for it (`kinds`: path or unit -> php-fpm|nginx), else what its name says."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, info in items.items():
+        name = key.rsplit("/", 1)[-1]
+        out.setdefault((kinds or {}).get(key) or ("nginx" if name.startswith("nginx") else "php-fpm"), info)
+    return out
+
+
+def parse_init_scripts(text: str, kinds: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """The php-fpm and nginx init script, by service."""
+    return by_service(init_scripts_by_path(text), kinds)
+
+
+def unit_files_by_name(text: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """KillSignal / ExecReload / ExecStop of every service unit read, drop-ins applied, by unit
+    name; and the logrotate.timer's schedule settings."""
     seen: set[str] = set()
     out: dict[str, dict[str, Any]] = {}
     timer: dict[str, str] = {}
@@ -601,9 +491,9 @@ def parse_systemd_units(text: str) -> dict[str, dict[str, Any]]:
         if base.startswith("logrotate.timer"):
             timer.update({k: v for k, v in settings.items() if k in ("OnCalendar", "AccuracySec", "RandomizedDelaySec")})
             continue
-        service = "nginx" if base.startswith("nginx") else "php-fpm"
-        unit = out.setdefault(service, {"unit": "", "kill_signal": "SIGTERM", "exec_reload": "", "exec_stop": "",
-                                        "dropins": []})
+        name = base.split(".d/", 1)[0]
+        unit = out.setdefault(name, {"unit": "", "kill_signal": "SIGTERM", "exec_reload": "", "exec_stop": "",
+                                     "dropins": []})
         if ".d/" in base:
             unit["dropins"].append(path)
         else:
@@ -611,9 +501,17 @@ def parse_systemd_units(text: str) -> dict[str, dict[str, Any]]:
         for key, field in (("KillSignal", "kill_signal"), ("ExecReload", "exec_reload"), ("ExecStop", "exec_stop")):
             if key in settings:
                 unit[field] = settings[key]
-    if timer:
-        out["logrotate_timer"] = timer
-    return out
+    return out, timer
+
+
+def parse_systemd_units(text: str, kinds: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """The php-fpm and nginx unit by service, and the logrotate timer."""
+    return units_by_service(*unit_files_by_name(text), kinds)
+
+
+def units_by_service(units: dict[str, dict[str, Any]], timer: dict[str, str],
+                     kinds: dict[str, str] | None) -> dict[str, dict[str, Any]]:
+    return {**by_service(units, kinds), **({"logrotate_timer": timer} if timer else {})}
 
 
 def _service_action(command: str) -> tuple[str, str]:
@@ -783,21 +681,31 @@ def parse(raw: str | dict[str, Any]) -> dict[str, Any]:
     facts.pop("_cw", None)
     run("sample", lambda: parse_samples(out("sample0"), out("sample1")), {})
     somaxconn = facts["sysctl"].get("net.core.somaxconn")
-    run("php_fpm", lambda: parse_php_fpm(out("php_fpm_tt"), somaxconn), {"present": False, "pools": [], "global": {}})
-    # A php-fpm binary on a host that runs none (an lb sharing an image) is not a php-fpm host.
-    if facts["php_fpm"].get("present"):
-        facts["php_fpm"]["installed"] = True
-        facts["php_fpm"]["present"] = any(p["name"] == "php-fpm" and p["role"] == "master"
-                                          for p in facts["processes"])
+    run("masters", lambda: parse_masters(out("masters")), [])
+    # present = a master runs: a php-fpm binary on a host that runs none (an lb sharing an image)
+    # is installed, not a php-fpm host.
+    run("php_fpm", lambda: parse_php_fpm(out("php_fpm_tt"), somaxconn),
+        {"present": False, "installed": False, "pools": [], "global": {}, "masters": [], "unreadable": []})
     run("_st", lambda: facts["php_fpm"].__setitem__(
         "status_skipped", parse_fpm_status(out("php_fpm_status"), facts["php_fpm"])), None)
     facts.pop("_st", None)
     run("nginx", lambda: parse_nginx(out("nginx_T"), _int(section("nginx_T").get("rc"), 1), facts["host"].get("cpus", 1)),
         {"present": False, "locations": [], "listens": [], "upstreams": []})
+    # The master whose configuration nginx_T dumped: the first running one, else an installed binary.
+    nginx_masters = sorted((m for m in facts["masters"] if m["kind"] == "nginx"), key=lambda m: not m["running"])
+    facts["nginx"]["master"] = nginx_masters[0] if nginx_masters else {}
+    facts["nginx"]["running"] = any(m["running"] for m in nginx_masters)
     run("_ann", lambda: annotate_listeners(facts), None)
     facts.pop("_ann", None)
-    run("init", lambda: parse_init_scripts(out("init_scripts")), {})
-    run("units", lambda: parse_systemd_units(out("systemd_units")), {})
+    kinds = {path: m["kind"] for m in facts["masters"] for path in m["scripts"] + [m["unit"]] if path}
+    run("init_scripts", lambda: init_scripts_by_path(out("init_scripts")), {})
+    run("init", lambda: by_service(facts["init_scripts"], kinds), {})
+    run("unit_files", lambda: unit_files_by_name(out("systemd_units")), ({}, {}))
+    units, timer = facts.pop("unit_files")
+    facts["unit_files"] = units
+    facts["units"] = units_by_service(units, timer, kinds)
+    run("_svc", lambda: link_services(facts["php_fpm"], facts["masters"], facts["init_scripts"], units), None)
+    facts.pop("_svc", None)
     run("cron", lambda: parse_crontabs(out("cron")), {"entries": [], "scripts": []})
     run("rotation", lambda: rotation_runs(facts["cron"], facts["units"], facts["host"].get("systemd", False)), [])
     run("postrotate", lambda: parse_logrotate(out("logrotate")), [])
@@ -849,9 +757,29 @@ def annotate_listeners(facts: dict[str, Any]) -> None:
 
 
 def capacity_facts(facts: dict[str, Any], host: str) -> dict[str, Any]:
-    """What the capacity model needs (its `facts` argument), from the probe's facts."""
-    return {"cpus": int(facts.get("host", {}).get("cpus") or 1),
+    """What the capacity model and the roles read of a host (opsctl_capacity_host), from the
+    probe's facts: its size, and the php-fpm and nginx masters discovery found running."""
+    fpm, nginx, meta = facts.get("php_fpm", {}), facts.get("nginx", {}), facts.get("host", {})
+    present = bool(fpm.get("present"))
+    stopped = [m["binary"] for m in fpm.get("masters", []) if not m.get("running")]
+    return {"cpus": int(meta.get("cpus") or 1),
             "memory_mb": int(facts.get("memory", {}).get("total_mb") or 0),
-            "php_version": facts.get("php_fpm", {}).get("version", "") if facts.get("php_fpm", {}).get("present") else "",
-            "nofile_max": facts.get("host", {}).get("nofile_max") or None,
+            "php_version": fpm.get("version", "") if present else "",
+            "php_fpm_bin": fpm.get("binary", "") if present else "",
+            "php_fpm_stopped": "" if present or not stopped else stopped[0],
+            "php_fpm_masters": [_master_summary(m) for m in fpm.get("masters", []) if m.get("running")],
+            "nginx": bool(nginx.get("running")),
+            "nginx_master": {k: v for k, v in nginx.get("master", {}).items() if k != "kind"} if nginx.get("running") else {},
+            "systemd": bool(meta.get("systemd")),
+            "nofile_max": meta.get("nofile_max") or None,
             "host": host}
+
+
+def _master_summary(master: dict[str, Any]) -> dict[str, Any]:
+    """A running php-fpm master as the roles need it: where it lives and what starts it."""
+    return {"version": master["version"], "binary": master["binary"], "conf": master["conf"], "pid": master["pid"],
+            "pid_file": master["global"].get("pid", ""), "error_log": master["global"].get("error_log", ""),
+            "unit": master.get("unit", ""),
+            "scripts": master.get("scripts", []), "error": master["error"],
+            "pools": [{"name": p["name"], "listen": p["listen"], "user": p["user"], "file": p["file"]}
+                      for p in master["pools"]]}

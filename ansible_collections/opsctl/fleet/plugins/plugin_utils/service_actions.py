@@ -25,7 +25,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SVC = r"(?P<svc>php(?:\d+(?:\.\d+)?)?-fpm(?:\d+(?:\.\d+)?)?|nginx)"
+# php8.2-fpm, php-fpm, php74-php-fpm (Remi), php-fpm-74 (panels); nginx, openresty
+_SVC = r"(?P<svc>php(?:\d+(?:\.\d+)?)?(?:-php)?-fpm(?:-?\d+(?:\.\d+)?)?|nginx|openresty)"
 _UNIT = _SVC + r"(?:\.service)?"
 # The verbs a service manager takes; what each one is (graceful ones too, so that a reload is
 # known to be one and not mistaken for "no action").
@@ -61,6 +62,11 @@ _OTHER_MANAGERS = [
     # /usr/local/bin/restart-nginx.sh, restart_php-fpm
     re.compile(r"(?P<cmd>(?<![\w-])(?P<verb>restart)[-_]" + _SVC + r"(?:\.sh)?)(?![\w-])"),
 ]
+# /usr/local/nginx/sbin/nginx -s stop: the binary signals the master its pid file names. stop is
+# SIGTERM (a fast shutdown that cuts requests), quit SIGQUIT, reload SIGHUP, reopen SIGUSR1.
+_NGINX_SIGNAL = re.compile(r"(?P<cmd>(?<![\w.-])(?:\S*/)?(?P<svc>nginx|openresty)(?:\s+-[cpg]\s+\S+)*"
+                           r"\s+-s\s+(?P<verb>stop|quit|reload|reopen))\b")
+_NGINX_SIGNAL_ACTION = {"stop": "kill", "quit": "stop", "reload": "reload", "reopen": "reopen"}
 _SVC_ONLY = re.compile(_SVC)
 _START = r"(?:/etc/(?:rc\.d/)?init\.d/{svc}\s+start|\b(?:service|invoke-rc\.d)\s+{svc}\s+start|\bsystemctl\s+start\s+{svc})"
 # What a signal does to a php-fpm or nginx master; any other signal (TERM, KILL, INT, none) cuts
@@ -149,7 +155,18 @@ def classify(line: str) -> Action | None:
             here = Action(service_kind(svc), svc, action, why, match.start("cmd"), match.end("cmd"))
             if found is None or _RANK[action] > _RANK[found.action]:
                 found = here
-    return found or _other_manager(line)
+    return found or _other_manager(line) or _nginx_signal(line)
+
+
+def _nginx_signal(line: str) -> Action | None:
+    """`nginx -s SIGNAL`: found, not rewritten (the binary and its -c are the host's own)."""
+    match = _NGINX_SIGNAL.search(line)
+    if not match:
+        return None
+    action = _NGINX_SIGNAL_ACTION[match["verb"]]
+    why = (f"nginx -s stop: SIGTERM, a fast shutdown that cuts requests; use -s quit or -s reload"
+           if action == "kill" else f"nginx -s {match['verb']}")
+    return Action("nginx", match["svc"], action, why, match.start("cmd"), match.end("cmd"), rewritable=False)
 
 
 def _other_manager(line: str) -> Action | None:

@@ -14,6 +14,11 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH LC_ALL=C
 ACCESS_LINES=${OPSCTL_PROBE_ACCESS_LINES:-20000}
 SAMPLE_CS=${OPSCTL_PROBE_SAMPLE_CS:-100}   # the sampling interval, in 1/100 s
+# Only these sections (names, blank-separated; empty: all). `capacity` names what the capacity
+# model reads (the host's size and the masters it runs): the opsctl_capacity role and harden's plan
+# read a host with this same probe, so discovery is written once.
+SECTIONS=${OPSCTL_PROBE_SECTIONS:-}
+[ "$SECTIONS" = capacity ] && SECTIONS="meta meminfo masters php_fpm_tt"
 MARK=$(printf '\036opsctl-')
 # Prefixes that bound a command that can block (NFS, D-Bus, a stuck socket), where timeout exists.
 T2="" T4=""
@@ -21,11 +26,18 @@ if command -v timeout >/dev/null 2>&1; then T2="timeout 2" T4="timeout -k 1 4"; 
 
 # section NAME BODY: frame BODY's output and exit status; BODY runs in a subshell of its own.
 section() {
+	wanted "$1" || return 0
 	echo "${MARK}section $1"
 	(eval "$2") 2>&1
 	rc=$?
 	echo
 	echo "${MARK}rc $rc"
+}
+
+wanted() {
+	[ -z "$SECTIONS" ] && return 0
+	case " $SECTIONS " in *" $1 "*) return 0 ;; esac
+	return 1
 }
 
 # Centiseconds since boot, from /proc/uptime, with no fork.
@@ -38,7 +50,85 @@ SAMPLE='awk "/^TcpExt:/ || /^cpu / || /^ctxt /" /proc/net/netstat /proc/stat
 read -r up _ </proc/uptime
 echo "$up"'
 
+# Where a layout puts php-fpm and nginx binaries when no running master names them: Debian and
+# RHEL packages, Remi and SCL collections, source builds and panels under a prefix.
+FPM_LAYOUTS="/usr/sbin/php-fpm* /usr/local/sbin/php-fpm /usr/local/php*/sbin/php-fpm /www/server/php/*/sbin/php-fpm
+	/opt/remi/php*/root/usr/sbin/php-fpm /opt/rh/*/root/usr/sbin/php-fpm"
+NGINX_LAYOUTS="/usr/sbin/nginx /usr/local/sbin/nginx /usr/local/nginx/sbin/nginx /usr/local/openresty/nginx/sbin/nginx
+	/usr/local/tengine/sbin/nginx /www/server/nginx/sbin/nginx /opt/nginx/sbin/nginx"
+
+# service_of KIND EXE CONF PID: " unit=NAME scripts=A,B" for what starts this master: the systemd
+# unit of its cgroup (else a unit whose text names its binary), the init scripts naming its binary,
+# configuration or prefix. A prefix of /usr names nothing.
+service_of() {
+	unit="" scripts=""
+	if [ "$4" != - ]; then
+		while IFS=: read -r _ ctl path; do
+			case $ctl:$path in :*.service | name=systemd:*.service) unit=${path##*/} ;; esac
+		done <"/proc/$4/cgroup" 2>/dev/null
+	fi
+	prefix=${2%/sbin/*}
+	case $prefix in /usr | /usr/local | "$2") prefix=$2 ;; esac
+	set -- "$1" "$2" "$3" "$prefix"
+	[ "$3" = - ] && set -- "$1" "$2" "$2" "$4"
+	# -w: the prefix /usr/local/php is not a part of /usr/local/php7.4. Paths have no blanks.
+	# shellcheck disable=SC2013
+	for f in $(grep -lswF -e "$2" -e "$3" -e "$4" /etc/init.d/* /etc/rc.d/init.d/* 2>/dev/null); do
+		grep -qs "$1" "$f" && scripts=${scripts:+$scripts,}$f
+	done
+	if [ -z "$unit" ]; then
+		f=$(grep -lsF -e "$2" /etc/systemd/system/*.service /usr/lib/systemd/system/*.service /lib/systemd/system/*.service 2>/dev/null | head -n 1)
+		unit=${f##*/}
+	fi
+	echo " unit=${unit:--} scripts=${scripts:--}"
+}
+
+# discover: one line per nginx or php-fpm master this host runs, read from /proc (its binary, the
+# configuration its title names), then one per installed binary of a known layout that none of
+# them runs (a stopped service):  KIND running|stopped PID|- EXE CONF|- PREFIX|- unit=.. scripts=..
+discover() {
+	running=" " MNT=$(readlink /proc/self/ns/mnt)
+	for d in /proc/[0-9]*; do
+		read -r comm 2>/dev/null <"$d/comm" || continue
+		case $comm in nginx | php-fpm*) ;; *) continue ;; esac
+		args=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)
+		case $args in *"master process"*) ;; *) continue ;; esac
+		# A master in another mount namespace (a container, a chroot) is that system's, not this
+		# one's: its paths mean nothing here. Unreadable (not root): assume it is ours.
+		ns=$(readlink "$d/ns/mnt" 2>/dev/null)
+		[ -n "$ns" ] && [ "$ns" != "$MNT" ] && continue
+		pid=${d#/proc/}
+		exe=$(readlink "$d/exe" 2>/dev/null) || exe=$(command -v "$comm")
+		exe=${exe% (deleted)}
+		exe=${exe:--}
+		conf=- prefix=-
+		if [ "$comm" = nginx ]; then
+			kind=nginx
+			# shellcheck disable=SC2086  # the title's words are the master's arguments
+			set -- ${args#*master process}
+			while [ $# -gt 1 ]; do
+				case $1 in -c) conf=$2; shift ;; -p) prefix=$2; shift ;; esac
+				shift
+			done
+		else
+			kind=php-fpm
+			case $args in *"("*")"*) conf=${args#*(}; conf=${conf%)*} ;; esac
+		fi
+		running="$running$(readlink -f "$exe") "
+		echo "$kind running $pid $exe $conf $prefix$(service_of "$kind" "$exe" "$conf" "$pid")"
+	done
+	for exe in $FPM_LAYOUTS $NGINX_LAYOUTS; do
+		[ -f "$exe" ] || continue
+		[ -x "$exe" ] || continue
+		case $running in *" $(readlink -f "$exe") "*) continue ;; esac
+		case $exe in */nginx) kind=nginx ;; *) kind=php-fpm ;; esac
+		echo "$kind stopped - $exe - -$(service_of "$kind" "$exe" - -)"
+	done
+}
+
 probe() {
+	FOUND=$(discover)
+	section masters 'printf "%s\n" "$FOUND"'
 	section sample0 "$SAMPLE"
 	START=$(uptime_cs)
 
@@ -82,7 +172,7 @@ done </proc/meminfo'
 	printf "%s 0 %s %s\n" "${p#/proc/}" "$(cat $p/comm 2>/dev/null)" "$(tr "\0" " " <$p/cmdline 2>/dev/null)"; done'
 	section limits '
 for d in /proc/[0-9]*; do
-	read -r comm <$d/comm 2>/dev/null || continue
+	read -r comm 2>/dev/null <$d/comm || continue
 	case $comm in nginx | php-fpm*) ;; *) continue ;; esac
 	while read -r w1 w2 w3 soft hard _; do
 		[ "$w1 $w2 $w3" = "Max open files" ] && echo "${d#/proc/} $comm $soft $hard"
@@ -90,13 +180,29 @@ for d in /proc/[0-9]*; do
 done
 true'
 
-	# php-fpm -tt (the effective configuration) once: two sections read it, and PHP is slow to
-	# start. -v only where the binary's name does not carry the version (RHEL's /usr/sbin/php-fpm).
-	FPM_TT=$(for bin in /usr/sbin/php-fpm* /usr/local/sbin/php-fpm*; do
-		[ -x "$bin" ] || continue
-		echo "### binary $bin"
-		case $bin in *[0-9].[0-9]*) ;; *) "$bin" -v 2>/dev/null ;; esac
-		$T4 "$bin" -tt 2>&1
+	# php-fpm -tt (the effective configuration) once per master: two sections read it, and PHP is
+	# slow to start. -v only where the binary's name does not carry the version.
+	FPM_TT=$(wanted php_fpm_tt || wanted php_fpm_status || exit 0
+	printf '%s\n' "$FOUND" | while read -r kind state pid exe conf _; do
+		[ "$kind" = php-fpm ] || continue
+		echo "### master $state $pid $exe $conf"
+		if [ "$exe" = - ]; then
+			echo "ERROR: the binary of master pid $pid is not readable (/proc/$pid/exe); probe as root"
+			echo "### rc 1"
+			continue
+		fi
+		case ${exe##*/} in *[0-9].[0-9]*) ;; *) "$exe" -v 2>/dev/null ;; esac
+		# Which file defines each section: -tt does not say, and harden edits a pool in its own
+		# file. The configuration and its include globs (relative ones: to the binary's prefix).
+		[ "$conf" = - ] || { echo "$conf"; sed -n 's/^[[:space:]]*include[[:space:]]*=[[:space:]]*//p' "$conf" 2>/dev/null; } |
+			while read -r pattern; do
+				case $pattern in /*) ;; *) pattern=${exe%/sbin/*}/$pattern ;; esac
+				for f in $pattern; do
+					[ -f "$f" ] && sed -n "s|^[[:space:]]*\[\([^]]*\)\].*|### defines $f \1|p" "$f"
+				done
+			done
+		if [ "$conf" = - ]; then $T4 "$exe" -tt 2>&1; else $T4 "$exe" -tt -y "$conf" 2>&1; fi
+		echo "### rc $?"
 	done)
 
 	section php_fpm_tt 'printf "%s\n" "$FPM_TT"'
@@ -105,25 +211,34 @@ true'
 if ! command -v cgi-fcgi >/dev/null 2>&1; then echo "skip: cgi-fcgi not installed (Debian: libfcgi-bin)"; exit 0; fi
 printf "%s\n" "$FPM_TT" | awk "
 		{ sub(/^\[[^]]*\] NOTICE: /, \"\") }
-		/^### binary / { pool = \"\" }
-		/^\[/ { pool = \$0; gsub(/[\[\]]/, \"\", pool) }
+		/^### master / { m++; pool = \"\" }
+		/^\[/ { name = \$0; gsub(/[\[\]]/, \"\", name); pool = m \" \" name }
 		/^\tlisten = / { listen[pool] = \$3 }
 		/^\tpm.status_path = / { path[pool] = \$3 }
 		/^\tpm.status_listen = / { slisten[pool] = \$3 }
 		END { for (p in path) if (path[p] != \"undefined\") {
 			l = (slisten[p] != \"\" && slisten[p] != \"undefined\") ? slisten[p] : listen[p]
-			print p, l, path[p] } }" | while read -r pool listen path; do
-	echo "### pool $pool"
+			split(p, key, \" \"); print l, path[p], key[2] } }" | while read -r listen path pool; do
+	echo "### pool $listen $pool"
 	SCRIPT_NAME=$path SCRIPT_FILENAME=$path REQUEST_METHOD=GET QUERY_STRING=json \
 		$T2 cgi-fcgi -bind -connect "$listen" 2>&1
 	echo
 done'
 
-	section nginx_T 'command -v nginx >/dev/null || { echo "absent"; exit 3; }; nginx -T 2>&1'
+	# The configuration the running master was started with (-p, -c), not the binary's default.
+	section nginx_T '
+set -- $(printf "%s\n" "$FOUND" | awk "\$1 == \"nginx\" { print \$4, \$5, \$6; exit }")
+[ $# = 3 ] || { echo "absent"; exit 3; }
+exe=$1; shift
+[ "$1" = - ] && set -- "" "$2"
+[ "$2" = - ] && set -- "$1" ""
+$T4 "$exe" ${2:+-p "$2"} ${1:+-c "$1"} -T 2>&1'
 
 	section init_scripts '
 set --
-for f in /etc/init.d/php*-fpm* /etc/init.d/nginx; do [ -f "$f" ] && [ -r "$f" ] && set -- "$@" "$f"; done
+for f in /etc/init.d/php*-fpm* /etc/init.d/nginx $(printf "%s\n" "$FOUND" | sed -n "s/.* scripts=\([^ ]*\).*/\1/p" | tr , " "); do
+	[ -f "$f" ] && [ -r "$f" ] && case " $* " in *" $f "*) ;; *) set -- "$@" "$f" ;; esac
+done
 [ $# = 0 ] || awk "FNR == 1 { print \"### file \" FILENAME }
 	/^[A-Z_]*(TIMEOUT|SCHEDULE)=|^(GRACE|RELOAD_SIGNAL)=|--retry|killproc|--signal|kill -|opsctl_signal_and_wait|QUIT|TERM/ { print FNR \":\" \$0 }" "$@"'
 
@@ -133,6 +248,11 @@ for d in /etc/systemd/system /run/systemd/system /usr/lib/systemd/system /lib/sy
 	for f in $d/php*-fpm*.service $d/nginx.service $d/logrotate.timer $d/php*-fpm*.service.d/*.conf \
 		$d/nginx.service.d/*.conf $d/logrotate.timer.d/*.conf; do
 		[ -f "$f" ] && [ -r "$f" ] && set -- "$@" "$f"
+	done
+	for u in $(printf "%s\n" "$FOUND" | sed -n "s/.* unit=\([^ ]*\).*/\1/p"); do
+		for f in "$d/$u" "$d/$u.d"/*.conf; do
+			[ -f "$f" ] && [ -r "$f" ] && case " $* " in *" $f "*) ;; *) set -- "$@" "$f" ;; esac
+		done
 	done
 done
 [ $# = 0 ] || awk "FNR == 1 { print \"### file \" FILENAME } !/^[[:space:]]*(#|;|\$)/" "$@"'
@@ -191,6 +311,7 @@ for f in /var/log/nginx/*access*.log; do
 done'
 
 	# The second sample closes the interval for iowait, context switches and listen drops.
+	wanted sample1 || return 0
 	REST=$((SAMPLE_CS - ($(uptime_cs) - START)))
 	[ "$REST" -gt 5 ] && sleep "$(printf '%d.%02d' $((REST / 100)) $((REST % 100)))"
 	section sample1 "$SAMPLE"
