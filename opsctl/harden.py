@@ -18,7 +18,7 @@ from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import i
 
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
-from opsctl.paths import roles_dir
+from opsctl.probe import probe_script
 from opsctl.runner import Event, RunResult, run_playbook
 from opsctl.vault import VaultOptions
 
@@ -35,11 +35,6 @@ class HostPlan:
     plan: dict[str, dict] = field(default_factory=dict)
     error: str = ""          # unreachable, or why the model refused
     refused: bool = False    # the model refused (bad input), as opposed to unreachable
-
-
-def probe_script() -> bytes:
-    """The readiness probe, reading only what the capacity model needs (as the opsctl_capacity role does)."""
-    return b"OPSCTL_PROBE_SECTIONS=capacity\n" + (roles_dir() / "opsctl_preflight/files/probe.sh").read_bytes()
 
 
 def _targets(hosts: list[Host]) -> list:
@@ -82,7 +77,7 @@ def plan_hosts(inv: Inventory) -> list[HostPlan]:
     from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import capacity_facts, parse
     from opsctl.sshexec import run_many
 
-    results = run_many(_targets(list(inv.hosts)), probe_script(), "sh -s")
+    results = run_many(_targets(list(inv.hosts)), probe_script("capacity"), "sh -s")
     plans = []
     for host, result in zip(inv.hosts, results):
         if not result.ok and inventory_problem(host.vars):

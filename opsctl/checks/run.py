@@ -16,6 +16,7 @@ from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import ca
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
 from opsctl.paths import roles_dir
+from opsctl.probe import probe_script
 from opsctl.profile import DEFAULT_PREPARE, EventProfile
 from opsctl.safetext import visible
 from opsctl.sshexec import ExecResult, Timeouts, run_many, target_for
@@ -63,8 +64,6 @@ class Report:
         return "ready" if self.ready else "not ready"
 
 
-def probe_script() -> bytes:
-    return (roles_dir() / "opsctl_preflight/files/probe.sh").read_bytes()
 
 
 def load_checks(extra: tuple[str, ...] = ()) -> tuple[Engine, list[str]]:

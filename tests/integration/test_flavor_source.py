@@ -5,11 +5,16 @@ hand with -c, and none of Debian's php-fpm or nginx files. Discovery finds both 
 from __future__ import annotations
 
 import json
+import re
+import time
+import uuid
 
 import pytest
 
+from opsctl.lab.load import BackgroundLoad, Orders
 from tests import labtools
 from tests.conftest import fresh_lab, opsctl
+from tests.labtools import recap
 
 pytestmark = pytest.mark.lab
 
@@ -20,7 +25,7 @@ MASTER = "php-fpm 8.2 /usr/local/php/etc/php-fpm.conf"
 
 @pytest.fixture(scope="module")
 def src(lab_name: str):
-    yield from fresh_lab(f"{lab_name}src"[:8], web=1, flavor="source")
+    yield from fresh_lab(f"{lab_name}src"[:8], web=2, flavor="source")
 
 
 def check(spec, *args: str) -> tuple[int, dict]:
@@ -33,8 +38,8 @@ def results(report: dict, check_id: str) -> dict[str, dict]:
     return {r["item"]: r for r in report["results"] if r["check"] == check_id}
 
 
-def on_web1(spec, command: str) -> str:
-    return labtools.ssh(spec, "web1", command, check=True).stdout
+def on_web1(spec, command: str, host: str = "web1") -> str:
+    return labtools.ssh(spec, host, command, check=True).stdout
 
 
 def test_the_host_has_no_debian_layout_left(src):
@@ -101,3 +106,46 @@ def test_an_unreadable_configuration_is_a_failed_check_with_its_reason(src):
     assert f"{MASTER}: Unable to include {POOL}" in observed and "syntax error" in observed, observed
     assert 'unknown directive "no_such_directive"' in observed, observed
     assert "\n" not in observed
+
+
+def test_harden_fixes_the_source_build_converges_and_a_rolling_restart_loses_nothing(src):
+    explained = opsctl("harden", "--inventory", src.name, "--limit", "web1", "--explain", "--format", "json", check=True)
+    backlog = json.loads(explained.stdout)[0]["plan"]["php_fpm.listen_backlog"]["value"]
+    first = opsctl("harden", "--inventory", src.name, timeout=1200)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # Edited where they live: the pool file php-fpm reads, its [global], php-src's script
+    # replaced by the graceful one, nginx's own conf and vhost/ directory.
+    pool = on_web1(src, f"cat {POOL}")
+    assert f"listen.backlog = {backlog}" in pool and "listen = /tmp/php-cgi.sock" in pool
+    assert "process_control_timeout = 5s" in on_web1(src, "cat /usr/local/php/etc/php-fpm.conf")
+    script = on_web1(src, "cat /etc/init.d/php-fpm")
+    assert "managed by opsctl (role opsctl_lifecycle)" in script and "DAEMON=/usr/local/php/sbin/php-fpm" in script
+    assert "fastcgi_read_timeout" in on_web1(src, "cat /usr/local/nginx/conf/vhost/opsctl-tuning.conf")
+    assert "snippets/opsctl-server.conf" in on_web1(src, f"cat {VHOST}")
+    second = opsctl("harden", "--inventory", src.name, timeout=1200)
+    assert second.returncode == 0, second.stdout + second.stderr
+    rows = re.findall(r"│ (\w+)\s+│ converged\s+│ \d+\s+│ (\d+)\s+│", second.stdout)
+    assert sorted(rows) == [("lb1", "0"), ("web1", "0"), ("web2", "0")], second.stdout
+    # The roles on their own (ansible-playbook, as AWX runs them) find the same layout: no change.
+    standalone = labtools.playbook(src, "opsctl.fleet.harden")
+    assert standalone.returncode == 0, standalone.stdout[-3000:]
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in recap(standalone.stdout).values()), standalone.stdout[-3000:]
+    rc, report = check(src)
+    assert rc == 0 and report["verdict"] == "ready", [r for r in report["results"] if r["status"] == "fail"]
+    # A restart applies the new listen.backlog; through the balancer, under order load.
+    prefix = uuid.uuid4().hex[:8]
+    lb = src.by_role("lb")[0]
+    with BackgroundLoad(lb.address, "/order.php?ms=100", seconds=240, concurrency=8, order_prefix=prefix) as load:
+        time.sleep(1)
+        rolled = opsctl("reload", "php-fpm", "--rolling", "--restart", "--inventory", src.name, timeout=600)
+        load.stop()
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    time.sleep(1)
+    ledgers = "".join(on_web1(src, "cat /var/lib/opsctl-lab/orders.log", h.name) for h in src.by_role("web"))
+    orders = Orders.from_ledger(ledgers, prefix)
+    result = load.result
+    assert result.sent > 20 and result.non_2xx == 0 and result.errors == 0, result
+    assert orders.begun > 20 and orders.orphaned == 0, orders
+    for host in ("web1", "web2"):
+        live = on_web1(src, "ss -Hlx src /tmp/php-cgi.sock", host).split()
+        assert live[3] == str(backlog), live   # Send-Q of a listener: the backlog it was created with

@@ -173,12 +173,13 @@ def test_a_usr1_postrotate_is_a_reopen_not_a_restart():
     assert [(f["source"], f["action"]) for f in flagged] == [("/etc/logrotate.d/php8.2-fpm", "restart")]
 
 
-PROBE = Path(__file__).resolve().parents[2] / "ansible_collections/opsctl/fleet/roles/opsctl_preflight/files/probe.sh"
-
-
 def run_probe_here() -> dict:
+    """The probe exactly as check sends it (opsctl.probe: discover.sh, then probe.sh), on this machine."""
+    from opsctl.probe import probe_script
+
     env = {**os.environ, "OPSCTL_PROBE_SAMPLE_CS": "0"}
-    done = subprocess.run(["sh", str(PROBE)], capture_output=True, text=True, env=env, timeout=60, check=True)
+    done = subprocess.run(["sh", "-s"], input=probe_script().decode(), capture_output=True, text=True, env=env,
+                          timeout=60, check=True)
     return json.loads(done.stdout)
 
 

@@ -116,3 +116,26 @@ def test_each_pool_knows_the_file_that_defines_it():
     # php-fpm reads the files in order and a later [www] overrides: the last one is where a
     # setting takes effect.
     assert [p["file"] for p in pools] == ["/usr/local/php/etc/php-fpm.d/zz.conf", "", ""]
+
+
+def test_nginx_layout_names_the_sites_and_the_http_include_directory():
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import parse_nginx
+
+    dump = "\n".join([
+        "nginx: the configuration file /usr/local/nginx/conf/nginx.conf syntax is ok",
+        "# configuration file /usr/local/nginx/conf/nginx.conf:",
+        "events { worker_connections 1024; }",
+        "http { include mime.types; include vhost/*.conf; include /etc/extra/*.conf; }",
+        "# configuration file /usr/local/nginx/conf/mime.types:",
+        "types { text/html html; }",
+        "# configuration file /usr/local/nginx/conf/vhost/shop.conf:",
+        "server { listen 80; location ~ \\.php$ { fastcgi_pass unix:/tmp/php-cgi.sock; } }",
+        "# configuration file /usr/local/nginx/conf/vhost/opsctl-status.conf:",
+        "# managed by opsctl (role opsctl_nginx): nginx's own counters, for this host only.",
+        "server { listen 127.0.0.1:8080; }",
+        "# configuration file /etc/extra/shop2.conf:",
+        "server { listen 81; }",
+    ])
+    layout = parse_nginx(dump, 0, 2)["layout"]
+    assert layout == {"conf": "/usr/local/nginx/conf/nginx.conf", "http_dir": "/usr/local/nginx/conf/vhost",
+                      "sites": ["/usr/local/nginx/conf/vhost/shop.conf", "/etc/extra/shop2.conf"]}

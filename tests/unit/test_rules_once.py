@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ansible_collections.opsctl.fleet.plugins.filter import lifecycle_cron
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import check_engine, durations, logslots, probe_facts
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import check_engine, durations, hosttext, logslots, probe_facts
 
 from opsctl.checks.run import EventOverride, event_window, load_checks
 from opsctl.profile import parse_profile
@@ -140,11 +140,11 @@ def test_the_probe_reads_systemd_timer_delays_as_systemd_does(accuracy, delay, m
 
 def test_host_times_go_by_the_one_rule_of_durations():
     # The probe keeps a host's value (a huge timeout is a finding, not "no timeout") ...
-    assert probe_facts.nginx_seconds("3651d") == 3651 * 86400
+    assert hosttext.nginx_seconds("3651d") == 3651 * 86400
     # ... and reads nginx and php-fpm syntax exactly as the nginx role's filter does.
     for text in ("60", "60s", "1m30s", "500ms", "2w", "1M", "1y"):
-        assert probe_facts.nginx_seconds(text) == durations.nginx_seconds(text), text
-    assert [probe_facts.fpm_seconds(t) for t in ("30", "30s", "1m", "2h", "1d", "1m30s", "")] == \
+        assert hosttext.nginx_seconds(text) == durations.nginx_seconds(text), text
+    assert [hosttext.fpm_seconds(t) for t in ("30", "30s", "1m", "2h", "1d", "1m30s", "")] == \
         [30, 30, 60, 7200, 86400, None, None]
 
 

@@ -26,7 +26,7 @@ from opsctl.errors import OpsctlError
 from opsctl.harden import plan_host, refuse_bad_input
 from tests.unit.test_sec_input import _inventory, _one_line_error
 from opsctl.inventory import Host
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import probe_facts
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import hosttext, probe_facts
 from opsctl.profile import ProfileError, parse_profile
 from opsctl.safetext import visible
 
@@ -248,9 +248,9 @@ def test_the_catalogs_window_reads_durations_by_the_same_rule():
 
 
 def test_huge_times_from_a_host_are_no_times_and_cost_nothing():
-    assert probe_facts.nginx_seconds("9" * 200000) is None
-    assert probe_facts.fpm_seconds("9" * 200000 + "s") is None
-    assert probe_facts.nginx_seconds("1m30s") == 90 and probe_facts.fpm_seconds("30s") == 30
+    assert hosttext.nginx_seconds("9" * 200000) is None
+    assert hosttext.fpm_seconds("9" * 200000 + "s") is None
+    assert hosttext.nginx_seconds("1m30s") == 90 and hosttext.fpm_seconds("30s") == 30
 
 
 def test_huge_log_rotation_numbers_are_refused_short():

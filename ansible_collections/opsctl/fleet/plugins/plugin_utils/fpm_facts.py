@@ -27,7 +27,7 @@ def _dash(value: str) -> str:
 
 
 def parse_masters(text: str) -> list[dict[str, Any]]:
-    """`KIND running|stopped PID EXE CONF PREFIX unit=U scripts=A,B` lines -> one dict each."""
+    """`KIND running|stopped PID EXE CONF PREFIX unit=U scripts=A,B pidfile=P` lines -> one dict each."""
     out = []
     for line in text.splitlines():
         cols = line.split()
@@ -36,7 +36,7 @@ def parse_masters(text: str) -> list[dict[str, Any]]:
         extra = dict(c.split("=", 1) for c in cols[6:] if "=" in c)
         out.append({"kind": cols[0], "running": cols[1] == "running", "pid": integer(cols[2]),
                     "binary": cols[3], "conf": _dash(cols[4]), "prefix": _dash(cols[5]),
-                    "unit": _dash(extra.get("unit", "-")),
+                    "unit": _dash(extra.get("unit", "-")), "pidfile": _dash(extra.get("pidfile", "-")),
                     "scripts": [s for s in extra.get("scripts", "-").split(",") if s and s != "-"]})
     return out
 

@@ -16,10 +16,9 @@ import re
 from typing import Any, Callable
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import service_actions
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.hosttext import (  # noqa: F401 (re-exported)
-    MAX_TIME_CHARS, fpm_seconds, nginx_seconds, systemd_seconds)
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.hosttext import nginx_seconds, systemd_seconds
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.hosttext import integer as _int, kv as _kv
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.fpm_facts import (  # noqa: F401 (re-exported)
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.fpm_facts import (
     link_services, parse_fpm_status, parse_masters, parse_php_fpm)
 
 FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
@@ -346,9 +345,10 @@ def parse_nginx(text: str, rc: int, cpus: int) -> dict[str, Any]:
         first = next((l for l in text.splitlines() if "emerg" in l or "absent" in l), text.strip()[:200])
         return {"present": "absent" not in text, "error": first if rc != 0 else "", "worker_processes": None,
                 "worker_processes_effective": 0, "worker_connections": 0, "worker_rlimit_nofile": None,
-                "listens": [], "locations": [], "upstreams": []}
+                "listens": [], "locations": [], "upstreams": [], "layout": {}}
     prefix = main_file.rsplit("/", 1)[0]
     includes = _Includes(files, prefix)
+    layout = _layout(includes, main_file)
     root = _expand(includes.tree(main_file), includes)
     top = {name: args for name, args, children in root if children is None}
     events = next((c for n, a, c in root if n == "events" and c is not None), [])
@@ -374,7 +374,32 @@ def parse_nginx(text: str, rc: int, cpus: int) -> dict[str, Any]:
     return {"present": True, "error": "", "worker_processes": wp_raw if wp_raw == "auto" else _int(wp_raw, 1),
             "worker_processes_effective": cpus if wp_raw == "auto" else (_int(wp_raw, 1) or 1),
             "worker_connections": wc, "worker_rlimit_nofile": _int((top.get("worker_rlimit_nofile") or [None])[0]),
-            "listens": listens, "locations": locations, "upstreams": upstreams}
+            "listens": listens, "locations": locations, "upstreams": upstreams, "layout": layout}
+
+
+_NGINX_OWN = "# managed by opsctl (role opsctl_nginx)"   # the first line of each file the nginx role writes
+
+
+def _layout(inc: _Includes, main_file: str) -> dict[str, Any]:
+    """Where this nginx keeps what harden edits, from the files the dump names: the main file,
+    the files its http block includes that hold server blocks (the sites: sites-enabled/*, conf.d,
+    vhost/), and the directory of its first http-level `*.conf` glob (where http-level settings
+    go: conf.d/ on Debian and RHEL, vhost/ on many panels). The nginx role's own files (its
+    status server) are not sites."""
+    http = next((c for n, a, c in inc.tree(main_file) if n == "http" and c is not None), [])
+    sites = [main_file] if any(n == "server" for n, a, c in http) else []
+    globs = []
+    for name, args, _block in http:
+        if name != "include" or not args:
+            continue
+        pattern = args[0] if args[0].startswith("/") else f"{inc.prefix}/{args[0]}"
+        if pattern.endswith("/*.conf"):
+            globs.append(pattern)
+        for path in inc.matching(pattern):
+            own = inc.files[path].lstrip().startswith(_NGINX_OWN)
+            if not own and any(n == "server" for n, a, c in inc.tree(path)):
+                sites.append(path)
+    return {"conf": main_file, "sites": sites, "http_dir": globs[0][:-len("/*.conf")] if globs else ""}
 
 
 def _upstream_server(args: list[str]) -> dict[str, Any]:
@@ -770,6 +795,7 @@ def capacity_facts(facts: dict[str, Any], host: str) -> dict[str, Any]:
             "php_fpm_masters": [_master_summary(m) for m in fpm.get("masters", []) if m.get("running")],
             "nginx": bool(nginx.get("running")),
             "nginx_master": {k: v for k, v in nginx.get("master", {}).items() if k != "kind"} if nginx.get("running") else {},
+            "nginx_layout": nginx.get("layout", {}) if nginx.get("running") else {},
             "systemd": bool(meta.get("systemd")),
             "nofile_max": meta.get("nofile_max") or None,
             "host": host}

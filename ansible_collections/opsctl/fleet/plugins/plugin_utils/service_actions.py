@@ -164,7 +164,7 @@ def _nginx_signal(line: str) -> Action | None:
     if not match:
         return None
     action = _NGINX_SIGNAL_ACTION[match["verb"]]
-    why = (f"nginx -s stop: SIGTERM, a fast shutdown that cuts requests; use -s quit or -s reload"
+    why = ("nginx -s stop: SIGTERM, a fast shutdown that cuts requests; use -s quit or -s reload"
            if action == "kill" else f"nginx -s {match['verb']}")
     return Action("nginx", match["svc"], action, why, match.start("cmd"), match.end("cmd"), rewritable=False)
 

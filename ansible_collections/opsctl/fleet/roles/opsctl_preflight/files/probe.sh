@@ -7,6 +7,8 @@
 # hides the others. Parsing is done by the caller (plugins/plugin_utils/probe_facts.py), so the same raw output
 # serves opsctl and Ansible.
 # Output: {"probe": 1, "sections": {"NAME": {"out": "...", "rc": N}, ...}}
+# Sent after discover.sh (what runs on the host, written once for the probe, the capacity role
+# and the rolling reload), which defines discover().
 #
 # Every fork counts: twenty hosts may share two CPUs with the controller, so sections read /proc
 # with shell builtins, one awk replaces a grep per file, and the JSON is encoded once, at the end.
@@ -18,7 +20,7 @@ SAMPLE_CS=${OPSCTL_PROBE_SAMPLE_CS:-100}   # the sampling interval, in 1/100 s
 # model reads (the host's size and the masters it runs): the opsctl_capacity role and harden's plan
 # read a host with this same probe, so discovery is written once.
 SECTIONS=${OPSCTL_PROBE_SECTIONS:-}
-[ "$SECTIONS" = capacity ] && SECTIONS="meta meminfo masters php_fpm_tt"
+[ "$SECTIONS" = capacity ] && SECTIONS="meta meminfo masters php_fpm_tt nginx_T"
 MARK=$(printf '\036opsctl-')
 # Prefixes that bound a command that can block (NFS, D-Bus, a stuck socket), where timeout exists.
 T2="" T4=""
@@ -49,82 +51,6 @@ uptime_cs() {
 SAMPLE='awk "/^TcpExt:/ || /^cpu / || /^ctxt /" /proc/net/netstat /proc/stat
 read -r up _ </proc/uptime
 echo "$up"'
-
-# Where a layout puts php-fpm and nginx binaries when no running master names them: Debian and
-# RHEL packages, Remi and SCL collections, source builds and panels under a prefix.
-FPM_LAYOUTS="/usr/sbin/php-fpm* /usr/local/sbin/php-fpm /usr/local/php*/sbin/php-fpm /www/server/php/*/sbin/php-fpm
-	/opt/remi/php*/root/usr/sbin/php-fpm /opt/rh/*/root/usr/sbin/php-fpm"
-NGINX_LAYOUTS="/usr/sbin/nginx /usr/local/sbin/nginx /usr/local/nginx/sbin/nginx /usr/local/openresty/nginx/sbin/nginx
-	/usr/local/tengine/sbin/nginx /www/server/nginx/sbin/nginx /opt/nginx/sbin/nginx"
-
-# service_of KIND EXE CONF PID: " unit=NAME scripts=A,B" for what starts this master: the systemd
-# unit of its cgroup (else a unit whose text names its binary), the init scripts naming its binary,
-# configuration or prefix. A prefix of /usr names nothing.
-service_of() {
-	unit="" scripts=""
-	if [ "$4" != - ]; then
-		while IFS=: read -r _ ctl path; do
-			case $ctl:$path in :*.service | name=systemd:*.service) unit=${path##*/} ;; esac
-		done <"/proc/$4/cgroup" 2>/dev/null
-	fi
-	prefix=${2%/sbin/*}
-	case $prefix in /usr | /usr/local | "$2") prefix=$2 ;; esac
-	set -- "$1" "$2" "$3" "$prefix"
-	[ "$3" = - ] && set -- "$1" "$2" "$2" "$4"
-	# -w: the prefix /usr/local/php is not a part of /usr/local/php7.4. Paths have no blanks.
-	# shellcheck disable=SC2013
-	for f in $(grep -lswF -e "$2" -e "$3" -e "$4" /etc/init.d/* /etc/rc.d/init.d/* 2>/dev/null); do
-		grep -qs "$1" "$f" && scripts=${scripts:+$scripts,}$f
-	done
-	if [ -z "$unit" ]; then
-		f=$(grep -lsF -e "$2" /etc/systemd/system/*.service /usr/lib/systemd/system/*.service /lib/systemd/system/*.service 2>/dev/null | head -n 1)
-		unit=${f##*/}
-	fi
-	echo " unit=${unit:--} scripts=${scripts:--}"
-}
-
-# discover: one line per nginx or php-fpm master this host runs, read from /proc (its binary, the
-# configuration its title names), then one per installed binary of a known layout that none of
-# them runs (a stopped service):  KIND running|stopped PID|- EXE CONF|- PREFIX|- unit=.. scripts=..
-discover() {
-	running=" " MNT=$(readlink /proc/self/ns/mnt)
-	for d in /proc/[0-9]*; do
-		read -r comm 2>/dev/null <"$d/comm" || continue
-		case $comm in nginx | php-fpm*) ;; *) continue ;; esac
-		args=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)
-		case $args in *"master process"*) ;; *) continue ;; esac
-		# A master in another mount namespace (a container, a chroot) is that system's, not this
-		# one's: its paths mean nothing here. Unreadable (not root): assume it is ours.
-		ns=$(readlink "$d/ns/mnt" 2>/dev/null)
-		[ -n "$ns" ] && [ "$ns" != "$MNT" ] && continue
-		pid=${d#/proc/}
-		exe=$(readlink "$d/exe" 2>/dev/null) || exe=$(command -v "$comm")
-		exe=${exe% (deleted)}
-		exe=${exe:--}
-		conf=- prefix=-
-		if [ "$comm" = nginx ]; then
-			kind=nginx
-			# shellcheck disable=SC2086  # the title's words are the master's arguments
-			set -- ${args#*master process}
-			while [ $# -gt 1 ]; do
-				case $1 in -c) conf=$2; shift ;; -p) prefix=$2; shift ;; esac
-				shift
-			done
-		else
-			kind=php-fpm
-			case $args in *"("*")"*) conf=${args#*(}; conf=${conf%)*} ;; esac
-		fi
-		running="$running$(readlink -f "$exe") "
-		echo "$kind running $pid $exe $conf $prefix$(service_of "$kind" "$exe" "$conf" "$pid")"
-	done
-	for exe in $FPM_LAYOUTS $NGINX_LAYOUTS; do
-		[ -f "$exe" ] || continue
-		[ -x "$exe" ] || continue
-		case $running in *" $(readlink -f "$exe") "*) continue ;; esac
-		case $exe in */nginx) kind=nginx ;; *) kind=php-fpm ;; esac
-		echo "$kind stopped - $exe - -$(service_of "$kind" "$exe" - -)"
-	done
-}
 
 probe() {
 	FOUND=$(discover)
