@@ -66,6 +66,10 @@ def test_check_sees_the_source_build_and_its_faults(src):
     timeouts = [r for r in results(report, "location-timeouts").values() if r["status"] == "fail"]
     assert timeouts and "unix:/tmp/php-cgi.sock" in timeouts[0]["observed"] and "60s/60s/60s" in timeouts[0]["observed"]
     assert results(report, "config-readable")[""]["status"] == "pass"
+    # The logs the running configuration writes, where it writes them: no rule rotates them.
+    logs = results(report, "logs-rotated")
+    for path in ("/usr/local/nginx/logs/access.log", "/usr/local/nginx/logs/error.log", "/usr/local/php/var/log/php-fpm.log"):
+        assert logs[path]["status"] == "warn" and "no logrotate rule names it" in logs[path]["observed"], logs
 
 
 def test_harden_plan_reads_the_same_masters(src):
@@ -132,6 +136,10 @@ def test_harden_fixes_the_source_build_converges_and_a_rolling_restart_loses_not
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in recap(standalone.stdout).values()), standalone.stdout[-3000:]
     rc, report = check(src)
     assert rc == 0 and report["verdict"] == "ready", [r for r in report["results"] if r["status"] == "fail"]
+    rotated = {item: r["observed"] for item, r in results(report, "logs-rotated").items()}
+    assert "rotated by /etc/logrotate.d/nginx" in rotated["/usr/local/nginx/logs/access.log"], rotated
+    assert "rotated by /etc/logrotate.d/php-fpm" in rotated["/usr/local/php/var/log/php-fpm.log"], rotated
+    assert all("rotated by" in o for o in rotated.values()), rotated   # the slow logs harden set up too
     # A restart applies the new listen.backlog; through the balancer, under order load.
     prefix = uuid.uuid4().hex[:8]
     lb = src.by_role("lb")[0]

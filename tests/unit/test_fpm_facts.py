@@ -136,6 +136,23 @@ def test_nginx_layout_names_the_sites_and_the_http_include_directory():
         "# configuration file /etc/extra/shop2.conf:",
         "server { listen 81; }",
     ])
-    layout = parse_nginx(dump, 0, 2)["layout"]
+    layout = parse_nginx(dump.replace("server { listen 81; }", "server { listen 81; access_log logs/shop2.log; }"), 0, 2)["layout"]
     assert layout == {"conf": "/usr/local/nginx/conf/nginx.conf", "http_dir": "/usr/local/nginx/conf/vhost",
-                      "sites": ["/usr/local/nginx/conf/vhost/shop.conf", "/etc/extra/shop2.conf"]}
+                      "sites": ["/usr/local/nginx/conf/vhost/shop.conf", "/etc/extra/shop2.conf"],
+                      "logs": ["/usr/local/nginx/logs/shop2.log"]}   # relative: below the prefix
+
+
+def test_every_log_is_matched_with_the_logrotate_rule_that_rotates_it():
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils.log_facts import logrotate_patterns, rotation_of
+
+    section = "\n".join([
+        "### file /etc/logrotate.conf", "weekly", "include /etc/logrotate.d",
+        "### file /etc/logrotate.d/nginx", "/var/log/nginx/*.log {", "daily", "postrotate",
+        '[ -s ${PIDFILE} ] && kill -USR1 "$(cat ${PIDFILE})"', "endscript", "}",
+        "### file /etc/logrotate.d/app", '"/srv/app/a.log" /srv/app/b.log', "/srv/app/c.log {", "weekly", "}"])
+    rules = logrotate_patterns(section)
+    assert rules == [{"source": "/etc/logrotate.d/nginx", "patterns": ["/var/log/nginx/*.log"]},
+                     {"source": "/etc/logrotate.d/app", "patterns": ["/srv/app/a.log", "/srv/app/b.log", "/srv/app/c.log"]}]
+    logs = rotation_of([("/var/log/nginx/access.log", "nginx"), ("/srv/app/b.log", "php-fpm"),
+                        ("/usr/local/nginx/logs/access.log", "nginx")], rules)
+    assert [l["rotated_by"] for l in logs] == ["/etc/logrotate.d/nginx", "/etc/logrotate.d/app", ""]

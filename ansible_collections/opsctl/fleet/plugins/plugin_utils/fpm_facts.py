@@ -155,7 +155,8 @@ def _pool(raw: dict[str, str], somaxconn: int | None) -> dict[str, Any]:
         "request_terminate_timeout": fpm_seconds(raw.get("request_terminate_timeout", "0")),
         "request_slowlog_timeout": fpm_seconds(raw.get("request_slowlog_timeout", "0")),
         "status_path": defined("pm.status_path"), "status_listen": defined("pm.status_listen"),
-        "access_log": defined("access.log"), "rlimit_files": integer(raw.get("rlimit_files"), 0),
+        "access_log": defined("access.log"), "slowlog": defined("slowlog"),
+        "rlimit_files": integer(raw.get("rlimit_files"), 0),
         "status": None,
     }
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import posixpath
 import re
 from typing import Any, Callable
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import service_actions
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.hosttext import nginx_seconds, systemd_seconds
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.log_facts import (fpm_log_paths, logrotate_patterns,
+                                                                             nginx_log_paths, rotation_of)
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.hosttext import integer as _int, kv as _kv
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.fpm_facts import (
     link_services, parse_fpm_status, parse_masters, parse_php_fpm)
@@ -350,6 +353,8 @@ def parse_nginx(text: str, rc: int, cpus: int) -> dict[str, Any]:
     includes = _Includes(files, prefix)
     layout = _layout(includes, main_file)
     root = _expand(includes.tree(main_file), includes)
+    # Relative log paths are below nginx's prefix: a source build's /usr/local/nginx (conf/'s parent).
+    layout["logs"] = nginx_log_paths(root, posixpath.dirname(prefix))
     top = {name: args for name, args, children in root if children is None}
     events = next((c for n, a, c in root if n == "events" and c is not None), [])
     http = next((c for n, a, c in root if n == "http" and c is not None), [])
@@ -734,6 +739,9 @@ def parse(raw: str | dict[str, Any]) -> dict[str, Any]:
     run("cron", lambda: parse_crontabs(out("cron")), {"entries": [], "scripts": []})
     run("rotation", lambda: rotation_runs(facts["cron"], facts["units"], facts["host"].get("systemd", False)), [])
     run("postrotate", lambda: parse_logrotate(out("logrotate")), [])
+    run("logs", lambda: rotation_of(
+        [(path, "nginx") for path in facts["nginx"].get("layout", {}).get("logs", []) if facts["nginx"].get("running")]
+        + fpm_log_paths(facts["php_fpm"].get("masters", [])), logrotate_patterns(out("logrotate"))), [])
     run("logs_due", lambda: {k: _int(v, 0) for k, v in (p.split("=") for p in out("logs_due").split())}, {})
     run("clock", lambda: parse_clock(out("clock")), {"synced": None, "source": "unknown"})
     run("access_log", lambda: parse_access_log(out("access_log")), {"lines": 0, "share_499": 0.0, "share_5xx": 0.0})
@@ -802,10 +810,26 @@ def capacity_facts(facts: dict[str, Any], host: str) -> dict[str, Any]:
 
 
 def _master_summary(master: dict[str, Any]) -> dict[str, Any]:
-    """A running php-fpm master as the roles need it: where it lives and what starts it."""
+    """A running php-fpm master as the roles need it: where it lives, what starts it (`service`,
+    the name the lifecycle and logrotate roles give it), and `slowlog`, the pattern (%s: the
+    pool) of the slow logs the php-fpm role sets beside its error log and logrotate rotates."""
+    error_log = master["global"].get("error_log", "")
     return {"version": master["version"], "binary": master["binary"], "conf": master["conf"], "pid": master["pid"],
-            "pid_file": master["global"].get("pid", ""), "error_log": master["global"].get("error_log", ""),
+            "pid_file": master["global"].get("pid", ""), "error_log": error_log,
+            "service": service_name(master),
+            "slowlog": re.sub(r"\.log$", "", error_log) + ".%s.slow.log" if error_log.startswith("/") else "",
             "unit": master.get("unit", ""),
             "scripts": master.get("scripts", []), "error": master["error"],
             "pools": [{"name": p["name"], "listen": p["listen"], "user": p["user"], "file": p["file"]}
                       for p in master["pools"]]}
+
+
+def service_name(master: dict[str, Any]) -> str:
+    """The service a php-fpm master is: its init script's name, else its unit's, else Debian's
+    name for its binary (php-fpm8.2 -> php8.2-fpm), else php-fpm."""
+    if master.get("scripts"):
+        return posixpath.basename(master["scripts"][0])
+    if master.get("unit"):
+        return re.sub(r"\.service$", "", master["unit"])
+    match = re.fullmatch(r"php-fpm(\d+\.\d+)", posixpath.basename(master.get("binary", "")))
+    return f"php{match.group(1)}-fpm" if match else "php-fpm"

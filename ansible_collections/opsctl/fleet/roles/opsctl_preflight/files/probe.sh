@@ -152,13 +152,18 @@ printf "%s\n" "$FPM_TT" | awk "
 done'
 
 	# The configuration the running master was started with (-p, -c), not the binary's default.
-	section nginx_T '
-set -- $(printf "%s\n" "$FOUND" | awk "\$1 == \"nginx\" { print \$4, \$5, \$6; exit }")
-[ $# = 3 ] || { echo "absent"; exit 3; }
-exe=$1; shift
-[ "$1" = - ] && set -- "" "$2"
-[ "$2" = - ] && set -- "$1" ""
-$T4 "$exe" ${2:+-p "$2"} ${1:+-c "$1"} -T 2>&1'
+	# nginx -T once, of the configuration the running master was started with (-p, -c): nginx_T
+	# carries it, access_log reads the access logs it names. Its exit status ends it (### rc N).
+	# shellcheck disable=SC2046  # the master's words: binary, configuration, prefix
+	NGINX_T=$(wanted nginx_T || wanted access_log || exit 0
+		set -- $(printf "%s\n" "$FOUND" | awk '$1 == "nginx" { print $4, $5, $6; exit }')
+		[ $# = 3 ] || { echo "absent"; echo "### rc 3"; exit 0; }
+		exe=$1; shift
+		[ "$1" = - ] && set -- "" "$2"
+		[ "$2" = - ] && set -- "$1" ""
+		$T4 "$exe" ${2:+-p "$2"} ${1:+-c "$1"} -T 2>&1
+		echo "### rc $?")
+	section nginx_T 'printf "%s\n" "${NGINX_T%### rc *}"; exit "${NGINX_T##*### rc }"'
 
 	section init_scripts '
 set --
@@ -228,8 +233,12 @@ if command -v ntpq >/dev/null 2>&1; then $T4 ntpq -pn 2>&1 | sed "s/^/ntpq /"; f
 true'
 
 	section access_log '
-for f in /var/log/nginx/*access*.log; do
+seen=" "
+for f in /var/log/nginx/*access*.log $(printf "%s\n" "$NGINX_T" |
+	awk "\$1 == \"access_log\" && \$2 ~ /^\// { sub(/;\$/, \"\", \$2); print \$2 }"); do
 	[ -f "$f" ] || continue
+	case $seen in *" $f "*) continue ;; esac
+	seen="$seen$f "
 	tail -n '"$ACCESS_LINES"' "$f" | awk -v f="$f" "
 		{ for (i = 1; i <= NF; i++) if (\$i ~ /^\"(GET|POST|HEAD|PUT|DELETE|PATCH|OPTIONS)/) { s = \$(i + 3); break } }
 		s ~ /^[0-9][0-9][0-9]\$/ { n++; c[s]++; if (s ~ /^5/) f5++ }
