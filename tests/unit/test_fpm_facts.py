@@ -90,6 +90,14 @@ def test_versions_compare_as_numbers():
     assert sorted(["10.0", "7.4", "8.2", ""], key=version_key) == ["", "7.4", "8.2", "10.0"]
 
 
+def test_the_roles_fallback_picks_the_newest_binary_as_a_version():
+    from ansible_collections.opsctl.fleet.plugins.filter.php_fpm_pool import FilterModule
+
+    newest = FilterModule().filters()["php_fpm_newest"]
+    assert newest(["/usr/sbin/php-fpm8.9", "/usr/sbin/php-fpm8.10", "/usr/sbin/php-fpm7.4"]) == "8.10"
+    assert newest(["/usr/sbin/php-fpm"]) == "" and newest([]) == ""
+
+
 def test_each_master_gets_its_own_init_script_and_unit():
     raw = {"probe": 1, "sections": {
         "masters": {"out": MASTERS, "rc": 0},

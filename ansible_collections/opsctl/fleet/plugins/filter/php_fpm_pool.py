@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.lazy import lazy
+
 MARKER = "; managed by opsctl (role opsctl_php_fpm): the keys it sets are edited in place; the rest is the vendor's file"
 _SECTION = re.compile(r"^\s*\[(?P<name>[^\]]+)\]\s*$")
 
@@ -117,4 +119,5 @@ class FilterModule:
             "php_fpm_pool_values": pool_values,
             "php_fpm_listener_backlog": listener_backlog,
             "php_fpm_effective_backlog": effective_backlog,
+            "php_fpm_newest": lazy("fpm_facts", "newest_version"),
         }

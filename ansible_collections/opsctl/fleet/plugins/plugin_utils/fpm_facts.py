@@ -46,6 +46,13 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".") if p.isdigit())
 
 
+def newest_version(binaries: list[str]) -> str:
+    """The newest X.Y that names a php-fpm binary (/usr/sbin/php-fpm8.2), "" when none does:
+    the roles' fallback when no master runs (filter opsctl.fleet.php_fpm_newest)."""
+    versions = [m.group(1) for m in (re.search(r"php-fpm(\d+\.\d+)$", str(b)) for b in binaries) if m]
+    return max(versions, key=version_key, default="")
+
+
 def _dump_blocks(text: str) -> list[dict[str, Any]]:
     """The php_fpm_tt section, per master: `### master STATE PID EXE CONF`, `### defines FILE
     SECTION` for each section header of the configuration and its includes, -v, -tt, `### rc N`."""

@@ -17,12 +17,12 @@ import re
 from typing import Any, Callable
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import service_actions
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.fpm_facts import (
+    link_services, parse_fpm_status, parse_masters, parse_php_fpm)
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.hosttext import integer as _int, kv as _kv
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.hosttext import nginx_seconds, systemd_seconds
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.log_facts import (fpm_log_paths, logrotate_patterns,
                                                                              nginx_log_paths, rotation_of)
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.hosttext import integer as _int, kv as _kv
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.fpm_facts import (
-    link_services, parse_fpm_status, parse_masters, parse_php_fpm)
 
 FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
 # What `nginx -T` may cost the controller: blocks and directives once includes are expanded (a
@@ -534,16 +534,6 @@ def unit_files_by_name(text: str) -> tuple[dict[str, dict[str, Any]], dict[str, 
     return out, timer
 
 
-def parse_systemd_units(text: str, kinds: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """The php-fpm and nginx unit by service, and the logrotate timer."""
-    return units_by_service(*unit_files_by_name(text), kinds)
-
-
-def units_by_service(units: dict[str, dict[str, Any]], timer: dict[str, str],
-                     kinds: dict[str, str] | None) -> dict[str, dict[str, Any]]:
-    return {**by_service(units, kinds), **({"logrotate_timer": timer} if timer else {})}
-
-
 def _service_action(command: str) -> tuple[str, str]:
     """(service, action) of what a line does to php-fpm or nginx (service_actions, as the
     lifecycle role judges it), ("", "") when nothing."""
@@ -730,11 +720,10 @@ def parse(raw: str | dict[str, Any]) -> dict[str, Any]:
     kinds = {path: m["kind"] for m in facts["masters"] for path in m["scripts"] + [m["unit"]] if path}
     run("init_scripts", lambda: init_scripts_by_path(out("init_scripts")), {})
     run("init", lambda: by_service(facts["init_scripts"], kinds), {})
-    run("unit_files", lambda: unit_files_by_name(out("systemd_units")), ({}, {}))
-    units, timer = facts.pop("unit_files")
-    facts["unit_files"] = units
-    facts["units"] = units_by_service(units, timer, kinds)
-    run("_svc", lambda: link_services(facts["php_fpm"], facts["masters"], facts["init_scripts"], units), None)
+    run("_units", lambda: unit_files_by_name(out("systemd_units")), ({}, {}))
+    facts["unit_files"], timer = facts.pop("_units")
+    facts["units"] = {**by_service(facts["unit_files"], kinds), **({"logrotate_timer": timer} if timer else {})}
+    run("_svc", lambda: link_services(facts["php_fpm"], facts["masters"], facts["init_scripts"], facts["unit_files"]), None)
     facts.pop("_svc", None)
     run("cron", lambda: parse_crontabs(out("cron")), {"entries": [], "scripts": []})
     run("rotation", lambda: rotation_runs(facts["cron"], facts["units"], facts["host"].get("systemd", False)), [])

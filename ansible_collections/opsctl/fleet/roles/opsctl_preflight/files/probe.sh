@@ -151,7 +151,6 @@ printf "%s\n" "$FPM_TT" | awk "
 	echo
 done'
 
-	# The configuration the running master was started with (-p, -c), not the binary's default.
 	# nginx -T once, of the configuration the running master was started with (-p, -c): nginx_T
 	# carries it, access_log reads the access logs it names. Its exit status ends it (### rc N).
 	# shellcheck disable=SC2046  # the master's words: binary, configuration, prefix
