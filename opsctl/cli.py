@@ -274,9 +274,11 @@ _name_option = click.option("--name", default="lab", show_default=True,
 @click.option("--web", default=2, show_default=True, help="Number of web hosts (nginx + php-fpm).")
 @click.option("--subnet", metavar="CIDR", help="IPv4 /24 for the lab (default: derived from --name).")
 @click.option("--flavor", type=click.Choice(FLAVORS), default="debian", show_default=True,
-              help="How the web hosts are laid out: Debian's packages, or php-fpm and nginx built from "
-                   "source under /usr/local (php-src's init script, a unix socket in /tmp, nginx started "
-                   "by hand with -c); the package's own files are removed inside the host.")
+              help="How the web hosts are laid out: debian, Debian's packages; source, php-fpm and nginx "
+                   "built from source under /usr/local (php-src's init script, a unix socket in /tmp, nginx "
+                   "started by hand with -c; the package's own files are removed inside the host); multi, "
+                   "Debian's packages plus a second pool (api, TCP) and a panel's second php-fpm master "
+                   "under /www/server/php/74 (three pools, two masters).")
 @handle_errors
 def lab_up(name: str, web: int, subnet: str | None, flavor: str) -> None:
     """Start the lab (one lb host, --web web hosts); safe to run again."""

@@ -76,8 +76,21 @@ def print_explain(console: Console, plans: list[HostPlan]) -> None:
         for column in ("setting", "value", "reason"):
             table.add_column(column, overflow="fold")
         for key, decision in p.plan.items():
-            table.add_row(plain(key), plain(decision["value"]), plain(decision["reason"]))
+            if key == "php_fpm.pools":
+                _add_pool_rows(table, decision)
+            else:
+                table.add_row(plain(key), plain(decision["value"]), plain(decision["reason"]))
         console.print(table)
+
+
+def _add_pool_rows(table: Table, decision: dict[str, Any]) -> None:
+    """The model's split: its rule, then one row per pool with that pool's own arithmetic."""
+    pools = decision["value"]
+    table.add_row("php_fpm.pools", plain(f"{len(pools)} pool(s)"), plain(decision["reason"]))
+    for label, share in pools.items():
+        value = (f"{share['pm_max_children']} workers, backlog {share['listen_backlog']}, "
+                 f"{share['peak_qps']:g} qps")
+        table.add_row(plain(f"  {label}"), plain(value), plain(share["reason"]))
 
 
 def explain_json(plans: list[HostPlan]) -> list[dict[str, Any]]:

@@ -13,10 +13,11 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def opsctl(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the installed opsctl exactly as a user would."""
+def opsctl(*args: str, check: bool = False, timeout: float = 600,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed opsctl exactly as a user would (env: variables added to the run's)."""
     proc = subprocess.run([sys.executable, "-m", "opsctl", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=dict(os.environ, **env) if env else None)
     if check and proc.returncode != 0:
         raise AssertionError(f"opsctl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

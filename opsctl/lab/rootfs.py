@@ -87,7 +87,9 @@ def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: st
     host_public_key(spec, host)
     env = _templates()
     source = host.role == "web" and spec.flavor == "source"
-    context = {"host": host, "php": php, "upstream": UPSTREAM, "webs": spec.by_role("web"), "source": source}
+    multi = host.role == "web" and spec.flavor == "multi"
+    context = {"host": host, "php": php, "upstream": UPSTREAM, "webs": spec.by_role("web"), "source": source,
+               "multi": multi}
     _write(upper / "etc/opsctl-lab/init.sh", env.get_template("init.sh.j2").render(context), 0o755)
     _write(upper / "etc/opsctl-lab/services.sh", env.get_template("services.sh.j2").render(context), 0o755)
     _write(upper / "etc/opsctl-lab/sshd_config", (ASSETS / "sshd_config").read_text(), 0o600)
@@ -97,6 +99,8 @@ def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: st
     else:
         site = "web-site.conf.j2" if host.role == "web" else "lb-site.conf.j2"
         _write(upper / "etc/nginx/sites-available/default", env.get_template(site).render(context))
+    if multi:
+        multi_layout(upper, php)
     if host.role == "web":
         for page in sorted((ASSETS / "app").iterdir()):
             _write(upper / "var/www/opsctl-lab" / page.name, page.read_text())
@@ -145,6 +149,23 @@ def source_layout(upper: Path, php: PhpInstall) -> None:
                  f"/usr/lib/systemd/system/{php.service}.service", "/usr/sbin/nginx", "/etc/nginx",
                  "/etc/init.d/nginx", "/etc/logrotate.d/nginx", "/usr/lib/systemd/system/nginx.service"):
         _whiteout(upper, path)
+
+
+def multi_layout(upper: Path, php: PhpInstall) -> None:
+    """Two php-fpm masters and three pools: Debian's package with a second pool (api, on TCP),
+    and a panel's second PHP under /www/server/php/74 with its pool inside php-fpm.conf.
+
+    The machine has one PHP version, so the panel's binary is a copy of it: the second master
+    is a second prefix, configuration, pid file and init script, not a second PHP release."""
+    multi, prefix = ASSETS / "multi", upper / "www/server/php/74"
+    _write(upper / f"etc/php/{php.version}/fpm/pool.d/api.conf", (multi / "api.conf").read_text())
+    for sub in ("sbin", "etc", "var/run", "var/log"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(php.binary, prefix / "sbin/php-fpm")
+    _write(prefix / "etc/php-fpm.conf", (multi / "php-fpm.conf").read_text())
+    init = (ASSETS / "source/php-fpm.init").read_text().replace("/usr/local/php", "/www/server/php/74")
+    _write(upper / "etc/init.d/php-fpm-74", init.replace("Provides:          php-fpm", "Provides:          php-fpm-74"),
+           0o755)
 
 
 def install_boot_script(spec: LabSpec) -> Path:

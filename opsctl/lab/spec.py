@@ -16,9 +16,11 @@ LB_OFFSET = 10
 WEB_OFFSET = 20
 MAX_WEB = 200
 UPSTREAM = "opsctl_web"
-# How a lab's web hosts are laid out: Debian's packages, or php-fpm and nginx built from source
-# under a prefix (/usr/local/php, /usr/local/nginx: php-src's init script, nginx started by hand).
-FLAVORS = ("debian", "source")
+# How a lab's web hosts are laid out: Debian's packages; php-fpm and nginx built from source
+# under a prefix (/usr/local/php, /usr/local/nginx: php-src's init script, nginx started by hand);
+# or Debian's packages with a second pool and a second master under a panel's root
+# (/www/server/php/74, its pool inside php-fpm.conf, php-src's init script as php-fpm-74).
+FLAVORS = ("debian", "source", "multi")
 
 
 @dataclass(frozen=True)

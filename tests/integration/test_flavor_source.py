@@ -79,7 +79,8 @@ def test_harden_plan_reads_the_same_masters(src):
     master = facts["php_fpm_masters"][0]
     assert (master["conf"], master["pid_file"], master["scripts"]) == (
         "/usr/local/php/etc/php-fpm.conf", "/usr/local/php/var/run/php-fpm.pid", ["/etc/init.d/php-fpm"])
-    assert master["pools"] == [{"name": "www", "listen": "/tmp/php-cgi.sock", "user": "www-data", "file": POOL}]
+    assert master["pools"] == [{"name": "www", "label": "pool www", "listen": "/tmp/php-cgi.sock", "user": "www-data",
+                               "file": POOL}]
     assert facts["nginx"] and facts["nginx_master"]["conf"] == "/usr/local/nginx/conf/nginx.conf"
 
 

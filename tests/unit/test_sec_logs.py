@@ -40,7 +40,7 @@ def render(dest: Path, logs: list[str], *, keep_days: int = 14, max_files: int =
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["to_json"] = json.dumps
     text = env.from_string(TEMPLATE.read_text()).render(
-        opsctl_logrotate_nginx_logs=logs[0], opsctl_logrotate_fpm={"log": "/nonexistent/php-fpm.log", "logs": ["/nonexistent/php-fpm.log"]},
+        opsctl_logrotate_nginx_logs=logs[0], opsctl_logrotate_fpms=[{"log": "/nonexistent/php-fpm.log", "logs": ["/nonexistent/php-fpm.log"]}],
         opsctl_logrotate_app_logs=[{"path": p} for p in logs[1:]], opsctl_logrotate_keep_days=keep_days,
         opsctl_logrotate_prune_max_files=max_files, opsctl_logrotate_prune_step_mb=step_mb,
         opsctl_logrotate_prune_step_pause_ms=pause_ms)

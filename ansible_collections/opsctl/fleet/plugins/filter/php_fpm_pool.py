@@ -120,4 +120,5 @@ class FilterModule:
             "php_fpm_listener_backlog": listener_backlog,
             "php_fpm_effective_backlog": effective_backlog,
             "php_fpm_newest": lazy("fpm_facts", "newest_version"),
+            "php_fpm_managed": lazy("fpm_pools", "managed_pools"),
         }

@@ -23,6 +23,11 @@ Decisions worth knowing (the failure modes are in FAILURE-MODES.md):
   pool recycle at once (F5) whatever the per-host value. When pm is overridden to dynamic,
   pm.max_requests is spread deterministically per host (a hash of the host name) so hosts
   behind one balancer never recycle together.
+- Several pools on a host (PHP versions side by side, a pool per site): the host is sized as
+  one (the keys above are its totals), then `php_fpm.pools` splits the peak and the workers
+  between every running pool by the event profile's weights (opsctl_event.pools; a pool not
+  named weighs 1, so by default they share evenly): each pool gets its share of the workers
+  (largest remainder, at least one each) and a backlog by Little's law on its share of the peak.
 """
 
 # F1-F7 and seed NNN: docs/failure-modes.md and docs/incidents.md of the opsctl repository.
@@ -76,6 +81,15 @@ class CapacityError(ValueError):
 
 
 @dataclass(frozen=True)
+class PoolIn:
+    """A running pool as the model sizes it: the label check results use, name, listen, weight."""
+    label: str
+    name: str
+    listen: str
+    weight: int = 1
+
+
+@dataclass(frozen=True)
 class Inputs:
     peak_qps: float
     concurrency: int | None
@@ -88,6 +102,7 @@ class Inputs:
     php_version: str
     host: str
     nofile_max: int = NR_OPEN   # the most open files a process may have here (fs.nr_open, or a container's cap)
+    pools: tuple[PoolIn, ...] = ()   # every pool of every running master; () = one pool, unnamed
 
 
 def _number(data: Mapping, key: str, where: str) -> float:
@@ -121,6 +136,26 @@ def facts_problem(facts: Any) -> str:
     return ""
 
 
+def pool_weights(declared: Mapping[str, int], pools: list[Mapping[str, Any]]) -> list[int]:
+    """Each pool's weight: the event profile's for its listen address (nginx's `unix:` prefix
+    or not), else for its name, else 1. The one rule the model and the check catalog share."""
+    def weight(pool: Mapping[str, Any]) -> int:
+        listen = str(pool.get("listen") or "")
+        for key in (listen, f"unix:{listen}", str(pool.get("name") or "")):
+            if key in declared:
+                return int(declared[key])
+        return 1
+    return [weight(pool) for pool in pools]
+
+
+def _pools_in(facts: Mapping, declared: Mapping[str, int]) -> tuple[PoolIn, ...]:
+    pools = [p for m in facts.get("php_fpm_masters") or [] if isinstance(m, Mapping)
+             for p in m.get("pools") or [] if isinstance(p, Mapping)]
+    return tuple(PoolIn(str(p.get("label") or f"pool {p.get('name')}"), str(p.get("name") or ""),
+                        str(p.get("listen") or ""), w)
+                 for p, w in zip(pools, pool_weights(declared, pools)))
+
+
 def parse_inputs(event: Any, facts: Mapping) -> Inputs:
     """The event profile (by the one schema the CLI also applies, event_profile.py) and the host
     facts the model needs."""
@@ -134,7 +169,8 @@ def parse_inputs(event: Any, facts: Mapping) -> Inputs:
         client_timeout_s=profile.client_timeout_s, worker_mb=profile.php_worker_memory_mb,
         cpus=_cpus(facts), memory_mb=int(_number(facts, "memory_mb", "facts")),
         php_version=str(facts.get("php_version") or ""), host=str(facts.get("host") or ""),
-        nofile_max=min(NR_OPEN, int(_number(facts, "nofile_max", "facts"))) if facts.get("nofile_max") else NR_OPEN)
+        nofile_max=min(NR_OPEN, int(_number(facts, "nofile_max", "facts"))) if facts.get("nofile_max") else NR_OPEN,
+        pools=_pools_in(facts, dict(profile.pools)))
 
 
 def _fmt(x: float) -> str:
@@ -272,6 +308,57 @@ def _php_backlog(p: Plan, i: Inputs) -> None:
                f"({children} / {_fmt(i.typical_s)} s x {_fmt(wait)} s); {arrivals} arrive: the rest would be dead "
                "connections (F1)")
     p.decide("php_fpm.listen_backlog", backlog, why)
+
+
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """`total` split by weight, largest remainder first, at least one each."""
+    whole = sum(weights)
+    exact = [total * w / whole for w in weights]
+    out = [max(1, math.floor(x)) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda k: (exact[k] - math.floor(exact[k]), weights[k]), reverse=True)
+    for k in by_remainder[:max(0, total - sum(out))]:
+        out[k] += 1
+    return out
+
+
+_SPLIT_KEYS = ("pm_max_children", "pm_max_spare_servers", "pm_start_servers", "pm_min_spare_servers")
+
+
+def _split(p: Plan, i: Inputs) -> None:
+    """Every running pool's share of the host's peak and workers (php_fpm.pools)."""
+    if not i.pools:
+        return
+    weights = [pool.weight for pool in i.pools]
+    whole = sum(weights)
+    parts = {key: _apportion(p[f"php_fpm.{key}"], weights) for key in _SPLIT_KEYS}
+    wait = min(p["nginx.upstream_read_timeout"] - i.p99_s, MAX_QUEUE_WAIT_S)
+    pools, lines = {}, []
+    for k, pool in enumerate(i.pools):
+        share = pool.weight / whole
+        qps = i.peak_qps * share
+        values = {key: parts[key][k] for key in _SPLIT_KEYS}
+        # Rounding each key alone may break php-fpm's order min <= start <= max <= children.
+        values["pm_max_spare_servers"] = min(values["pm_max_spare_servers"], values["pm_max_children"])
+        values["pm_start_servers"] = min(values["pm_start_servers"], values["pm_max_spare_servers"])
+        values["pm_min_spare_servers"] = min(values["pm_min_spare_servers"], values["pm_start_servers"])
+        children = values["pm_max_children"]
+        if "php_fpm.listen_backlog" in p.overrides:
+            backlog, why = p["php_fpm.listen_backlog"], "the override"
+        else:
+            backlog = max(1, min(math.ceil(qps * wait), math.ceil(children / i.typical_s * wait), SOMAXCONN_MAX))
+            why = (f"min({_fmt(qps)} qps x {_fmt(wait)} s wait, what {children} workers drain in it "
+                   f"({children} / {_fmt(i.typical_s)} s x {_fmt(wait)} s))")
+        reason = (f"weight {pool.weight}/{whole} of {_fmt(i.peak_qps)} qps = {_fmt(qps)} qps: {children} of the "
+                  f"host's {p['php_fpm.pm_max_children']} workers ({children * i.worker_mb:g} MB); "
+                  f"listen.backlog {backlog} = {why}")
+        pools[pool.label] = dict(values, name=pool.name, listen=pool.listen, weight=pool.weight,
+                                 share=round(share, 4), peak_qps=round(qps, 3), listen_backlog=backlog, reason=reason)
+        lines.append(f"{pool.label} {children} workers")
+    total, free = p["php_fpm.pm_max_children"], _memory_for_php(i)[0]
+    p.decide("php_fpm.pools", pools,
+             f"{len(pools)} running pool(s) split the host's {total} workers ({total * i.worker_mb:g} MB of the "
+             f"{free} MB left for php-fpm) and {_fmt(i.peak_qps)} qps by weight (opsctl_event.pools, by pool name or listen address; a pool "
+             f"not named weighs 1): " + "; ".join(lines))
 
 
 def _nginx(p: Plan, i: Inputs) -> None:
@@ -469,7 +556,7 @@ def derive(event: Mapping, facts: Mapping, overrides: Mapping | None = None,
     if overrides is not None and not isinstance(overrides, Mapping):
         raise CapacityError(f"opsctl_capacity_overrides: expected a mapping, got {type(overrides).__name__}")
     plan = Plan(overrides or {})
-    for step in (_timeouts, _pool, _php_backlog, _nginx, _sysctl):
+    for step in (_timeouts, _pool, _php_backlog, _split, _nginx, _sysctl):
         step(plan, inputs)
     where = f"{inputs.host}: " if inputs.host else ""
     for keys, why in violations(plan.out, inputs):
@@ -490,6 +577,7 @@ def _clean_facts(facts: Mapping) -> dict[str, Any]:
         raise CapacityError(f"facts: expected a mapping, got {type(facts).__name__}")
     return {"cpus": _whole(facts.get("cpus"), "cpus"), "memory_mb": _whole(facts.get("memory_mb"), "memory_mb"),
             "php_version": str(facts.get("php_version") or ""), "host": str(facts.get("host") or ""),
+            "php_fpm_masters": facts.get("php_fpm_masters") if isinstance(facts.get("php_fpm_masters"), list) else [],
             "nofile_max": _whole(facts.get("nofile_max") or NR_OPEN, "nofile_max")}
 
 

@@ -124,6 +124,11 @@ def _integer(value: Any, where: str) -> str | None:
     return _matching(_INTEGER, "a whole number")(value, where)
 
 
+def _optional_integer(value: Any, where: str) -> str | None:
+    """A whole number, or empty: the capacity model's figure (per pool, for the php-fpm role)."""
+    return None if value in ("", None) else _integer(value, where)
+
+
 def _workers(value: Any, where: str) -> str | None:
     """"auto" or a count; any other single word is left for `nginx -t` to judge (the role then
     restores the previous files), since one word cannot add a directive."""
@@ -175,8 +180,9 @@ _fpm_listen = _matching(_FPM_LISTEN, "a php-fpm listen address (127.0.0.1:9001, 
 
 def _pool(value: Any, where: str) -> str | None:
     if not isinstance(value, Mapping):
-        return f"{where}: expected a mapping (name, status_listen, settings), got {type(value).__name__}"
+        return f"{where}: expected a mapping (name, master, status_listen, settings), got {type(value).__name__}"
     return (_matching(_POOL_NAME, "a pool name (letters, digits, _ . -; no /)")(value.get("name"), f"{where}.name")
+            or _path_rule(allow_empty=True)(value.get("master", ""), f"{where}.master")
             or _fpm_listen(value.get("status_listen", ""), f"{where}.status_listen")
             or _mapping_of(_fpm_key, _scalar)(value.get("settings") or {}, f"{where}.settings"))
 
@@ -202,9 +208,10 @@ VARIABLES: dict[str, Rule] = {
     "opsctl_php_fpm_slowlog": _optional_path,
     "opsctl_php_fpm_status_path": _uri_rule,
     "opsctl_php_fpm_ping_path": _uri_rule,
+    **{f"opsctl_php_fpm_{name}": _optional_integer for name in (
+        "listen_backlog", "pm_max_children", "pm_start_servers", "pm_min_spare_servers", "pm_max_spare_servers")},
     **{f"opsctl_php_fpm_{name}": _integer for name in (
-        "listen_backlog", "pm_max_children", "pm_start_servers", "pm_min_spare_servers", "pm_max_spare_servers",
-        "pm_max_requests", "request_terminate_timeout", "request_slowlog_timeout", "rlimit_files",
+        "status_port", "pm_max_requests", "request_terminate_timeout", "request_slowlog_timeout", "rlimit_files",
         "reload_wait_s")},
     "opsctl_nginx_worker_processes": _workers,
     **{f"opsctl_nginx_{name}": _integer for name in (

@@ -12,6 +12,9 @@ Schema (variable ``opsctl_event``; every figure is per host):
         p99_ms: 400                # 99th percentile; the longest legitimate request
       client_timeout_s: 10         # when the client (browser, app, balancer) gives up
       php_worker_memory_mb: 48     # resident memory of one php-fpm worker
+      pools:                       # optional: how the host's peak splits between its php-fpm pools
+        www: 8                     # relative weights, by pool name or listen address; a pool
+        127.0.0.1:9100: 1          # not named weighs 1, so without `pools` they share evenly
       window:                      # optional: when the event runs
         start: "2026-11-11T00:00"  # local time in `timezone` (an explicit offset also works)
         duration: 2h
@@ -31,9 +34,11 @@ from ansible_collections.opsctl.fleet.plugins.plugin_utils.events import EventWi
 
 VAR_NAME = "opsctl_event"
 _TOP_KEYS = {"name", "peak_qps", "concurrency", "request_time", "client_timeout_s",
-             "php_worker_memory_mb", "window"}
+             "php_worker_memory_mb", "window", "pools"}
 _REQUIRED = ("peak_qps", "request_time", "client_timeout_s", "php_worker_memory_mb")
 _RT_KEYS = {"typical_ms", "p99_ms"}
+MAX_POOL_WEIGHT = 1000   # relative weights; a larger figure is a typo
+MAX_POOLS = 256
 
 
 # The largest figure of each key the capacity model computes with: inf, nan and 10**400 are no
@@ -56,6 +61,7 @@ class EventProfile:
     name: str = ""
     concurrency: int | None = None
     window: EventWindow | None = None
+    pools: tuple[tuple[str, int], ...] = ()   # (pool name or listen address, weight)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -66,6 +72,7 @@ class EventProfile:
             "client_timeout_s": self.client_timeout_s,
             "php_worker_memory_mb": self.php_worker_memory_mb,
             "window": None,
+            "pools": dict(self.pools),
         }
         if self.window:
             out["window"] = {
@@ -108,6 +115,24 @@ def _window(value: Any, where: str) -> EventWindow:
         raise ProfileError(str(exc)) from None
 
 
+def _pools(value: Any, where: str) -> tuple[tuple[str, int], ...]:
+    """`pools: {www: 8, "127.0.0.1:9100": 1}`: whole weights from 1, keyed by a pool's name or
+    listen address (capacity.pool_weights applies them)."""
+    if not isinstance(value, dict):
+        raise ProfileError(f"{where}: expected a mapping of pool name or listen address to a weight, "
+                           f"got {type(value).__name__}")
+    if len(value) > MAX_POOLS:
+        raise ProfileError(f"{where}: {len(value)} pools, at most {MAX_POOLS}")
+    out = []
+    for key, weight in value.items():
+        if not isinstance(key, str) or not key or any(c.isspace() for c in key) or len(key) > 200:
+            raise ProfileError(f"{where}: {clip(key)} is not a pool name or listen address")
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_POOL_WEIGHT:
+            raise ProfileError(f"{where}.{key}: expected a whole weight from 1 to {MAX_POOL_WEIGHT}, got {clip(weight)}")
+        out.append((key, weight))
+    return tuple(out)
+
+
 def parse_profile(value: Any, where: str = VAR_NAME) -> EventProfile:
     """Validate a raw ``opsctl_event`` value; every error names the offending key."""
     data = _mapping(value, where, _TOP_KEYS)
@@ -142,4 +167,5 @@ def parse_profile(value: Any, where: str = VAR_NAME) -> EventProfile:
         client_timeout_s=client_timeout,
         php_worker_memory_mb=_number(data, "php_worker_memory_mb", where, maximum=EVENT_LIMITS["php_worker_memory_mb"]),
         window=_window(data["window"], f"{where}.window") if data.get("window") is not None else None,
+        pools=_pools(data["pools"], f"{where}.pools") if data.get("pools") is not None else (),
     )

@@ -809,8 +809,8 @@ def _master_summary(master: dict[str, Any]) -> dict[str, Any]:
             "slowlog": re.sub(r"\.log$", "", error_log) + ".%s.slow.log" if error_log.startswith("/") else "",
             "unit": master.get("unit", ""),
             "scripts": master.get("scripts", []), "error": master["error"],
-            "pools": [{"name": p["name"], "listen": p["listen"], "user": p["user"], "file": p["file"]}
-                      for p in master["pools"]]}
+            "pools": [{"name": p["name"], "label": p.get("label", f"pool {p['name']}"), "listen": p["listen"],
+                       "user": p["user"], "file": p["file"]} for p in master["pools"]]}
 
 
 def service_name(master: dict[str, Any]) -> str:

@@ -1,0 +1,119 @@
+"""Two php-fpm masters and three pools on each web host (`opsctl lab up --flavor multi`): Debian's
+php8.2-fpm with its www pool and a second pool api on 127.0.0.1:9100, and a panel's second PHP
+under /www/server/php/74 (its www pool inside php-fpm.conf, on /tmp/php-cgi-74.sock, started by
+php-src's init script as php-fpm-74). The machine has one PHP release, so the panel's binary is a
+copy of it: what differs is the prefix, configuration, pid file and script, which is what opsctl
+must tell apart. Every pool is checked and sized; the model splits the host between them."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+import pytest
+
+from opsctl.lab.load import BackgroundLoad, Orders
+from tests import labtools
+from tests.conftest import fresh_lab, opsctl
+
+pytestmark = pytest.mark.lab
+
+DEB = "php-fpm 8.2 /etc/php/8.2/fpm/php-fpm.conf"
+PANEL = "php-fpm 8.2 /www/server/php/74/etc/php-fpm.conf"
+POOLS = (f"pool api ({DEB})", f"pool www ({DEB})", f"pool www ({PANEL})")
+PANEL_CONF = "/www/server/php/74/etc/php-fpm.conf"
+
+
+@pytest.fixture(scope="module")
+def multi(lab_name: str):
+    yield from fresh_lab(f"{lab_name}mul"[:8], web=2, flavor="multi")
+
+
+def check(spec) -> tuple[int, dict]:
+    proc = opsctl("check", "--inventory", spec.name, "--limit", "web1", "--format", "json", timeout=180)
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def results(report: dict, check_id: str) -> dict[str, dict]:
+    return {r["item"]: r for r in report["results"] if r["check"] == check_id}
+
+
+def on(spec, command: str, host: str = "web1") -> str:
+    return labtools.ssh(spec, host, command, check=True).stdout
+
+
+def explain(spec) -> dict:
+    proc = opsctl("harden", "--inventory", spec.name, "--limit", "web1", "--explain", "--format", "json", check=True)
+    return json.loads(proc.stdout)[0]["plan"]
+
+
+def test_check_finds_every_pool_of_both_masters_and_their_faults(multi):
+    rc, report = check(multi)
+    assert rc == 1
+    backlog = results(report, "fpm-backlog-littles-law")
+    assert {k: v["status"] for k, v in backlog.items()} == dict.fromkeys(POOLS, "fail"), backlog
+    # Each pool is judged on its share of the host's peak (three pools, no weights: a third each).
+    assert "33.333 qps (this pool's share of 100.0)" in backlog[POOLS[0]]["expected"]
+    assert {k: v["status"] for k, v in results(report, "fpm-process-control-timeout").items()} == {
+        DEB: "fail", PANEL: "fail"}
+    stops = results(report, "fpm-init-stop")
+    assert stops["/etc/init.d/php8.2-fpm"]["status"] == stops["/etc/init.d/php-fpm-74"]["status"] == "fail"
+    assert set(results(report, "pool-capacity")) == set(POOLS)
+
+
+def test_the_model_splits_the_host_between_the_pools_and_explain_says_how(multi):
+    plan = explain(multi)
+    split = plan["php_fpm.pools"]
+    assert list(split["value"]) == list(POOLS)
+    total = plan["php_fpm.pm_max_children"]["value"]
+    assert sum(p["pm_max_children"] for p in split["value"].values()) == total
+    assert "3 running pool(s) split the host's" in split["reason"] and "MB left for php-fpm" in split["reason"]
+    assert all(p["reason"].startswith("weight 1/3 of 100 qps") for p in split["value"].values())
+    # What --explain prints: the rule, then each pool with its own arithmetic.
+    table = opsctl("harden", "--inventory", multi.name, "--limit", "web1", "--explain", check=True,
+                   env={"COLUMNS": "240"}).stdout
+    for label in POOLS:
+        assert re.search(re.escape(label) + r"\s+│ \d+ workers, backlog \d+, 33.333 qps", table), table
+
+
+def test_harden_sizes_every_pool_converges_and_a_rolling_restart_loses_nothing(multi):
+    split = explain(multi)["php_fpm.pools"]["value"]
+    first = opsctl("harden", "--inventory", multi.name, timeout=1200)
+    assert first.returncode == 0, first.stdout + first.stderr
+    api = on(multi, "cat /etc/php/8.2/fpm/pool.d/api.conf")
+    panel = on(multi, f"cat {PANEL_CONF}")
+    assert f"pm.max_children = {split[POOLS[0]]['pm_max_children']}" in api
+    assert f"listen.backlog = {split[POOLS[0]]['listen_backlog']}" in api
+    assert f"pm.max_children = {split[POOLS[2]]['pm_max_children']}" in panel and "process_control_timeout = 5s" in panel
+    # A status listener of its own for each pool, so the check reads all three.
+    listeners = sorted(re.findall(r"pm.status_listen = (\S+)", api + on(multi, "cat /etc/php/8.2/fpm/pool.d/www.conf") + panel))
+    assert listeners == ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"], listeners
+    assert "managed by opsctl (role opsctl_lifecycle)" in on(multi, "cat /etc/init.d/php-fpm-74")
+    second = opsctl("harden", "--inventory", multi.name, timeout=1200)
+    assert second.returncode == 0, second.stdout + second.stderr
+    rows = re.findall(r"│ (\w+)\s+│ converged\s+│ \d+\s+│ (\d+)\s+│", second.stdout)
+    assert sorted(rows) == [("lb1", "0"), ("web1", "0"), ("web2", "0")], second.stdout
+    rc, report = check(multi)
+    assert rc == 0 and report["verdict"] == "ready", [r for r in report["results"] if r["status"] == "fail"]
+    assert {k: v["status"] for k, v in results(report, "fpm-status-figures").items()} == dict.fromkeys(POOLS, "pass")
+    rotated = results(report, "logs-rotated")
+    assert "rotated by /etc/logrotate.d/php-fpm-74" in rotated["/www/server/php/74/var/log/php-fpm.log"]["observed"]
+    # Both masters restart (new backlogs), one host at a time, under order load through the balancer.
+    prefix = uuid.uuid4().hex[:8]
+    lb = multi.by_role("lb")[0]
+    with BackgroundLoad(lb.address, "/order.php?ms=100", seconds=240, concurrency=8, order_prefix=prefix) as load:
+        time.sleep(1)
+        rolled = opsctl("reload", "php-fpm", "--rolling", "--restart", "--inventory", multi.name, timeout=600)
+        load.stop()
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    time.sleep(1)
+    ledgers = "".join(on(multi, "cat /var/lib/opsctl-lab/orders.log", h.name) for h in multi.by_role("web"))
+    orders = Orders.from_ledger(ledgers, prefix)
+    result = load.result
+    assert result.sent > 20 and result.non_2xx == 0 and result.errors == 0, result
+    assert orders.begun > 20 and orders.orphaned == 0, orders
+    live = on(multi, "ss -Hlx src /tmp/php-cgi-74.sock").split()
+    assert live[3] == str(split[POOLS[2]]["listen_backlog"]), live
