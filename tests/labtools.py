@@ -7,7 +7,11 @@ import os
 import re
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
+
+from opsctl.lab.load import BackgroundLoad, Orders
 
 from opsctl.paths import collections_env
 
@@ -47,3 +51,29 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
         found[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
     return found
+
+
+def assert_converged(spec, proc: subprocess.CompletedProcess) -> None:
+    """An `opsctl harden` run that succeeded and changed nothing on any host of the lab."""
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = re.findall(r"│ (\w+)\s+│ converged\s+│ \d+\s+│ (\d+)\s+│", proc.stdout)
+    assert sorted(rows) == sorted((h.name, "0") for h in spec.hosts), proc.stdout
+
+
+def restart_under_load(spec) -> None:
+    """`opsctl reload php-fpm --rolling --restart` while the balancer takes order load: every
+    request answered 2xx, no connection error, no order begun and never committed."""
+    prefix = uuid.uuid4().hex[:8]
+    lb = spec.by_role("lb")[0]
+    with BackgroundLoad(lb.address, "/order.php?ms=100", seconds=240, concurrency=8, order_prefix=prefix) as load:
+        time.sleep(1)
+        rolled = subprocess.run([sys.executable, "-m", "opsctl", "reload", "php-fpm", "--rolling", "--restart",
+                                 "--inventory", spec.name], capture_output=True, text=True, timeout=600)
+        load.stop()
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    time.sleep(1)
+    ledgers = "".join(ssh(spec, h, "cat /var/lib/opsctl-lab/orders.log", check=True).stdout for h in spec.by_role("web"))
+    orders = Orders.from_ledger(ledgers, prefix)
+    result = load.result
+    assert result.sent > 20 and result.non_2xx == 0 and result.errors == 0, result
+    assert orders.begun > 20 and orders.orphaned == 0, orders

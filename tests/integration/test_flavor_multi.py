@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
-import uuid
 
 import pytest
 
-from opsctl.lab.load import BackgroundLoad, Orders
 from tests import labtools
 from tests.conftest import fresh_lab, opsctl
 
@@ -92,28 +89,13 @@ def test_harden_sizes_every_pool_converges_and_a_rolling_restart_loses_nothing(m
     listeners = sorted(re.findall(r"pm.status_listen = (\S+)", api + on(multi, "cat /etc/php/8.2/fpm/pool.d/www.conf") + panel))
     assert listeners == ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"], listeners
     assert "managed by opsctl (role opsctl_lifecycle)" in on(multi, "cat /etc/init.d/php-fpm-74")
-    second = opsctl("harden", "--inventory", multi.name, timeout=1200)
-    assert second.returncode == 0, second.stdout + second.stderr
-    rows = re.findall(r"│ (\w+)\s+│ converged\s+│ \d+\s+│ (\d+)\s+│", second.stdout)
-    assert sorted(rows) == [("lb1", "0"), ("web1", "0"), ("web2", "0")], second.stdout
+    labtools.assert_converged(multi, opsctl("harden", "--inventory", multi.name, timeout=1200))
     rc, report = check(multi)
     assert rc == 0 and report["verdict"] == "ready", [r for r in report["results"] if r["status"] == "fail"]
     assert {k: v["status"] for k, v in results(report, "fpm-status-figures").items()} == dict.fromkeys(POOLS, "pass")
     rotated = results(report, "logs-rotated")
     assert "rotated by /etc/logrotate.d/php-fpm-74" in rotated["/www/server/php/74/var/log/php-fpm.log"]["observed"]
     # Both masters restart (new backlogs), one host at a time, under order load through the balancer.
-    prefix = uuid.uuid4().hex[:8]
-    lb = multi.by_role("lb")[0]
-    with BackgroundLoad(lb.address, "/order.php?ms=100", seconds=240, concurrency=8, order_prefix=prefix) as load:
-        time.sleep(1)
-        rolled = opsctl("reload", "php-fpm", "--rolling", "--restart", "--inventory", multi.name, timeout=600)
-        load.stop()
-    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
-    time.sleep(1)
-    ledgers = "".join(on(multi, "cat /var/lib/opsctl-lab/orders.log", h.name) for h in multi.by_role("web"))
-    orders = Orders.from_ledger(ledgers, prefix)
-    result = load.result
-    assert result.sent > 20 and result.non_2xx == 0 and result.errors == 0, result
-    assert orders.begun > 20 and orders.orphaned == 0, orders
+    labtools.restart_under_load(multi)
     live = on(multi, "ss -Hlx src /tmp/php-cgi-74.sock").split()
     assert live[3] == str(split[POOLS[2]]["listen_backlog"]), live

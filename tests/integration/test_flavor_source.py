@@ -5,13 +5,9 @@ hand with -c, and none of Debian's php-fpm or nginx files. Discovery finds both 
 from __future__ import annotations
 
 import json
-import re
-import time
-import uuid
 
 import pytest
 
-from opsctl.lab.load import BackgroundLoad, Orders
 from tests import labtools
 from tests.conftest import fresh_lab, opsctl
 from tests.labtools import recap
@@ -127,10 +123,7 @@ def test_harden_fixes_the_source_build_converges_and_a_rolling_restart_loses_not
     assert "managed by opsctl (role opsctl_lifecycle)" in script and "DAEMON=/usr/local/php/sbin/php-fpm" in script
     assert "fastcgi_read_timeout" in on_web1(src, "cat /usr/local/nginx/conf/vhost/opsctl-tuning.conf")
     assert "snippets/opsctl-server.conf" in on_web1(src, f"cat {VHOST}")
-    second = opsctl("harden", "--inventory", src.name, timeout=1200)
-    assert second.returncode == 0, second.stdout + second.stderr
-    rows = re.findall(r"│ (\w+)\s+│ converged\s+│ \d+\s+│ (\d+)\s+│", second.stdout)
-    assert sorted(rows) == [("lb1", "0"), ("web1", "0"), ("web2", "0")], second.stdout
+    labtools.assert_converged(src, opsctl("harden", "--inventory", src.name, timeout=1200))
     # The roles on their own (ansible-playbook, as AWX runs them) find the same layout: no change.
     standalone = labtools.playbook(src, "opsctl.fleet.harden")
     assert standalone.returncode == 0, standalone.stdout[-3000:]
@@ -142,19 +135,7 @@ def test_harden_fixes_the_source_build_converges_and_a_rolling_restart_loses_not
     assert "rotated by /etc/logrotate.d/php-fpm" in rotated["/usr/local/php/var/log/php-fpm.log"], rotated
     assert all("rotated by" in o for o in rotated.values()), rotated   # the slow logs harden set up too
     # A restart applies the new listen.backlog; through the balancer, under order load.
-    prefix = uuid.uuid4().hex[:8]
-    lb = src.by_role("lb")[0]
-    with BackgroundLoad(lb.address, "/order.php?ms=100", seconds=240, concurrency=8, order_prefix=prefix) as load:
-        time.sleep(1)
-        rolled = opsctl("reload", "php-fpm", "--rolling", "--restart", "--inventory", src.name, timeout=600)
-        load.stop()
-    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
-    time.sleep(1)
-    ledgers = "".join(on_web1(src, "cat /var/lib/opsctl-lab/orders.log", h.name) for h in src.by_role("web"))
-    orders = Orders.from_ledger(ledgers, prefix)
-    result = load.result
-    assert result.sent > 20 and result.non_2xx == 0 and result.errors == 0, result
-    assert orders.begun > 20 and orders.orphaned == 0, orders
+    labtools.restart_under_load(src)
     for host in ("web1", "web2"):
         live = on_web1(src, "ss -Hlx src /tmp/php-cgi.sock", host).split()
         assert live[3] == str(backlog), live   # Send-Q of a listener: the backlog it was created with

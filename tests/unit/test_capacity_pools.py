@@ -81,11 +81,10 @@ def test_bad_weights_are_refused_naming_the_key(pools, message):
 
 
 def test_the_role_manages_every_pool_of_every_master_with_its_own_sizes_and_status_port():
-    share = derive(LAB, facts())
-    host = {"listen.backlog": 100, "pm.max_children": 30, "pm.start_servers": 30, "pm.min_spare_servers": 10,
-            "pm.max_spare_servers": 30}
-    empty = dict.fromkeys(host, "")
-    pools = managed_pools(MASTERS, [], share["php_fpm.pools"]["value"], {}, host, empty, 9001)
+    plan = derive(LAB, facts())
+    empty = dict.fromkeys(("listen.backlog", "pm.max_children", "pm.start_servers", "pm.min_spare_servers",
+                           "pm.max_spare_servers"), "")
+    pools = managed_pools(MASTERS, [], plan, {}, empty, 9001)
     # Ordered by the master's configuration path, so ports survive a restart (pids change).
     assert [(p["master"]["conf"], p["name"], p["status_listen"]) for p in pools] == [
         (DEB, "api", "127.0.0.1:9001"), (DEB, "www", "127.0.0.1:9002"), (PANEL, "www", "127.0.0.1:9003")]
@@ -93,8 +92,7 @@ def test_the_role_manages_every_pool_of_every_master_with_its_own_sizes_and_stat
     assert all(p["sized"]["pm.max_children"] == 10 and p["sized"]["listen.backlog"] == 34 for p in pools)
     # A role variable set for the host sets every pool; a pool's entry picks it by name and master.
     wanted = [{"name": "www", "master": PANEL, "status_listen": "127.0.0.1:9500", "settings": {"pm.max_children": 3}}]
-    pools = managed_pools(MASTERS, wanted, share["php_fpm.pools"]["value"], {}, host,
-                          dict(empty, **{"listen.backlog": 16}), 9001)
+    pools = managed_pools(MASTERS, wanted, plan, {}, dict(empty, **{"listen.backlog": 16}), 9001)
     assert [p["sized"]["listen.backlog"] for p in pools] == [16, 16, 16]
     assert (pools[2]["status_listen"], pools[2]["settings"]) == ("127.0.0.1:9500", {"pm.max_children": 3})
     assert pools[1]["settings"] == {}
@@ -103,10 +101,12 @@ def test_the_role_manages_every_pool_of_every_master_with_its_own_sizes_and_stat
 def test_without_a_running_master_the_layout_and_the_named_pools_are_managed():
     layout = {"conf": DEB, "binary": "/usr/sbin/php-fpm8.2", "pidfile": "/run/php/php8.2-fpm.pid",
               "pool_dir": "/etc/php/8.2/fpm/pool.d", "slowlog": "/var/log/php8.2-fpm.%s.slow.log", "version": "8.2"}
-    host = dict.fromkeys(("listen.backlog", "pm.max_children", "pm.start_servers", "pm.min_spare_servers",
-                          "pm.max_spare_servers"), 5)
-    pools = managed_pools([], [], {}, layout, host, dict.fromkeys(host, ""), 9001)
+    plan = derive(LAB, {"cpus": 2, "memory_mb": 32000, "php_version": "", "host": "web1"})
+    assert "php_fpm.pools" not in plan   # no pool runs: the host's own figures apply
+    empty = dict.fromkeys(("listen.backlog", "pm.max_children", "pm.start_servers", "pm.min_spare_servers",
+                           "pm.max_spare_servers"), "")
+    pools = managed_pools([], [], plan, layout, empty, 9001)
     assert [(p["dest"], p["status_listen"], p["sized"]["pm.max_children"]) for p in pools] == [
-        ("/etc/php/8.2/fpm/pool.d/www.conf", "127.0.0.1:9001", 5)]
-    pools = managed_pools([], [{"name": "shop"}], {}, layout, host, dict.fromkeys(host, ""), 9001)
+        ("/etc/php/8.2/fpm/pool.d/www.conf", "127.0.0.1:9001", plan["php_fpm.pm_max_children"]["value"])]
+    pools = managed_pools([], [{"name": "shop"}], plan, layout, empty, 9001)
     assert [p["dest"] for p in pools] == ["/etc/php/8.2/fpm/pool.d/shop.conf"]

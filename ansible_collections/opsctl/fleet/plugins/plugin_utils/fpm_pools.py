@@ -25,10 +25,12 @@ def _options(wanted: Sequence[Mapping], name: str, conf: str) -> Mapping:
     return next((w for w in wanted if w.get("name") == name and w.get("master", conf) == conf), {})
 
 
-def _sizes(label: str, split: Mapping, host: Mapping, overrides: Mapping) -> dict[str, Any]:
-    """A role variable set for the host wins; else the pool's share; else the host's figure."""
-    share = split.get(label) or {}
-    return {key: overrides[key] if overrides.get(key) not in (None, "") else share.get(field, host.get(key))
+def _sizes(label: str, plan: Mapping, overrides: Mapping) -> dict[str, Any]:
+    """A role variable set for the host wins; else the pool's share (php_fpm.pools); else the
+    host's figure (php_fpm.<key>)."""
+    share = (plan.get("php_fpm.pools") or {}).get("value", {}).get(label) or {}
+    return {key: overrides[key] if overrides.get(key) not in (None, "")
+            else share.get(field, (plan.get(f"php_fpm.{field}") or {}).get("value"))
             for key, field in SIZED.items()}
 
 
@@ -40,11 +42,12 @@ def _masters(masters: Sequence[Mapping], fallback: Mapping) -> list[Mapping]:
     return [dict(fallback, pools=[], pid_file=fallback.get("pidfile", ""))]
 
 
-def managed_pools(masters: Sequence[Mapping], wanted: Sequence[Mapping], split: Mapping, fallback: Mapping,
-                  host: Mapping, overrides: Mapping, status_port: int) -> list[dict[str, Any]]:
+def managed_pools(masters: Sequence[Mapping], wanted: Sequence[Mapping], plan: Mapping, fallback: Mapping,
+                  overrides: Mapping, status_port: int) -> list[dict[str, Any]]:
     """One entry per managed pool: dest, name, label, master {conf, binary, pidfile, version,
     slowlog}, status_listen (the inventory's, else 127.0.0.1:<status_port + n>), settings (the
-    inventory's per-pool keys) and sized (the pool's share of the model's workers and queue)."""
+    inventory's per-pool keys) and sized (the pool's share of the model's workers and queue, from
+    the capacity plan `opsctl_capacity`; `overrides`: the role's variables for those keys)."""
     out: list[dict[str, Any]] = []
     for master in _masters(masters, fallback):
         conf = str(master.get("conf") or fallback.get("conf", ""))
@@ -54,8 +57,8 @@ def managed_pools(masters: Sequence[Mapping], wanted: Sequence[Mapping], split: 
         names = {p["name"] for p in pools}
         # A pool the inventory names that this master does not define: its file is looked for
         # where the master's pools live, and the role refuses it when there is none.
-        pools += [{"name": w["name"]} for w in wanted if w["name"] not in names and w.get("master", conf) == conf
-                  and masters]
+        if masters:
+            pools += [{"name": w["name"]} for w in wanted if w["name"] not in names and w.get("master", conf) == conf]
         about = {"conf": conf, "binary": master.get("binary") or fallback.get("binary", ""),
                  "pidfile": master.get("pid_file") or fallback.get("pidfile", ""),
                  "version": master.get("version") or fallback.get("version", ""),
@@ -67,5 +70,5 @@ def managed_pools(masters: Sequence[Mapping], wanted: Sequence[Mapping], split: 
                         "label": label, "master": about,
                         "status_listen": options.get("status_listen") or f"127.0.0.1:{status_port + len(out)}",
                         "settings": dict(options.get("settings") or {}),
-                        "sized": _sizes(label, split, host, overrides)})
+                        "sized": _sizes(label, plan, overrides)})
     return out
