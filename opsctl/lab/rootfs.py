@@ -88,14 +88,17 @@ def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: st
     env = _templates()
     source = host.role == "web" and spec.flavor == "source"
     multi = host.role == "web" and spec.flavor == "multi"
+    rhel = host.role == "web" and spec.flavor == "rhel"
     context = {"host": host, "php": php, "upstream": UPSTREAM, "webs": spec.by_role("web"), "source": source,
-               "multi": multi}
+               "multi": multi, "rhel": rhel}
     _write(upper / "etc/opsctl-lab/init.sh", env.get_template("init.sh.j2").render(context), 0o755)
     _write(upper / "etc/opsctl-lab/services.sh", env.get_template("services.sh.j2").render(context), 0o755)
     _write(upper / "etc/opsctl-lab/sshd_config", (ASSETS / "sshd_config").read_text(), 0o600)
     _write(upper / "usr/sbin/policy-rc.d", (ASSETS / "policy-rc.d").read_text(), 0o755)
     if source:
         source_layout(upper, php)
+    elif rhel:
+        rhel_layout(upper, php)
     else:
         site = "web-site.conf.j2" if host.role == "web" else "lb-site.conf.j2"
         _write(upper / "etc/nginx/sites-available/default", env.get_template(site).render(context))
@@ -106,8 +109,8 @@ def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: st
             _write(upper / "var/www/opsctl-lab" / page.name, page.read_text())
         orders = upper / "var/lib/opsctl-lab"
         orders.mkdir(parents=True, exist_ok=True)
-        entry = pwd.getpwnam("www-data")
-        os.chown(orders, entry.pw_uid, entry.pw_gid)
+        uid, gid = RHEL_USERS["apache"] if rhel else pwd.getpwnam("www-data")[2:4]
+        os.chown(orders, uid, gid)
         orders.chmod(0o750)
 
 
@@ -144,11 +147,92 @@ def source_layout(upper: Path, php: PhpInstall) -> None:
         shutil.copyfile(Path("/etc/nginx") / name, nginx_prefix / "conf" / name)
     _write(nginx_prefix / "conf/nginx.conf", (source / "nginx.conf").read_text())
     _write(nginx_prefix / "conf/vhost/opsctl-lab.conf", (source / "vhost.conf").read_text())
+    _whiteout_debian_packages(upper, php)
+
+
+# The users RHEL's httpd and nginx packages create (apache has the fixed uid 48).
+RHEL_USERS = {"apache": (48, 48), "nginx": (988, 988)}
+REMI = "/opt/remi/php74/root"
+
+
+def _opaque_dir(upper: Path, path: str) -> Path:
+    """A directory of the host that shows nothing of the machine's own at PATH."""
+    target = upper / path.lstrip("/")
+    if target.exists() and not target.is_dir():
+        target.unlink()
+    target.mkdir(parents=True, exist_ok=True)
+    os.setxattr(target, "trusted.overlay.opaque", b"y")
+    return target
+
+
+def _add_users(upper: Path, users: dict[str, tuple[int, int]]) -> None:
+    """The machine's passwd and group, plus USERS (no login, no password), inside the host."""
+    passwd, group = Path("/etc/passwd").read_text(), Path("/etc/group").read_text()
+    for name, (uid, gid) in users.items():
+        if not re.search(rf"^{name}:", passwd, re.M):
+            passwd += f"{name}:x:{uid}:{gid}:{name}:/nonexistent:/usr/sbin/nologin\n"
+        if not re.search(rf"^{name}:", group, re.M):
+            group += f"{name}:x:{gid}:\n"
+    _write(upper / "etc/passwd", passwd)
+    _write(upper / "etc/group", group)
+
+
+def _whiteout_debian_packages(upper: Path, php: PhpInstall, replaced: tuple[str, ...] = ()) -> None:
+    """Hide Debian's php-fpm and nginx package files inside the host: their binaries, init
+    scripts, units, configuration and rotation rules (php.ini stays where the binary reads it).
+    REPLACED: paths the layout writes itself, so nothing of Debian's shows through them anyway."""
     for path in (php.binary, f"/etc/init.d/{php.service}", f"/etc/php/{php.version}/fpm/php-fpm.conf",
                  f"/etc/php/{php.version}/fpm/pool.d", f"/etc/logrotate.d/{php.service}",
                  f"/usr/lib/systemd/system/{php.service}.service", "/usr/sbin/nginx", "/etc/nginx",
                  "/etc/init.d/nginx", "/etc/logrotate.d/nginx", "/usr/lib/systemd/system/nginx.service"):
-        _whiteout(upper, path)
+        if path not in replaced:
+            _whiteout(upper, path)
+
+
+def rhel_layout(upper: Path, php: PhpInstall) -> None:
+    """php-fpm and nginx as the RHEL family lays them out, with Remi's PHP 7.4 collection beside.
+
+    RHEL: /usr/sbin/php-fpm, /etc/php-fpm.conf and /etc/php-fpm.d/, service php-fpm from a
+    systemd unit (no KillSignal: SIGTERM), pools run as apache, nginx as nginx, its servers in
+    nginx.conf with conf.d/*.conf at http level and default.d/*.conf inside the server. Remi:
+    /opt/remi/php74/root/usr/sbin/php-fpm, /etc/opt/remi/php74, /var/opt/remi/php74, unit
+    php74-php-fpm. No init scripts at all. The binaries are the machine's own PHP and nginx copied
+    into place (so "php74" is the machine's PHP under Remi's paths; nginx is at /usr/sbin/nginx on
+    both families); Debian's files are hidden.
+    """
+    rhel = ASSETS / "rhel"
+    _whiteout_debian_packages(upper, php, replaced=("/usr/sbin/nginx", "/etc/nginx", "/etc/logrotate.d/nginx",
+                                                    "/usr/lib/systemd/system/nginx.service"))
+    _add_users(upper, RHEL_USERS)
+    for target in ("usr/sbin/php-fpm", REMI.lstrip("/") + "/usr/sbin/php-fpm"):
+        (upper / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(php.binary, upper / target)
+    nginx = _opaque_dir(upper, "/etc/nginx")
+    for name in ("mime.types", "fastcgi.conf", "fastcgi_params"):
+        shutil.copyfile(Path("/etc/nginx") / name, nginx / name)
+    files = {"etc/php-fpm.conf": "php-fpm.conf", "etc/php-fpm.d/www.conf": "www.conf",
+             "etc/opt/remi/php74/php-fpm.conf": "remi-php-fpm.conf",
+             "etc/opt/remi/php74/php-fpm.d/www.conf": "remi-www.conf",
+             "usr/lib/systemd/system/php-fpm.service": "php-fpm.service",
+             "usr/lib/systemd/system/php74-php-fpm.service": "remi-php-fpm.service",
+             "usr/lib/systemd/system/nginx.service": "nginx.service",
+             "etc/nginx/nginx.conf": "nginx.conf", "etc/nginx/conf.d/php-fpm.conf": "php-fpm.nginx.conf",
+             "etc/nginx/default.d/php.conf": "php.nginx.conf", "etc/nginx/default.d/php74.conf": "php74.nginx.conf",
+             "etc/logrotate.d/nginx": "nginx.logrotate"}
+    for target, asset in files.items():
+        _write(upper / target, (rhel / asset).read_text())
+    rule = (rhel / "php-fpm.logrotate").read_text()
+    for service, logdir, pidfile in (("php-fpm", "/var/log/php-fpm", "/run/php-fpm/php-fpm.pid"),
+                                     ("php74-php-fpm", "/var/opt/remi/php74/log/php-fpm",
+                                      "/var/opt/remi/php74/run/php-fpm/php-fpm.pid")):
+        text = rule.replace("@SERVICE@", service).replace("@LOGDIR@", logdir).replace("@PIDFILE@", pidfile)
+        _write(upper / f"etc/logrotate.d/{service}", text)
+    apache = RHEL_USERS["apache"]
+    for path, owner in (("var/log/php-fpm", (0, apache[1])), ("var/opt/remi/php74/log/php-fpm", (0, apache[1])),
+                        ("var/opt/remi/php74/run/php-fpm", (0, 0)), ("var/lib/php/session", (0, apache[1]))):
+        (upper / path).mkdir(parents=True, exist_ok=True)
+        os.chown(upper / path, *owner)
+        (upper / path).chmod(0o770 if owner[1] else 0o755)
 
 
 def multi_layout(upper: Path, php: PhpInstall) -> None:

@@ -20,7 +20,7 @@ UPSTREAM = "opsctl_web"
 # under a prefix (/usr/local/php, /usr/local/nginx: php-src's init script, nginx started by hand);
 # or Debian's packages with a second pool and a second master under a panel's root
 # (/www/server/php/74, its pool inside php-fpm.conf, php-src's init script as php-fpm-74).
-FLAVORS = ("debian", "source", "multi")
+FLAVORS = ("debian", "source", "multi", "rhel")
 
 
 @dataclass(frozen=True)

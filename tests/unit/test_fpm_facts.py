@@ -164,3 +164,19 @@ def test_every_log_is_matched_with_the_logrotate_rule_that_rotates_it():
     logs = rotation_of([("/var/log/nginx/access.log", "nginx"), ("/srv/app/b.log", "php-fpm"),
                         ("/usr/local/nginx/logs/access.log", "nginx")], rules)
     assert [l["rotated_by"] for l in logs] == ["/etc/logrotate.d/nginx", "/etc/logrotate.d/app", ""]
+
+
+def test_unit_drop_ins_override_the_unit_whichever_directory_is_read_first():
+    # The probe reads /etc/systemd/system before /usr/lib: systemd still applies the unit file
+    # first and its drop-ins after it, in the order of their names.
+    units = ("### file /etc/systemd/system/nginx.service.d/opsctl-graceful.conf\nTimeoutStopSec=10\nKillMode=mixed\n"
+             "### file /etc/systemd/system/nginx.service.d/zz-local.conf\nTimeoutStopSec=1min 30s\n"
+             "### file /usr/lib/systemd/system/nginx.service\nKillSignal=SIGQUIT\nTimeoutStopSec=5\n"
+             "### file /lib/systemd/system/nginx.service\nTimeoutStopSec=1\n"
+             "### file /usr/lib/systemd/system/php-fpm.service\nExecStart=/usr/sbin/php-fpm --nodaemonize\n")
+    facts = parse({"probe": 1, "sections": {"systemd_units": {"out": units, "rc": 0}}})
+    nginx, fpm = facts["unit_files"]["nginx.service"], facts["unit_files"]["php-fpm.service"]
+    assert (nginx["kill_signal"], nginx["kill_mode"], nginx["timeout_stop_s"]) == ("SIGQUIT", "mixed", 90.0)
+    assert nginx["unit"] == "/usr/lib/systemd/system/nginx.service" and len(nginx["dropins"]) == 2
+    # systemd's defaults where a unit says nothing: SIGTERM to the whole cgroup after 90 s.
+    assert (fpm["kill_signal"], fpm["kill_mode"], fpm["timeout_stop_s"]) == ("SIGTERM", "control-group", 90.0)

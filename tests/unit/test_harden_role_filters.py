@@ -145,3 +145,32 @@ def test_timeout_overrides_reports_other_files_only():
     found = conf.timeout_overrides(dump, {"proxy_read_timeout": 2, "fastcgi_read_timeout": 2},
                                    ["/etc/nginx/nginx.conf"])
     assert found == ["/etc/nginx/sites-enabled/shop: fastcgi_read_timeout 300"]
+
+
+RHEL_MAIN = """user nginx;
+events {
+    worker_connections 1024;
+}
+http {
+    include /etc/nginx/conf.d/*.conf;
+    upstream php-fpm {
+        server unix:/run/php-fpm/www.sock;
+    }
+    server {
+        listen       80;
+        listen       [::]:80;
+        server_name  _;
+        include /etc/nginx/default.d/*.conf;
+    }
+}
+"""
+
+
+def test_a_main_file_whose_http_block_holds_the_server_is_edited_as_a_site():
+    # RHEL's nginx.conf: the server, its listens and an upstream sit inside http itself.
+    out = _site(RHEL_MAIN)
+    assert "listen       80 backlog=777;" in out and "listen       [::]:80 backlog=777;" in out
+    assert "server unix:/run/php-fpm/www.sock max_fails=3 fail_timeout=10s;" in out
+    assert out.count("include /etc/nginx/snippets/opsctl-server.conf;") == 1
+    assert "        include /etc/nginx/snippets/opsctl-server.conf;  # managed by opsctl" in out
+    assert _site(out) == out   # idempotent

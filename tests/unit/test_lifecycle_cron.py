@@ -112,3 +112,13 @@ def test_filters_return_only_files_with_findings():
     assert {f["action"] for f in out[0]["findings"]} == {"replaced"}
     back = cron.cron_revert([{"path": "/etc/crontab", "content": out[0]["content"]}])
     assert back[0]["content"] == CRONTAB and back[0]["changed"]
+
+
+def test_a_line_naming_one_of_several_masters_reloads_that_one():
+    # A RHEL host with Remi's PHP beside the base one: each line keeps the service it names.
+    reload = {"php-fpm": "systemctl reload php-fpm", "php74-php-fpm": "systemctl reload php74-php-fpm"}
+    lines = {"0 4 * * * root systemctl restart php74-php-fpm.service": "systemctl reload php74-php-fpm",
+             "0 4 * * * root systemctl restart php-fpm": "systemctl reload php-fpm",
+             "0 4 * * * root killall php-fpm": "systemctl reload php-fpm"}
+    for line, command in lines.items():
+        assert cron.scan_line("/etc/cron.d/x", 1, line, reload, "reload").new == "0 4 * * * root " + command, line

@@ -73,7 +73,8 @@ def scan_line(path: str, number: int, line: str, reload_commands: Mapping[str, s
         return Finding(path, number, line, None, "reported", kind, why)
     if policy == "comment":
         return Finding(path, number, line, None, "disabled", kind, why)
-    command = reload_commands.get(kind)
+    # The reload of the service the line names (php74-php-fpm beside php-fpm), else of its kind's first.
+    command = reload_commands.get(found.name) or reload_commands.get(kind)
     if not command:
         return Finding(path, number, line, None, "reported", kind, why + f" ({kind} is not installed here)")
     new = line[:found.start] + command + line[found.end:]

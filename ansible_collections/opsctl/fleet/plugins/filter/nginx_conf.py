@@ -159,12 +159,20 @@ def _with_param(text: str, param: str, value: object | None) -> str:
     return f"{body};{comment}"
 
 
+def _server_depth(scanned: list[Line]) -> int:
+    """How deep a file's server blocks open: 0 in a site file, 1 in a main file whose http block
+    holds them itself (RHEL's nginx.conf, many source builds)."""
+    return int(any(line.depth == 0 and _code(line.text).split("{")[0].split() == ["http"]
+                   for line in scanned if "{" in line.text))
+
+
 def _set_listen_backlog(lines: list[str], backlog: object) -> None:
     scanned = _scan(lines)
+    inside = _server_depth(scanned) + 1
     groups: dict[str, list[int]] = {}
     for i, line in enumerate(scanned):
         parsed = _directive(line.text)
-        if parsed and parsed[0] == "listen" and line.block == "server" and line.depth == 2 - 1:
+        if parsed and parsed[0] == "listen" and line.block == "server" and line.depth == inside:
             groups.setdefault(_listen_key(parsed[1]), []).append(i)
     for indexes in groups.values():
         # nginx takes listen options (backlog=) from one listen per address:port only; the
@@ -179,19 +187,24 @@ def _add_server_include(lines: list[str], include: str) -> None:
     statement = f"include {include};"
     # One pass over the lines, not one per server: a site of many thousand servers stays linear.
     has_it = {line.block_start for line in scanned if _code(line.text).strip() == statement}
+    depth = _server_depth(scanned)
     out: list[str] = []
     for i, line in enumerate(scanned):
         out.append(lines[i])
-        if (line.depth == 0 and "{" in _code(line.text) and _code(line.text).split("{")[0].split() == ["server"]
+        if (line.depth == depth and "{" in _code(line.text) and _code(line.text).split("{")[0].split() == ["server"]
                 and i not in has_it):
-            out.append(f"\t{statement}  # managed by opsctl: load shedding")
+            # Indented one step further than the server line, in the file's own style.
+            indent = line.text[:len(line.text) - len(line.text.lstrip())]
+            out.append(indent + ("    " if indent.startswith(" ") else "\t") + f"{statement}  # managed by opsctl: load shedding")
     lines[:] = out
 
 
 def _set_upstream_servers(lines: list[str], params: Mapping[str, object]) -> None:
-    for i, line in enumerate(_scan(lines)):
+    scanned = _scan(lines)
+    inside = _server_depth(scanned) + 1
+    for i, line in enumerate(scanned):
         parsed = _directive(line.text)
-        if line.block == "upstream" and line.depth == 1 and parsed and parsed[0] == "server":
+        if line.block == "upstream" and line.depth == inside and parsed and parsed[0] == "server":
             for param, value in params.items():
                 lines[i] = _with_param(lines[i], param, value)
 
@@ -205,8 +218,9 @@ def _set_timeouts(lines: list[str], timeouts: Mapping[str, object]) -> None:
 
 def site_set(content: str, listen_backlog: object, include: str, upstream: Mapping[str, object],
              timeouts: Mapping[str, object]) -> str:
-    """A site file with the listen backlog, the load-shedding include in every server, the
-    upstream servers' max_fails/fail_timeout and every fastcgi/proxy timeout it overrides set."""
+    """A site file (or a main file whose http block holds servers) with the listen backlog, the
+    load-shedding include in every server, the upstream servers' max_fails/fail_timeout and every
+    fastcgi/proxy timeout it overrides set."""
     lines = content.splitlines()
     _set_listen_backlog(lines, listen_backlog)
     _set_upstream_servers(lines, upstream)

@@ -506,31 +506,40 @@ def parse_init_scripts(text: str, kinds: dict[str, str] | None = None) -> dict[s
 
 
 def unit_files_by_name(text: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """KillSignal / ExecReload / ExecStop of every service unit read, drop-ins applied, by unit
-    name; and the logrotate.timer's schedule settings."""
+    """KillSignal / KillMode / TimeoutStopSec / ExecReload / ExecStop of every service unit read,
+    drop-ins applied, by unit name; and the logrotate.timer's schedule settings."""
     seen: set[str] = set()
-    out: dict[str, dict[str, Any]] = {}
-    timer: dict[str, str] = {}
+    files = []
     for header, lines in _blocks(text):
         path = header[1] if len(header) > 1 else ""
         base = path.split("/system/", 1)[-1]
         if base in seen:
-            continue  # /lib and /usr/lib are one directory on merged-/usr systems
+            continue  # the first directory wins: /etc over /run over /usr/lib (= /lib on merged /usr)
         seen.add(base)
-        settings = _kv("\n".join(l for l in lines if not l.startswith("[")))
+        files.append((base, path, _kv("\n".join(l for l in lines if not l.startswith("[")))))
+    # As systemd applies them: the unit file, then its drop-ins in the order of their file names,
+    # whichever directory each is in (the probe reads /etc first, so order is not given).
+    files.sort(key=lambda f: (".d/" in f[0], f[0].rsplit("/", 1)[-1] if ".d/" in f[0] else ""))
+    out: dict[str, dict[str, Any]] = {}
+    timer: dict[str, str] = {}
+    for base, path, settings in files:
         if base.startswith("logrotate.timer"):
             timer.update({k: v for k, v in settings.items() if k in ("OnCalendar", "AccuracySec", "RandomizedDelaySec")})
             continue
-        name = base.split(".d/", 1)[0]
-        unit = out.setdefault(name, {"unit": "", "kill_signal": "SIGTERM", "exec_reload": "", "exec_stop": "",
-                                     "dropins": []})
+        # systemd's defaults: SIGTERM to every process of the unit, SIGKILL after 90 s.
+        unit = out.setdefault(base.split(".d/", 1)[0], {
+            "unit": "", "kill_signal": "SIGTERM", "kill_mode": "control-group", "timeout_stop_s": 90.0,
+            "exec_reload": "", "exec_stop": "", "dropins": []})
         if ".d/" in base:
             unit["dropins"].append(path)
         else:
             unit["unit"] = path
-        for key, field in (("KillSignal", "kill_signal"), ("ExecReload", "exec_reload"), ("ExecStop", "exec_stop")):
+        for key, field in (("KillSignal", "kill_signal"), ("KillMode", "kill_mode"), ("ExecReload", "exec_reload"),
+                           ("ExecStop", "exec_stop")):
             if key in settings:
                 unit[field] = settings[key]
+        if "TimeoutStopSec" in settings:
+            unit["timeout_stop_s"] = systemd_seconds(settings["TimeoutStopSec"], 90.0)
     return out, timer
 
 

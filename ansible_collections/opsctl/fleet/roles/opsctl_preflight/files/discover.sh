@@ -13,7 +13,8 @@ NGINX_LAYOUTS="/usr/sbin/nginx /usr/local/sbin/nginx /usr/local/nginx/sbin/nginx
 	/usr/local/tengine/sbin/nginx /www/server/nginx/sbin/nginx /opt/nginx/sbin/nginx"
 
 # service_of KIND EXE CONF PID: " unit=NAME scripts=A,B" for what starts this master: the systemd
-# unit of its cgroup (else a unit whose text names its binary), the init scripts naming its binary,
+# unit of its cgroup (else a unit whose text names its binary as a word: /usr/sbin/php-fpm is not a
+# part of /usr/sbin/php-fpm8.2 or /opt/remi/php74/root/usr/sbin/php-fpm), the init scripts naming its binary,
 # configuration or prefix. A prefix of /usr names nothing.
 service_of() {
 	unit="" scripts=""
@@ -32,7 +33,7 @@ service_of() {
 		grep -qs "$1" "$f" && scripts=${scripts:+$scripts,}$f
 	done
 	if [ -z "$unit" ]; then
-		f=$(grep -lsF -e "$2" /etc/systemd/system/*.service /usr/lib/systemd/system/*.service /lib/systemd/system/*.service 2>/dev/null | head -n 1)
+		f=$(grep -lswF -e "$2" /etc/systemd/system/*.service /usr/lib/systemd/system/*.service /lib/systemd/system/*.service 2>/dev/null | head -n 1)
 		unit=${f##*/}
 	fi
 	echo " unit=${unit:--} scripts=${scripts:--}"
