@@ -277,8 +277,8 @@ _name_option = click.option("--name", default="lab", show_default=True,
               help="How the web hosts are laid out: debian, Debian's packages; source, php-fpm and nginx "
                    "built from source under /usr/local (php-src's init script, a unix socket in /tmp, nginx "
                    "started by hand with -c; the package's own files are removed inside the host); multi, "
-                   "Debian's packages plus a second pool (api, TCP) and a panel's second php-fpm master "
-                   "under /www/server/php/74 (three pools, two masters); rhel, the RHEL family's layout "
+                   "Debian's packages plus a second pool (api, TCP), Debian's php7.4-fpm beside them and a "
+                   "panel's php-fpm master under /www/server/php/74 (four pools, three masters); rhel, the RHEL family's layout "
                    "(/etc/php-fpm.conf, /etc/php-fpm.d, users apache and nginx, nginx's server in nginx.conf) "
                    "with Remi's PHP 7.4 collection beside it, every service a systemd unit, no init scripts.")
 @handle_errors

@@ -90,7 +90,7 @@ def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: st
     multi = host.role == "web" and spec.flavor == "multi"
     rhel = host.role == "web" and spec.flavor == "rhel"
     context = {"host": host, "php": php, "upstream": UPSTREAM, "webs": spec.by_role("web"), "source": source,
-               "multi": multi, "rhel": rhel}
+               "multi": multi, "rhel": rhel, "multi_debian": MULTI_DEBIAN}
     _write(upper / "etc/opsctl-lab/init.sh", env.get_template("init.sh.j2").render(context), 0o755)
     _write(upper / "etc/opsctl-lab/services.sh", env.get_template("services.sh.j2").render(context), 0o755)
     _write(upper / "etc/opsctl-lab/sshd_config", (ASSETS / "sshd_config").read_text(), 0o600)
@@ -235,12 +235,32 @@ def rhel_layout(upper: Path, php: PhpInstall) -> None:
         (upper / path).chmod(0o770 if owner[1] else 0o755)
 
 
-def multi_layout(upper: Path, php: PhpInstall) -> None:
-    """Two php-fpm masters and three pools: Debian's package with a second pool (api, on TCP),
-    and a panel's second PHP under /www/server/php/74 with its pool inside php-fpm.conf.
+# The second Debian package version of a multi host (php7.4-fpm beside the machine's own).
+MULTI_DEBIAN = "7.4"
 
-    The machine has one PHP version, so the panel's binary is a copy of it: the second master
-    is a second prefix, configuration, pid file and init script, not a second PHP release."""
+
+def _debian_version(upper: Path, php: PhpInstall, version: str) -> None:
+    """Debian's package layout of another PHP version beside the machine's (as ondrej's packages
+    put php7.4-fpm beside php8.2-fpm): the machine's package files with the version replaced,
+    the binary a copy of its own."""
+    shutil.copy2(php.binary, upper / f"usr/sbin/php-fpm{version}")
+    old = php.version
+    for path, mode in ((f"/etc/init.d/php{old}-fpm", 0o755), (f"/etc/php/{old}/fpm/php-fpm.conf", 0o644),
+                       (f"/etc/php/{old}/fpm/pool.d/www.conf", 0o644), (f"/etc/logrotate.d/php{old}-fpm", 0o644),
+                       (f"/usr/lib/tmpfiles.d/php{old}-fpm.conf", 0o644),
+                       (f"/usr/lib/php/php{old}-fpm-reopenlogs", 0o755)):
+        _write(upper / path.replace(old, version).lstrip("/"), Path(path).read_text().replace(old, version), mode)
+
+
+def multi_layout(upper: Path, php: PhpInstall) -> None:
+    """Three php-fpm masters and four pools: Debian's package with a second pool (api, on TCP),
+    Debian's package of a second PHP version (php7.4-fpm, its www pool), and a panel's PHP under
+    /www/server/php/74 with its pool inside php-fpm.conf.
+
+    The machine has one PHP version, so the other binaries are copies of it: each further master
+    is a further prefix or package name, configuration, pid file and init script, not a further
+    PHP release."""
+    _debian_version(upper, php, MULTI_DEBIAN)
     multi, prefix = ASSETS / "multi", upper / "www/server/php/74"
     _write(upper / f"etc/php/{php.version}/fpm/pool.d/api.conf", (multi / "api.conf").read_text())
     for sub in ("sbin", "etc", "var/run", "var/log"):

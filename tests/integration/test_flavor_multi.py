@@ -1,9 +1,10 @@
-"""Two php-fpm masters and three pools on each web host (`opsctl lab up --flavor multi`): Debian's
-php8.2-fpm with its www pool and a second pool api on 127.0.0.1:9100, and a panel's second PHP
-under /www/server/php/74 (its www pool inside php-fpm.conf, on /tmp/php-cgi-74.sock, started by
-php-src's init script as php-fpm-74). The machine has one PHP release, so the panel's binary is a
-copy of it: what differs is the prefix, configuration, pid file and script, which is what opsctl
-must tell apart. Every pool is checked and sized; the model splits the host between them."""
+"""Three php-fpm masters and four pools on each web host (`opsctl lab up --flavor multi`): Debian's
+php8.2-fpm with its www pool and a second pool api on 127.0.0.1:9100, Debian's package of a second
+version (php7.4-fpm, its www pool on /run/php/php7.4-fpm.sock), and a panel's PHP under
+/www/server/php/74 (its www pool inside php-fpm.conf, on /tmp/php-cgi-74.sock, started by
+php-src's init script as php-fpm-74). The machine has one PHP release, so the other binaries are
+copies of it: what differs is the name, prefix, configuration, pid file and script, which is what
+opsctl must tell apart. Every pool is checked and sized; the model splits the host between them."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from tests.conftest import fresh_lab, opsctl
 pytestmark = pytest.mark.lab
 
 DEB = "php-fpm 8.2 /etc/php/8.2/fpm/php-fpm.conf"
+DEB74 = "php-fpm 7.4 /etc/php/7.4/fpm/php-fpm.conf"   # the version Debian's binary name says
 PANEL = "php-fpm 8.2 /www/server/php/74/etc/php-fpm.conf"
-POOLS = (f"pool api ({DEB})", f"pool www ({DEB})", f"pool www ({PANEL})")
+POOLS = (f"pool api ({DEB})", f"pool www ({DEB})", f"pool www ({DEB74})", f"pool www ({PANEL})")
 PANEL_CONF = "/www/server/php/74/etc/php-fpm.conf"
 
 
@@ -52,12 +54,12 @@ def test_check_finds_every_pool_of_both_masters_and_their_faults(multi):
     assert rc == 1
     backlog = results(report, "fpm-backlog-littles-law")
     assert {k: v["status"] for k, v in backlog.items()} == dict.fromkeys(POOLS, "fail"), backlog
-    # Each pool is judged on its share of the host's peak (three pools, no weights: a third each).
-    assert "33.333 qps (this pool's share of 100.0)" in backlog[POOLS[0]]["expected"]
+    # Each pool is judged on its share of the host's peak (four pools, no weights: a quarter each).
+    assert "25.0 qps (this pool's share of 100.0)" in backlog[POOLS[0]]["expected"]
     assert {k: v["status"] for k, v in results(report, "fpm-process-control-timeout").items()} == {
-        DEB: "fail", PANEL: "fail"}
-    stops = results(report, "fpm-init-stop")
-    assert stops["/etc/init.d/php8.2-fpm"]["status"] == stops["/etc/init.d/php-fpm-74"]["status"] == "fail"
+        DEB: "fail", DEB74: "fail", PANEL: "fail"}
+    stops = {k: v["status"] for k, v in results(report, "fpm-init-stop").items()}
+    assert stops == dict.fromkeys(("/etc/init.d/php8.2-fpm", "/etc/init.d/php7.4-fpm", "/etc/init.d/php-fpm-74"), "fail")
     assert set(results(report, "pool-capacity")) == set(POOLS)
 
 
@@ -67,13 +69,13 @@ def test_the_model_splits_the_host_between_the_pools_and_explain_says_how(multi)
     assert list(split["value"]) == list(POOLS)
     total = plan["php_fpm.pm_max_children"]["value"]
     assert sum(p["pm_max_children"] for p in split["value"].values()) == total
-    assert "3 running pool(s) split the host's" in split["reason"] and "MB left for php-fpm" in split["reason"]
-    assert all(p["reason"].startswith("weight 1/3 of 100 qps") for p in split["value"].values())
+    assert "4 running pool(s) split the host's" in split["reason"] and "MB left for php-fpm" in split["reason"]
+    assert all(p["reason"].startswith("weight 1/4 of 100 qps") for p in split["value"].values())
     # What --explain prints: the rule, then each pool with its own arithmetic.
     table = opsctl("harden", "--inventory", multi.name, "--limit", "web1", "--explain", check=True,
                    env={"COLUMNS": "240"}).stdout
     for label in POOLS:
-        assert re.search(re.escape(label) + r"\s+│ \d+ workers, backlog \d+, 33.333 qps", table), table
+        assert re.search(re.escape(label) + r"\s+│ \d+ workers, backlog \d+, 25 qps", table), table
 
 
 def test_harden_sizes_every_pool_converges_and_a_rolling_restart_loses_nothing(multi):
@@ -84,18 +86,25 @@ def test_harden_sizes_every_pool_converges_and_a_rolling_restart_loses_nothing(m
     panel = on(multi, f"cat {PANEL_CONF}")
     assert f"pm.max_children = {split[POOLS[0]]['pm_max_children']}" in api
     assert f"listen.backlog = {split[POOLS[0]]['listen_backlog']}" in api
-    assert f"pm.max_children = {split[POOLS[2]]['pm_max_children']}" in panel and "process_control_timeout = 5s" in panel
-    # A status listener of its own for each pool, so the check reads all three.
-    listeners = sorted(re.findall(r"pm.status_listen = (\S+)", api + on(multi, "cat /etc/php/8.2/fpm/pool.d/www.conf") + panel))
-    assert listeners == ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"], listeners
-    assert "managed by opsctl (role opsctl_lifecycle)" in on(multi, "cat /etc/init.d/php-fpm-74")
+    assert f"pm.max_children = {split[POOLS[3]]['pm_max_children']}" in panel and "process_control_timeout = 5s" in panel
+    deb74 = on(multi, "cat /etc/php/7.4/fpm/pool.d/www.conf")
+    assert f"pm.max_children = {split[POOLS[2]]['pm_max_children']}" in deb74
+    # A status listener of its own for each pool, so the check reads all four.
+    pools = api + on(multi, "cat /etc/php/8.2/fpm/pool.d/www.conf") + deb74 + panel
+    listeners = sorted(re.findall(r"pm.status_listen = (\S+)", pools))
+    assert listeners == ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003", "127.0.0.1:9004"], listeners
+    for script in ("php-fpm-74", "php7.4-fpm"):
+        assert "managed by opsctl (role opsctl_lifecycle)" in on(multi, f"cat /etc/init.d/{script}")
     labtools.assert_converged(multi, opsctl("harden", "--inventory", multi.name, timeout=1200))
     rc, report = check(multi)
     assert rc == 0 and report["verdict"] == "ready", [r for r in report["results"] if r["status"] == "fail"]
     assert {k: v["status"] for k, v in results(report, "fpm-status-figures").items()} == dict.fromkeys(POOLS, "pass")
     rotated = results(report, "logs-rotated")
     assert "rotated by /etc/logrotate.d/php-fpm-74" in rotated["/www/server/php/74/var/log/php-fpm.log"]["observed"]
-    # Both masters restart (new backlogs), one host at a time, under order load through the balancer.
+    assert "rotated by /etc/logrotate.d/php7.4-fpm" in rotated["/var/log/php7.4-fpm.log"]["observed"]
+    # Every master restarts (new backlogs), one host at a time, under order load through the balancer.
     labtools.restart_under_load(multi)
     live = on(multi, "ss -Hlx src /tmp/php-cgi-74.sock").split()
+    assert live[3] == str(split[POOLS[3]]["listen_backlog"]), live
+    live = on(multi, "ss -Hlx src /run/php/php7.4-fpm.sock").split()
     assert live[3] == str(split[POOLS[2]]["listen_backlog"]), live
