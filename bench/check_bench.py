@@ -45,10 +45,10 @@ def timed(argv: list[str], env: dict | None = None, timeout: float = 900) -> tup
 
 def ssh_floor(spec) -> float:
     """Wall time of one `ssh host true` per host, all at once."""
+    from opsctl.lab import remote
+
     started = time.monotonic()
-    procs = [subprocess.Popen(["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={spec.known_hosts}",
-                               "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10", "-i", str(spec.key_file),
-                               f"root@{h.address}", "true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen(remote.ssh_argv(spec, h, "true"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for h in spec.hosts]
     codes = [p.wait(timeout=120) for p in procs]
     if any(codes):

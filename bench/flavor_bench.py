@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from opsctl.lab import fleet  # noqa: E402
+from opsctl.lab import fleet, remote  # noqa: E402
 from opsctl.lab.load import BackgroundLoad, Orders  # noqa: E402
 from opsctl.lab.spec import FLAVORS  # noqa: E402
 
@@ -57,9 +57,7 @@ def findings(name: str) -> tuple[int, int]:
 
 
 def ledger(spec, host) -> str:
-    return subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={spec.known_hosts}",
-                           "-o", "StrictHostKeyChecking=yes", "-i", str(spec.key_file), f"root@{host.address}",
-                           "cat /var/lib/opsctl-lab/orders.log"], capture_output=True, text=True, timeout=60).stdout
+    return remote.run(spec, host, "cat /var/lib/opsctl-lab/orders.log").stdout
 
 
 def rollout(spec, out: Figures) -> None:

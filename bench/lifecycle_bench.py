@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from opsctl.lab import fleet  # noqa: E402
+from opsctl.lab import fleet, remote  # noqa: E402
 from opsctl.paths import collections_env  # noqa: E402
 from opsctl.lab.load import BackgroundLoad, LoadResult, Orders  # noqa: E402
 
@@ -48,9 +48,7 @@ class Row:
 
 
 def ssh(spec, host, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={spec.known_hosts}",
-                           "-o", "StrictHostKeyChecking=yes", "-i", str(spec.key_file),
-                           f"root@{host.address}", command], capture_output=True, text=True, timeout=120)
+    return remote.run(spec, host, command, timeout=120)
 
 
 def under_load(spec, host, name: str, command: str) -> Row:

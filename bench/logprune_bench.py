@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from opsctl.lab import fleet  # noqa: E402
+from opsctl.lab import fleet, remote  # noqa: E402
 from opsctl.paths import collections_env  # noqa: E402
 from opsctl.lab.load import BackgroundLoad, LoadResult, run_load  # noqa: E402
 
@@ -33,9 +33,7 @@ LOAD_SECONDS = 8.0
 
 
 def ssh(spec, host, command: str) -> str:
-    proc = subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={spec.known_hosts}",
-                           "-o", "StrictHostKeyChecking=yes", "-i", str(spec.key_file),
-                           f"root@{host.address}", command], capture_output=True, text=True, timeout=300)
+    proc = remote.run(spec, host, command, timeout=300)
     if proc.returncode != 0:
         raise SystemExit(f"{host.name}: {command}: {proc.stderr.strip()}")
     return proc.stdout

@@ -26,14 +26,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from opsctl.lab import fleet  # noqa: E402
+from opsctl.lab import fleet, remote  # noqa: E402
 from opsctl.lab.load import BackgroundLoad, Orders  # noqa: E402
 
 
 def ssh(spec, host, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={spec.known_hosts}",
-                           "-o", "StrictHostKeyChecking=yes", "-i", str(spec.key_file),
-                           f"root@{host.address}", command], capture_output=True, text=True, timeout=300)
+    return remote.run(spec, host, command, timeout=300)
 
 
 def orders(spec, prefix: str) -> Orders:

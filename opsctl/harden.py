@@ -37,10 +37,6 @@ class HostPlan:
     refused: bool = False    # the model refused (bad input), as opposed to unreachable
 
 
-def _targets(hosts: list[Host]) -> list:
-    from opsctl.sshexec import target_for
-
-    return [target_for(h.name, h.address, h.port, h.user, h.vars) for h in hosts]
 
 
 def plan_host(host: Host, facts: Any) -> HostPlan:
@@ -75,9 +71,9 @@ def plan_hosts(inv: Inventory) -> list[HostPlan]:
     override or value the model or the roles would refuse (exit 2) before any host changes;
     --explain prints it and stops."""
     from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import capacity_facts, parse
-    from opsctl.sshexec import run_many
+    from opsctl.sshexec import run_many, targets_for
 
-    results = run_many(_targets(list(inv.hosts)), probe_script("capacity"), "sh -s")
+    results = run_many(targets_for(inv.hosts, inv.ssh), probe_script("capacity"), "sh -s")
     plans = []
     for host, result in zip(inv.hosts, results):
         if not result.ok and inventory_problem(host.vars):

@@ -18,6 +18,7 @@ from opsctl.errors import OpsctlError
 from opsctl.paths import resolve_inventory
 from opsctl.profile import VAR_NAME, EventProfile, ProfileError, parse_profile
 from opsctl.redact import first_line, hide_values, is_secret_name
+from opsctl.sshconfig import PASSWORD_VARS, SshDefaults, ansible_defaults, secrets_of
 from opsctl.vault import HOW, VaultOptions, install, undecryptable
 
 # The host variables opsctl itself reads, so the only ones a snapshot (and the cache) keeps: how
@@ -54,6 +55,9 @@ class Host:
     groups: tuple[str, ...]
     vars: Mapping[str, Any] = field(repr=False)
     profile: EventProfile | None = None
+    # ansible_password / ansible_become_password, for opsctl's own connections: never cached,
+    # printed or logged (opsctl/sshexec.py Secrets).
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def become(self) -> bool:
@@ -77,6 +81,7 @@ class Inventory:
     source: Path
     hosts: tuple[Host, ...]
     groups: tuple[Group, ...]
+    ssh: SshDefaults = SshDefaults()     # ansible.cfg's ssh_args, remote_user, ... for every host
 
     def host(self, name: str) -> Host:
         for host in self.hosts:
@@ -280,17 +285,39 @@ def _port(owner: str, values: Mapping[str, Any]) -> int:
     return port
 
 
+_PASSWORD_NAMES = frozenset(n for names in PASSWORD_VARS.values() for n in names)
+
+
+def _passwords(name: str, merged: Mapping[str, Any], loader, scope: Callable[[], Mapping[str, Any]]) -> dict[str, str]:
+    """The host's connection passwords, resolved and decrypted as Ansible would (a vault, a
+    template naming a vaulted variable); a snapshot holding them is never cached. One that no
+    vault secret opens is named under "unreadable": only a connection that needs it fails."""
+    values, unreadable = {}, []
+    for key in sorted(_PASSWORD_NAMES & merged.keys()):
+        try:
+            values[key] = _plain(_templated(name, {key: merged[key]}, loader, scope)[key])
+        except (_Unreadable, InventoryError):
+            unreadable.append(key)
+    found = secrets_of(values)
+    if unreadable:
+        found["unreadable"] = ", ".join(unreadable)
+    return found
+
+
 def _host_snapshot(source: Path, ansible_host, loader, variables) -> dict[str, Any]:
     name = ansible_host.name
     merged = variables.get_vars(host=ansible_host, include_hostvars=False)
     raw = {k: v for k, v in merged.items() if opsctl_reads(k)}
-    own = _booleans(name, _kept(name, _templated(
-        name, raw, loader, lambda: variables.get_vars(host=ansible_host, include_hostvars=True))))
+
+    def scope() -> Mapping[str, Any]:
+        return variables.get_vars(host=ansible_host, include_hostvars=True)
+    own = _booleans(name, _kept(name, _templated(name, raw, loader, scope)))
     return {"name": name, "address": str(own.get("ansible_host") or name), "port": _port(name, own),
             "user": str(own.get("ansible_user") or own.get("ansible_ssh_user") or "root"),
             "groups": sorted(g.name for g in ansible_host.get_groups() if g.name != "all"),
             "vars": own, "origin": _var_origin(source, "host_vars", name),
-            "templated": any(_has_template(v) for v in raw.values())}
+            "templated": any(_has_template(v) for v in raw.values()),
+            "secrets": _passwords(name, merged, loader, scope)}
 
 
 def ansible_snapshot(source: Path, limit: str | None = None,
@@ -304,7 +331,7 @@ def ansible_snapshot(source: Path, limit: str | None = None,
         selected = manager.get_hosts(limit or "all")
         if limit and not selected:
             raise InventoryError(f"--limit {limit!r} matches no host in {source}")
-        snapshot = {"groups": _group_snapshots(source, loader, manager),
+        snapshot = {"groups": _group_snapshots(source, loader, manager), "ssh": ansible_defaults(),
                     "hosts": [_host_snapshot(source, h, loader, variables) for h in selected]}
     except AnsibleError as exc:   # group_vars and host_vars are read here (YAML errors, vault)
         raise _failure(exc, source, secrets) from None
@@ -328,8 +355,8 @@ def from_snapshot(source: Path, snapshot: Mapping[str, Any]) -> Inventory:
         check_balancers(h["vars"].get(BALANCERS_VAR), h["name"])
         hosts.append(Host(name=h["name"], address=h["address"], port=h["port"], user=h["user"],
                           groups=tuple(h["groups"]), vars=h["vars"],
-                          profile=_profile(h["vars"].get(VAR_NAME), origin)))
-    return Inventory(source=source, hosts=tuple(hosts), groups=groups)
+                          profile=_profile(h["vars"].get(VAR_NAME), origin), secrets=h.get("secrets") or {}))
+    return Inventory(source=source, hosts=tuple(hosts), groups=groups, ssh=SshDefaults.from_dict(snapshot.get("ssh")))
 
 
 def _cached(source: Path, limit: str | None) -> tuple[str | None, dict[str, Any] | None]:
@@ -340,7 +367,8 @@ def _cached(source: Path, limit: str | None) -> tuple[str | None, dict[str, Any]
 
 def _parse_and_store(source: Path, limit: str | None, key: str | None, vault: VaultOptions) -> dict[str, Any]:
     snapshot = ansible_snapshot(source, limit, vault)
-    if key and not snapshot["templated"]:
+    # Passwords never reach a file: an inventory that holds one is parsed every time.
+    if key and not snapshot["templated"] and not any(h["secrets"] for h in snapshot["hosts"]):
         inventory_cache.write(key, snapshot)
     return snapshot
 

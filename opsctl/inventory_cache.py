@@ -27,7 +27,7 @@ from typing import Any
 from opsctl import __version__
 from opsctl.paths import inventory_files, is_private, open_private_cache
 
-FORMAT = 2                                # what a snapshot holds; a change is a miss
+FORMAT = 3                                # what a snapshot holds; a change is a miss
 _SUFFIX = f".f{FORMAT}.json"              # entries of older formats may hold passwords: removed
 KEEP = 32                                 # entries kept; the oldest go first
 MAX_BYTES = 4 * 1024 * 1024               # inventories larger than this are not read twice

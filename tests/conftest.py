@@ -39,15 +39,16 @@ def lab_name() -> str:
     return os.environ.get("OPSCTL_TEST_LAB", "t")
 
 
-def fresh_lab(name: str, web: int = 2, flavor: str = "debian"):
-    """Bring a lab up from scratch for the tests, yield its spec, and take it down afterwards."""
+def fresh_lab(name: str, web: int = 2, flavor: str = "debian", *options: str):
+    """Bring a lab up from scratch for the tests, yield its spec, and take it down afterwards.
+    OPTIONS: more `opsctl lab up` options (--bastion)."""
     reason = lab_available()
     if reason:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
     opsctl("lab", "down", "--name", name)
-    opsctl("lab", "up", "--name", name, "--web", str(web), "--flavor", flavor, check=True)
+    opsctl("lab", "up", "--name", name, "--web", str(web), "--flavor", flavor, *options, check=True)
     from opsctl.lab import fleet
 
     yield fleet.load_spec(name)

@@ -19,7 +19,7 @@ from opsctl.paths import roles_dir
 from opsctl.probe import probe_script
 from opsctl.profile import DEFAULT_PREPARE, EventProfile
 from opsctl.safetext import visible
-from opsctl.sshexec import ExecResult, Timeouts, run_many, target_for
+from opsctl.sshexec import ExecResult, Timeouts, run_many, targets_for
 
 SCHEMA_VERSION = 1
 SEVERITY_RANK = {"pass": 0, "warn": 1, "fail": 2}
@@ -187,7 +187,7 @@ def run_check(inv: Inventory, engine: Engine, override: EventOverride, *, fail_o
               timeouts: Timeouts = Timeouts(), workers: int = 64,
               on_host: Callable[[HostOutcome], None] | None = None) -> Report:
     started = datetime.now()
-    targets = [target_for(h.name, h.address, h.port, h.user, h.vars) for h in inv.hosts]
+    targets = targets_for(inv.hosts, inv.ssh)
     by_name = {h.name: h for h in inv.hosts}
     outcomes: dict[str, HostOutcome] = {}
     results: dict[str, list[Result]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -14,7 +15,7 @@ from typing import Callable
 
 from opsctl.errors import OpsctlError
 from opsctl.lab import labinventory, rootfs, system
-from opsctl.lab.health import HostHealth, check_fleet, ssh_banner
+from opsctl.lab.health import HostHealth, check_fleet, sshd_answers
 from opsctl.lab.spec import LabHost, LabSpec, build_spec, validate_name
 from opsctl.paths import labs_dir
 
@@ -31,19 +32,20 @@ def load_spec(name: str) -> LabSpec | None:
     return LabSpec.from_json(path.read_text()) if path.exists() else None
 
 
-def _preflight(php: rootfs.PhpInstall | None) -> None:
+def _preflight(php: rootfs.PhpInstall | None, bastion: bool) -> None:
     system.require_root()
-    missing = system.missing_prerequisites(php.version if php else None)
+    missing = system.missing_prerequisites(php.version if php else None, bastion)
     if missing:
         raise OpsctlError("the lab needs Debian packages that are missing; run: "
                           f"apt-get install -y {' '.join(missing)}")
 
 
 def _check_subnet_free(spec: LabSpec) -> None:
-    network = ipaddress.ip_network(spec.subnet)
-    for iface, cidr in system.addresses_in_use():
-        if iface != spec.bridge and ipaddress.ip_interface(cidr).network.overlaps(network):
-            raise OpsctlError(f"subnet {spec.subnet} overlaps {cidr} on {iface}: pick another with --subnet")
+    for subnet in filter(None, (spec.subnet, spec.mgmt_subnet)):
+        network = ipaddress.ip_network(subnet)
+        for iface, cidr in system.addresses_in_use():
+            if iface != spec.bridge and ipaddress.ip_interface(cidr).network.overlaps(network):
+                raise OpsctlError(f"subnet {subnet} overlaps {cidr} on {iface}: pick another with --subnet")
 
 
 def _controller_key(spec: LabSpec) -> str:
@@ -62,6 +64,16 @@ def _ensure_bridge(spec: LabSpec) -> None:
     if cidr not in system.run("ip", "-o", "-4", "addr", "show", "dev", spec.bridge).stdout:
         system.run("ip", "addr", "add", cidr, "dev", spec.bridge)
     system.run("ip", "link", "set", spec.bridge, "up")
+    if spec.mgmt_subnet:
+        # The management network is the bastion's alone: the controller has no route to it, and
+        # nothing sent to it leaves this machine.
+        system.run("ip", "route", "replace", "unreachable", spec.mgmt_subnet)
+
+
+def _management_address(spec: LabSpec, host: LabHost) -> str:
+    """The host's address on the management network: the same offset as its own address."""
+    offset = int(ipaddress.ip_address(host.address)) - int(ipaddress.ip_network(spec.subnet).network_address)
+    return str(ipaddress.ip_network(spec.mgmt_subnet).network_address + offset)
 
 
 def _remove_host(host: LabHost) -> None:
@@ -77,6 +89,9 @@ def _boot_host(spec: LabSpec, host: LabHost, boot: Path) -> None:
     system.run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns)
     system.run("ip", "link", "set", host.veth, "master", spec.bridge, "up")
     system.run("ip", "-n", host.netns, "addr", "add", f"{host.address}/{spec.prefixlen}", "dev", "eth0")
+    if spec.mgmt_subnet:
+        system.run("ip", "-n", host.netns, "addr", "add", f"{_management_address(spec, host)}/{spec.prefixlen}",
+                   "dev", "eth0")
     system.run("ip", "-n", host.netns, "link", "set", "eth0", "up")
     system.run("ip", "-n", host.netns, "link", "set", "lo", "up")
     base = spec.host_dir(host)
@@ -100,7 +115,7 @@ def _wait_for_sshd(spec: LabSpec) -> None:
     pending = list(spec.hosts)
     while pending and time.monotonic() < deadline:
         with ThreadPoolExecutor(max_workers=min(32, len(pending))) as pool:
-            answered = list(pool.map(lambda h: ssh_banner(h.address, timeout=1.0), pending))
+            answered = list(pool.map(lambda h: sshd_answers(h, timeout=1.0), pending))
         pending = [h for h, ok in zip(pending, answered) if not ok]
         if pending:
             time.sleep(0.2)
@@ -110,36 +125,48 @@ def _wait_for_sshd(spec: LabSpec) -> None:
         raise OpsctlError(f"sshd did not answer on {names} within {BOOT_TIMEOUT:.0f}s; see {logs}")
 
 
-def _healthy(h: HostHealth) -> bool:
-    return h.running and h.sshd and h.nginx and h.php_fpm is not False
-
-
 def wait_healthy(name: str, timeout: float = 10.0) -> tuple[LabSpec, list[HostHealth]]:
     deadline = time.monotonic() + timeout
     while True:
         spec, health = status(name)
-        if all(_healthy(h) for h in health) or time.monotonic() > deadline:
+        if all(h.healthy for h in health) or time.monotonic() > deadline:
             return spec, health
         time.sleep(0.2)
 
 
 def _write_known_hosts(spec: LabSpec) -> None:
-    lines = [f"{h.address} {rootfs.host_public_key(spec, h)}\n" for h in spec.hosts]
+    lines = [f"{h.reach} {rootfs.host_public_key(spec, h)}\n" for h in spec.hosts]
     spec.known_hosts.write_text("".join(lines))
     spec.known_hosts.chmod(0o600)
 
 
-def up(name: str, web: int, subnet: str | None, report: Report, flavor: str = "debian") -> LabSpec:
+def _shape(spec: LabSpec) -> str:
+    return f"{len(spec.by_role('web'))} {spec.flavor} web hosts{' behind a bastion' if spec.bastion else ''}"
+
+
+def _deploy_password(spec: LabSpec) -> str:
+    """The sudo password of the lab's non-root user, made once per lab (a file only root reads)."""
+    if not spec.deploy_password_file.exists():
+        spec.deploy_password_file.write_text(secrets.token_urlsafe(18))
+        spec.deploy_password_file.chmod(0o600)
+    return spec.deploy_password_file.read_text()
+
+
+def up(name: str, web: int, subnet: str | None, report: Report, flavor: str = "debian",
+       bastion: bool = False) -> LabSpec:
     php = rootfs.detect_php_fpm()
-    _preflight(php)
+    _preflight(php, bastion)
     assert php is not None
     existing = load_spec(name)
-    spec = existing or build_spec(name, web, subnet, labs_dir(), flavor)
-    if existing and (len(existing.by_role("web")), existing.flavor) != (web, flavor):
-        raise OpsctlError(f"lab {name!r} is up with {len(existing.by_role('web'))} {existing.flavor} web hosts; "
+    wanted = build_spec(name, web, subnet, labs_dir(), flavor, bastion)
+    spec = existing or wanted
+    if existing and _shape(existing) != _shape(wanted):
+        raise OpsctlError(f"lab {name!r} is up with {_shape(existing)}; "
                           f"run `opsctl lab down --name {name}` first to change it")
     _check_subnet_free(spec)
     pubkey = _controller_key(spec)
+    password = _deploy_password(spec) if spec.bastion else ""
+    spec.control_dir.mkdir(mode=0o700, exist_ok=True)
     _spec_file(name).write_text(spec.to_json())
     boot = rootfs.install_boot_script(spec)
     _ensure_bridge(spec)
@@ -150,7 +177,7 @@ def up(name: str, web: int, subnet: str | None, report: Report, flavor: str = "d
             continue
         report(f"booting {host.name} ({host.role}) at {host.address}")
         _remove_host(host)
-        rootfs.prepare(spec, host, php, pubkey)
+        rootfs.prepare(spec, host, php, pubkey, password)
         _boot_host(spec, host, boot)
     _wait_for_sshd(spec)
     _write_known_hosts(spec)
@@ -180,6 +207,7 @@ def down(name: str, report: Report) -> None:
     system.require_root()
     validate_name(name)
     root = labs_dir() / name
+    spec = load_spec(name)
     prefix = f"opsctl-{name}-"
     for netns in sorted(n for n in system.netns_list() if n.startswith(prefix)):
         report(f"removing {netns}")
@@ -189,6 +217,8 @@ def down(name: str, report: Report) -> None:
         if link in (f"olb-{name}",) or link.startswith(f"ov-{name}-"):
             system.run("ip", "link", "del", link, check=False)
     _kill_controller_processes(root)
+    if spec is not None and spec.mgmt_subnet:
+        system.run("ip", "route", "del", "unreachable", spec.mgmt_subnet, check=False)
     leftover = system.mounts_below(root)
     for point in sorted(leftover, reverse=True):
         system.run("umount", "-l", point, check=False)

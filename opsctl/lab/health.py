@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -17,8 +18,12 @@ class HostHealth:
     address: str
     running: bool
     sshd: bool
-    nginx: bool
+    nginx: bool | None    # None: a bastion, which runs sshd only
     php_fpm: bool | None  # None: not a web host
+
+    @property
+    def healthy(self) -> bool:
+        return self.running and self.sshd and self.nginx is not False and self.php_fpm is not False
 
 
 def ssh_banner(address: str, timeout: float = 2.0) -> bool:
@@ -27,6 +32,18 @@ def ssh_banner(address: str, timeout: float = 2.0) -> bool:
             return sock.recv(64).startswith(b"SSH-2.0-")
     except OSError:
         return False
+
+
+def sshd_listening(host: LabHost) -> bool:
+    """A host behind the lab's bastion: its sshd listens on the management network, which the
+    controller cannot reach (that is the point), so look inside its network namespace."""
+    proc = subprocess.run(["ip", "netns", "exec", host.netns, "ss", "-Hltn", "sport = :22"],
+                          capture_output=True, text=True, timeout=10)
+    return proc.returncode == 0 and f"{host.ssh_address}:22" in proc.stdout
+
+
+def sshd_answers(host: LabHost, timeout: float = 2.0) -> bool:
+    return sshd_listening(host) if host.ssh_address else ssh_banner(host.address, timeout)
 
 
 def http_get(address: str, path: str, timeout: float = 3.0) -> tuple[int, str]:
@@ -43,13 +60,15 @@ def http_get(address: str, path: str, timeout: float = 3.0) -> tuple[int, str]:
 
 
 def check_host(host: LabHost, running: bool) -> HostHealth:
-    status, _ = http_get(host.address, "/") if running else (0, "")
+    nginx = None
+    if host.role != "bastion":
+        status, _ = http_get(host.address, "/") if running else (0, "")
+        nginx = status > 0
     php = None
     if host.role == "web":
         code, body = http_get(host.address, "/health.php") if running else (0, "")
         php = code == 200 and body.startswith("ok ")
-    return HostHealth(host.name, host.role, host.address, running,
-                      running and ssh_banner(host.address), status > 0, php)
+    return HostHealth(host.name, host.role, host.address, running, running and sshd_answers(host), nginx, php)
 
 
 def check_fleet(spec: LabSpec, running: dict[str, bool]) -> list[HostHealth]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import grp
 import os
 import pwd
 import re
@@ -75,7 +76,13 @@ def _fresh_root_home(home: Path) -> None:
             shutil.copyfile(skel, home / name)
 
 
-def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: str) -> None:
+def _sshd_config(host: LabHost) -> str:
+    """The lab's sshd_config; behind a bastion, sshd listens on the management network only."""
+    text = (ASSETS / "sshd_config").read_text()
+    return text.replace("ListenAddress 0.0.0.0", f"ListenAddress {host.ssh_address}") if host.ssh_address else text
+
+
+def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: str, password: str = "") -> None:
     base = spec.host_dir(host)
     upper = base / "upper"
     for sub in ("upper", "work", "merged"):
@@ -93,8 +100,14 @@ def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: st
                "multi": multi, "rhel": rhel, "multi_debian": MULTI_DEBIAN}
     _write(upper / "etc/opsctl-lab/init.sh", env.get_template("init.sh.j2").render(context), 0o755)
     _write(upper / "etc/opsctl-lab/services.sh", env.get_template("services.sh.j2").render(context), 0o755)
-    _write(upper / "etc/opsctl-lab/sshd_config", (ASSETS / "sshd_config").read_text(), 0o600)
+    _write(upper / "etc/opsctl-lab/sshd_config", _sshd_config(host), 0o600)
+    # A host resolves its own name, as an installed one does (sudo asks for it).
+    _write(upper / "etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{host.name}\n")
     _write(upper / "usr/sbin/policy-rc.d", (ASSETS / "policy-rc.d").read_text(), 0o755)
+    if host.role == "bastion":
+        return
+    if spec.bastion and host.name == "web1":
+        add_sudo_user(upper, controller_pubkey, password)
     if source:
         source_layout(upper, php)
     elif rhel:
@@ -165,16 +178,48 @@ def _opaque_dir(upper: Path, path: str) -> Path:
     return target
 
 
-def _add_users(upper: Path, users: dict[str, tuple[int, int]]) -> None:
-    """The machine's passwd and group, plus USERS (no login, no password), inside the host."""
-    passwd, group = Path("/etc/passwd").read_text(), Path("/etc/group").read_text()
+def _host_file(upper: Path, path: str) -> str:
+    """A file as the host sees it so far: its own copy, else the machine's."""
+    own = upper / path.lstrip("/")
+    return (own if own.exists() else Path(path)).read_text()
+
+
+def _add_users(upper: Path, users: dict[str, tuple[int, int]], home: str = "/nonexistent",
+               shell: str = "/usr/sbin/nologin") -> None:
+    """The host's passwd and group, plus USERS (no password), inside the host."""
+    passwd, group = _host_file(upper, "/etc/passwd"), _host_file(upper, "/etc/group")
     for name, (uid, gid) in users.items():
         if not re.search(rf"^{name}:", passwd, re.M):
-            passwd += f"{name}:x:{uid}:{gid}:{name}:/nonexistent:/usr/sbin/nologin\n"
+            passwd += f"{name}:x:{uid}:{gid}:{name}:{home.format(name=name)}:{shell}\n"
         if not re.search(rf"^{name}:", group, re.M):
             group += f"{name}:x:{gid}:\n"
     _write(upper / "etc/passwd", passwd)
     _write(upper / "etc/group", group)
+
+
+# The non-root user of a lab with a bastion: logs in by key, becomes root with sudo and a password.
+DEPLOY = ("deploy", 2000)
+
+
+def add_sudo_user(upper: Path, controller_pubkey: str, password: str) -> None:
+    """DEPLOY inside the host: a home with the controller's key, a password only sudo asks for
+    (sshd takes keys only), and a sudoers rule that asks for it."""
+    name, uid = DEPLOY
+    _add_users(upper, {name: (uid, uid)}, home="/home/{name}", shell="/bin/bash")
+    hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    shadow = _host_file(upper, "/etc/shadow")
+    if not re.search(rf"^{name}:", shadow, re.M):
+        shadow += f"{name}:{hashed}:20000:0:99999:7:::\n"
+    _write(upper / "etc/shadow", shadow, 0o640)
+    os.chown(upper / "etc/shadow", 0, grp.getgrnam("shadow").gr_gid)
+    home = upper / "home" / name
+    _write(home / ".ssh/authorized_keys", controller_pubkey.strip() + "\n", 0o600)
+    for path in (home, home / ".ssh", home / ".ssh/authorized_keys"):
+        os.chown(path, uid, uid)
+    home.chmod(0o700)
+    (home / ".ssh").chmod(0o700)
+    _write(upper / f"etc/sudoers.d/opsctl-lab-{name}", f"{name} ALL=(ALL:ALL) ALL\n", 0o440)
 
 
 def _whiteout_debian_packages(upper: Path, php: PhpInstall, replaced: tuple[str, ...] = ()) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from opsctl.errors import OpsctlError
 
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+BASTION_OFFSET = 5
 LB_OFFSET = 10
 WEB_OFFSET = 20
 MAX_WEB = 200
@@ -26,10 +27,18 @@ FLAVORS = ("debian", "source", "multi", "rhel")
 @dataclass(frozen=True)
 class LabHost:
     name: str
-    role: str  # "lb" or "web"
+    role: str  # "lb", "web" or "bastion"
     address: str
     netns: str
     veth: str
+    # In a lab with a bastion: the host's address on the management network, where its sshd
+    # listens and which only the bastion reaches. "" where sshd listens on `address`.
+    ssh_address: str = ""
+
+    @property
+    def reach(self) -> str:
+        """The address SSH connects to."""
+        return self.ssh_address or self.address
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,26 @@ class LabSpec:
     hosts: tuple[LabHost, ...]
     root: str  # state directory of this lab
     flavor: str = "debian"  # one of FLAVORS, for every web host
+    mgmt_subnet: str = ""   # a lab with a bastion: the management network behind it
+
+    @property
+    def bastion(self) -> LabHost | None:
+        return next(iter(self.by_role("bastion")), None)
+
+    @property
+    def ssh_config(self) -> Path:
+        """An ssh_config for the lab's hosts, as a user would write one (labinventory.py)."""
+        return self.path / "ssh_config"
+
+    @property
+    def control_dir(self) -> Path:
+        """ControlPath directory of the lab's Ansible connections: `down` ends their masters."""
+        return self.path / "cp"
+
+    @property
+    def deploy_password_file(self) -> Path:
+        """The sudo password of the lab's non-root user (a lab with a bastion)."""
+        return self.path / "deploy.password"
 
     @property
     def bridge(self) -> str:
@@ -96,7 +125,14 @@ def default_subnet(name: str) -> str:
     return f"10.213.{third}.0/24"
 
 
-def build_spec(name: str, web: int, subnet: str | None, root: Path, flavor: str = "debian") -> LabSpec:
+def management_subnet(network: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    """The management network of a lab with a bastion: the lab's subnet one /16 further up
+    (10.213.7.0/24 -> 10.214.7.0/24). The controller gets an unreachable route to it."""
+    return ipaddress.ip_network(f"{network.network_address + (1 << 16)}/{network.prefixlen}")
+
+
+def build_spec(name: str, web: int, subnet: str | None, root: Path, flavor: str = "debian",
+               bastion: bool = False) -> LabSpec:
     validate_name(name)
     if flavor not in FLAVORS:
         raise OpsctlError(f"--flavor {flavor}: use one of {', '.join(FLAVORS)}")
@@ -110,10 +146,16 @@ def build_spec(name: str, web: int, subnet: str | None, root: Path, flavor: str 
         raise OpsctlError(f"--subnet {network}: give an IPv4 network of /24 or larger")
     base = network.network_address
 
-    def host(hname: str, role: str, offset: int, index: int) -> LabHost:
-        return LabHost(name=hname, role=role, address=str(base + offset),
-                       netns=f"opsctl-{name}-{hname}", veth=f"ov-{name}-{index}")
+    mgmt = management_subnet(network) if bastion else None
 
-    hosts = [host("lb1", "lb", LB_OFFSET, 0)]
+    def host(hname: str, role: str, offset: int, index: int) -> LabHost:
+        behind = mgmt is not None and role != "bastion"
+        return LabHost(name=hname, role=role, address=str(base + offset),
+                       netns=f"opsctl-{name}-{hname}", veth=f"ov-{name}-{index}",
+                       ssh_address=str(mgmt.network_address + offset) if behind else "")
+
+    hosts = [host("bastion1", "bastion", BASTION_OFFSET, MAX_WEB + 1)] if bastion else []
+    hosts += [host("lb1", "lb", LB_OFFSET, 0)]
     hosts += [host(f"web{i}", "web", WEB_OFFSET + i, i) for i in range(1, web + 1)]
-    return LabSpec(name=name, subnet=str(network), hosts=tuple(hosts), root=str(root / name), flavor=flavor)
+    return LabSpec(name=name, subnet=str(network), hosts=tuple(hosts), root=str(root / name), flavor=flavor,
+                   mgmt_subnet=str(mgmt) if mgmt else "")

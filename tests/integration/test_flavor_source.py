@@ -1,6 +1,9 @@
 """A host built from source (`opsctl lab up --flavor source`): php-fpm under /usr/local/php with
 php-src's init script and a pool on /tmp/php-cgi.sock, nginx under /usr/local/nginx started by
-hand with -c, and none of Debian's php-fpm or nginx files. Discovery finds both from what runs."""
+hand with -c, and none of Debian's php-fpm or nginx files. Discovery finds both from what runs.
+The hosts sit behind a bastion (`--bastion`), as such fleets often do: every connection of
+check, harden, the playbook on its own and the rolling restart goes through it, and web1 is
+reached as a user whose sudo needs a password."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ MASTER = "php-fpm 8.2 /usr/local/php/etc/php-fpm.conf"
 
 @pytest.fixture(scope="module")
 def src(lab_name: str):
-    yield from fresh_lab(f"{lab_name}src"[:8], web=2, flavor="source")
+    yield from fresh_lab(f"{lab_name}src"[:8], 2, "source", "--bastion")
 
 
 def check(spec, *args: str) -> tuple[int, dict]:
