@@ -7,8 +7,9 @@ second harden (opsctl's summary table), findings after, and a rolling php-fpm re
 the balancer under load (GET work.php and POST order.php, bounded in time): requests sent,
 non-2xx, connection errors, orders begun and orders cut half way (begun, never committed).
 
-Usage: bench/flavor_bench.py [--flavor debian --flavor source] [--web 2] [--keep-lab]. Needs
-root; traffic goes only to each lab's own balancer.
+Usage: bench/flavor_bench.py [--flavor debian --flavor source] [--web 2] [--bastion] [--keep-lab].
+--bastion puts each lab's hosts behind a bastion (`lab up --bastion`). Needs root; traffic goes
+only to each lab's own balancer.
 """
 
 from __future__ import annotations
@@ -77,11 +78,11 @@ def rollout(spec, out: Figures) -> None:
     out.orders = Orders.from_ledger("\n".join(ledger(spec, h) for h in spec.by_role("web")), prefix)
 
 
-def run_flavor(flavor: str, web: int, keep: bool) -> Figures:
-    name = f"fb{flavor[:5]}"
-    out = Figures(flavor)
+def run_flavor(flavor: str, web: int, keep: bool, bastion: bool = False) -> Figures:
+    name = f"fb{flavor[:5]}{'j' if bastion else ''}"
+    out = Figures(flavor + ("+bastion" if bastion else ""))
     opsctl("lab", "down", "--name", name)
-    up = opsctl("lab", "up", "--name", name, "--web", str(web), "--flavor", flavor)
+    up = opsctl("lab", "up", "--name", name, "--web", str(web), "--flavor", flavor, *(["--bastion"] if bastion else []))
     if up.returncode != 0:
         raise SystemExit(f"lab up --flavor {flavor} failed: {up.stderr.strip()}")
     spec = fleet.load_spec(name)
@@ -102,14 +103,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flavor", action="append", choices=FLAVORS)
     parser.add_argument("--web", type=int, default=2)
+    parser.add_argument("--bastion", action="store_true")
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args()
-    rows = [run_flavor(f, args.web, args.keep_lab) for f in (args.flavor or FLAVORS)]
-    print(f"{'flavor':8} {'before f/w':>10} {'harden':>6} {'2nd chg':>7} {'after f/w':>9} {'rollout':>7} "
+    rows = [run_flavor(f, args.web, args.keep_lab, args.bastion) for f in (args.flavor or FLAVORS)]
+    print(f"{'flavor':15} {'before f/w':>10} {'harden':>6} {'2nd chg':>7} {'after f/w':>9} {'rollout':>7} "
           f"{'sent':>6} {'non2xx':>6} {'errors':>6} {'orders':>6} {'cut':>4}")
     for r in rows:
         o = r.orders or Orders(0, 0, 0)
-        print(f"{r.flavor:8} {'%d/%d' % r.before:>10} {r.harden_rc:>6} {r.second_changed:>7} {'%d/%d' % r.after:>9} "
+        print(f"{r.flavor:15} {'%d/%d' % r.before:>10} {r.harden_rc:>6} {r.second_changed:>7} {'%d/%d' % r.after:>9} "
               f"{r.rollout_rc:>7} {r.sent:>6} {r.non_2xx:>6} {r.errors:>6} {o.begun:>6} {o.orphaned:>4}")
 
 

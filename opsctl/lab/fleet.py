@@ -167,6 +167,10 @@ def up(name: str, web: int, subnet: str | None, report: Report, flavor: str = "d
     pubkey = _controller_key(spec)
     password = _deploy_password(spec) if spec.bastion else ""
     spec.control_dir.mkdir(mode=0o700, exist_ok=True)
+    if existing is None:
+        # An earlier lab of this name that was never taken down may have left SSH masters whose
+        # peers are gone: with the same addresses, a new connection would wait on them.
+        _kill_controller_processes(spec.path)
     _spec_file(name).write_text(spec.to_json())
     boot = rootfs.install_boot_script(spec)
     _ensure_bridge(spec)

@@ -134,6 +134,18 @@ def test_a_wrong_or_missing_become_password_is_that_hosts_error(behind, tmp_path
     OUTPUTS.append(wrong)
 
 
+def test_a_configuration_the_login_user_cannot_read_is_a_failed_check_naming_it(behind, tmp_path):
+    # deploy without become: php-fpm and nginx run as root and their files are root's.
+    spec, _ = behind
+    inv = inventory_copy(spec, tmp_path, become_password="")
+    (Path(inv) / "host_vars/web1.yml").write_text("ansible_user: deploy\nansible_become: false\n")
+    rc, report = check(inv)
+    readable = next(r for r in report["results"] if r["host"] == "web1" and r["check"] == "config-readable")
+    assert rc == 1 and readable["status"] == "fail" and "\n" not in readable["observed"], readable
+    assert "php-fpm 8.2 /etc/php/8.2/fpm/php-fpm.conf: " in readable["observed"], readable
+    assert "Permission denied" in readable["observed"], readable
+
+
 def test_a_changed_host_key_is_refused_per_host(behind, tmp_path):
     spec, _ = behind
     rc, report = check(inventory_copy(spec, tmp_path / "web1", known_hosts=known_hosts_with_new_key(
