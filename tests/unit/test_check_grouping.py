@@ -1,0 +1,192 @@
+"""`opsctl check` for a fleet (#14): the same finding on many hosts is one group, and host
+names are ranges."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import Result
+
+from opsctl.checks.grouping import (Value, compress_hosts, group_report, host_error, natural_sorted, numeric_range,
+                                    summarize)
+from opsctl.checks.run import HostOutcome, Report
+
+WEBS = [f"web{i}" for i in range(1, 100)]
+# The stock lab's findings (opsctl lab up --web 99, then opsctl check): check, item, status, failure
+# mode, observed, expected, remediation, and which hosts have it.
+STOCK = [
+    ("nginx-connections", "", "fail", "F7", "worker_connections 768 x 2 workers (worker_processes auto) = 1536 connections",
+     ">= 79200 = 2 x declared concurrency 39600",
+     "opsctl harden --tags nginx (worker_connections and worker_rlimit_nofile from concurrency)", "lb"),
+    ("nginx-rlimit-config", "", "warn", "F6", "worker_rlimit_nofile unset (inherits the service limit)",
+     ">= 1536 (2 x worker_connections 768)", "opsctl harden --tags nginx", "all"),
+    ("location-timeouts", "_ location /", "fail", "F2",
+     "proxy_connect/send/read_timeout = 60s/60s/60s (pass to http://opsctl_web); clients give up after 5.0s, so nginx "
+     "logs 499 and never marks the backend failed", "p99 0.3s < proxy_read_timeout < 5.0s; connect and send < 5.0s",
+     "opsctl harden --tags nginx (sets every fastcgi_*/proxy_* timeout from the profile)", "lb"),
+    ("sysctl-hardened", "net.core.somaxconn", "warn", "F6", "net.core.somaxconn = 4096",
+     ">= 9900: 9900 = max(4096 (Linux default), largest listen backlog 9900), at most 65535: the kernel silently caps "
+     "every backlog at it", "opsctl harden --tags sysctl", "lb"),
+    ("sysctl-hardened", "net.ipv4.tcp_max_syn_backlog", "warn", "F6", "net.ipv4.tcp_max_syn_backlog = 2048",
+     ">= 9900: 9900 = somaxconn: half-open connections of a burst are not dropped before they reach the accept queue",
+     "opsctl harden --tags sysctl", "lb"),
+    ("sysctl-hardened", "net.ipv4.tcp_max_tw_buckets", "warn", "F6", "net.ipv4.tcp_max_tw_buckets = 131072",
+     ">= 1188000: 1188000 = max(262144, peak 9900 qps x 2 sockets x 60 s TIME_WAIT = 1188000)",
+     "opsctl harden --tags sysctl", "lb"),
+    ("clock-sync", "", "warn", "F7", "unknown (none: no timedatectl (systemd), chronyc or ntpq on the host)",
+     "synchronised: cron schedules and the event start depend on it", "install and enable chrony (or systemd-timesyncd)",
+     "all"),
+    ("fpm-backlog-littles-law", "pool www", "fail", "F1",
+     "listen.backlog = -1 (follows somaxconn): 4096 connections can queue; at 100.0 qps that is 41.0s of waiting, "
+     "longer than clients wait",
+     "<= 470 = 100.0 qps x 4.7s (client timeout 5.0s - p99 300.0 ms); opsctl harden sizes it smaller, from the "
+     "upstream timeout",
+     "opsctl harden --tags php_fpm (sets listen.backlog per pool from the capacity model), then opsctl reload php-fpm "
+     "--rolling --restart (a reload does not re-create the socket)", "web"),
+    ("fpm-status-page", "", "warn", "F1", "status page not read: no pool has pm.status_path set",
+     "pm.status_path (and pm.status_listen on PHP >= 8.0) set, and cgi-fcgi (libfcgi-bin) installed",
+     "set pm.status_path = /fpm-status and pm.status_listen = 127.0.0.1:9001 in each pool (opsctl harden --tags "
+     "php_fpm); apt-get install libfcgi-bin for a read that bypasses nginx", "web"),
+    ("pool-capacity", "pool www", "fail", "F7", "this pool serves 5 / 0.1s = 50 qps; you declared 100.0",
+     ">= 10 workers for 100.0 qps",
+     "opsctl harden --tags php_fpm (pm.max_children from peak_qps x request time and memory)", "web"),
+    ("location-timeouts", "_ location ~ \\.php$", "fail", "F2",
+     "fastcgi_connect/send/read_timeout = 60s/60s/60s (pass to unix:/run/php/php8.2-fpm.sock); clients give up after "
+     "5.0s, so nginx logs 499 and never marks the backend failed",
+     "p99 0.3s < fastcgi_read_timeout < 5.0s; connect and send < 5.0s",
+     "opsctl harden --tags nginx (sets every fastcgi_*/proxy_* timeout from the profile)", "web"),
+    ("fpm-process-control-timeout", "php-fpm 8.2 /etc/php/8.2/fpm/php-fpm.conf", "fail", "F3",
+     "process_control_timeout = 0s: QUIT and USR2 send SIGTERM to busy workers at once",
+     ">= 5s (ceil of the client timeout)",
+     "opsctl harden --tags lifecycle (sets process_control_timeout in [global]), then opsctl reload php-fpm --rolling",
+     "web"),
+    ("fpm-request-terminate", "pool www", "warn", "F3", "request_terminate_timeout = 0 (unlimited)",
+     "between p99 0.3s and the client timeout 5.0s (= nginx read timeout)", "opsctl harden --tags php_fpm", "web"),
+    ("fpm-init-stop", "/etc/init.d/php8.2-fpm", "fail", "F3",
+     "/etc/init.d/php8.2-fpm stop sends QUIT/30/TERM/5/KILL/5 but process_control_timeout = 0s, so the master passes "
+     "SIGTERM to busy workers at once (FAILURE-MODES F3); restart = stop + start",
+     "stop = QUIT/5+ then TERM, and process_control_timeout >= 5s",
+     "opsctl harden --tags lifecycle; restart only through opsctl reload php-fpm --rolling --restart (drains first)",
+     "web"),
+    ("fpm-slowlog", "pool www", "warn", "F5", "request_slowlog_timeout = 0 (unlimited)",
+     "set (e.g. the p99 request time) so a stall leaves a trace", "opsctl harden --tags php_fpm", "web"),
+    ("sysctl-hardened", "net.ipv4.tcp_max_syn_backlog", "warn", "F6", "net.ipv4.tcp_max_syn_backlog = 2048",
+     ">= 4096: 4096 = somaxconn: half-open connections of a burst are not dropped before they reach the accept queue",
+     "opsctl harden --tags sysctl", "web"),
+    ("sysctl-hardened", "net.ipv4.tcp_max_tw_buckets", "warn", "F6", "net.ipv4.tcp_max_tw_buckets = 131072",
+     ">= 262144: 262144 = max(262144, peak 100 qps x 2 sockets x 60 s TIME_WAIT = 12000)",
+     "opsctl harden --tags sysctl", "web"),
+]
+PASSES = ["rotation-in-window", "cron-restart", "disk-free", "swap", "listen-overflows"]
+
+
+def _result(host: str, check: str, item: str, status: str, mode: str, observed: str, expected: str,
+            fix: str) -> Result:
+    return Result(host=host, check=check, title=f"title of {check}", severity=status if status != "pass" else "fail",
+                  status=status, observed=observed, expected=expected, remediation=fix, failure_mode=mode, item=item)
+
+
+def stock_report(down: dict[str, str] | None = None) -> Report:
+    """lb1 and web1..web99 as the stock lab reports them; DOWN: hosts not checked, with their errors."""
+    down = down or {}
+    names = ["lb1"] + WEBS
+    hosts = [HostOutcome(n, f"10.0.0.{i + 10}", "error" if n in down else "ok", down.get(n, "").format(f"10.0.0.{i + 10}"))
+             for i, n in enumerate(names)]
+    results = []
+    for name in names:
+        if name in down:
+            continue
+        role = "lb" if name == "lb1" else "web"
+        results += [_result(name, check, item, status, mode, observed, expected, fix)
+                    for check, item, status, mode, observed, expected, fix, on in STOCK if on in (role, "all")]
+        results += [_result(name, check, "", "pass", "F4", "fine", "fine", "none") for check in PASSES]
+    return Report(hosts=hosts, results=results, fail_on="fail", wall_s=12.5)
+
+
+# --- host names ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("names, text", [
+    ([f"web{i:02d}" for i in range(1, 99)] + ["web100"], "web[01-98], web100"),
+    (WEBS + ["lb2", "lb1"], "lb[1-2], web[1-99]"),
+    (["web10", "db", "web9", "cache-a", "web11", "web9"], "cache-a, db, web[9-11]"),
+    (["web009", "web010", "web011", "web12"], "web[009-011], web12"),        # the padding is kept
+    (["web9", "web010", "web11"], "web9, web010, web11"),                    # and never mixed
+    ([f"rack{r}-web{i:02d}" for r in (1, 2) for i in (1, 2, 3)], "rack1-web[01-03], rack2-web[01-03]"),
+    (["web1.dc1", "web2.dc1", "web3.dc1", "web1.dc2"], "web[1-3].dc1, web1.dc2"),
+    ([f"web{i:02d}.dc{d}" for i in range(1, 41) for d in (1, 2)], "web[01-40].dc1, web[01-40].dc2"),
+    (["web1", "web3", "web5"], "web1, web3, web5"),
+    (["db-primary"], "db-primary"),
+    ([], ""),
+])
+def test_host_names_are_compressed_into_ranges(names, text):
+    assert compress_hosts(names) == text
+
+
+def test_host_names_sort_naturally():
+    assert natural_sorted(["web10", "web9", "lb1", "web1", "web9"]) == ["lb1", "web1", "web9", "web10"]
+
+
+def test_a_name_of_5000_digits_is_a_name_not_a_crash():
+    huge = "web" + "9" * 5000      # int() refuses more than 4300 digits
+    assert compress_hosts([huge, "web1", huge + "1", "web2"]) == f"web[1-2], {huge}, {huge}1"
+
+
+# --- observed values ----------------------------------------------------------------------------
+
+def test_hosts_that_agree_show_their_one_value():
+    assert summarize([Value("net.core.somaxconn = 4096", tuple(WEBS))]) == "net.core.somaxconn = 4096"
+
+
+def test_numbers_that_differ_show_as_a_range():
+    values = [Value(f"net.core.somaxconn = {n}", (f"web{i}", f"web{i + 10}")) for i, n in
+              enumerate((4096, 128, 65535, 1024), start=1)]
+    assert summarize(values) == "net.core.somaxconn = 128..65535"
+    assert numeric_range(["timeouts 60s/60s/60s", "timeouts 60s/60s/30s"]) == "timeouts 60s/60s/30s..60s"
+    assert numeric_range(["php8.2 runs 5 pools", "php8.2 runs 50 pools"]) == "php8.2 runs 5..50 pools"
+    assert numeric_range(["a = 1", "b = 2"]) is None
+
+
+def test_a_few_outliers_are_named_where_they_differ():
+    values = [Value("listen.backlog = -1: 4096 connections can queue", tuple(WEBS[:97])),
+              Value("listen.backlog = -1: 65535 connections can queue", ("web98",)),
+              Value("listen.backlog = -1: 128 connections can queue", ("web7",))]
+    assert summarize(values) == "listen.backlog = -1: 4096 (web98: 65535, web7: 128) connections can queue"
+    words = [Value("listen.backlog = -1 (follows somaxconn)", tuple(WEBS[1:])), Value("listen.backlog = 65535", ("web1",))]
+    assert summarize(words) == "listen.backlog = -1 (follows somaxconn) on 98 hosts; web1: listen.backlog = 65535"
+
+
+def test_many_values_in_words_show_the_usual_one_and_a_count():
+    values = [Value("cron.daily", tuple(WEBS[:50])), Value("systemd timer", tuple(WEBS[50:90])),
+              Value("none", tuple(WEBS[90:]))]
+    assert summarize(values) == "cron.daily on 50 hosts, 2 other values on the rest"
+
+
+# --- groups -------------------------------------------------------------------------------------
+
+def test_the_stock_lab_is_17_groups_errors_then_fails_then_warns():
+    groups = group_report(stock_report())
+    assert len(groups) == len(STOCK) == 17
+    assert [g.status for g in groups] == sorted((g.status for g in groups), key=["error", "fail", "warn"].index)
+    backlog = next(g for g in groups if g.check == "fpm-backlog-littles-law")
+    assert (backlog.hosts, backlog.observed, compress_hosts(backlog.hosts)) == (WEBS, STOCK[7][4], "web[1-99]")
+    clock = next(g for g in groups if g.check == "clock-sync")
+    assert compress_hosts(clock.hosts) == "lb1, web[1-99]"
+    # The same check and item with another expected value (lb1's larger peak) is its own group.
+    syn = [g for g in groups if g.item == "net.ipv4.tcp_max_syn_backlog"]
+    assert sorted(len(g.hosts) for g in syn) == [1, 99]
+    assert len(group_report(stock_report(), passes=True)) == 17 + len(PASSES)
+
+
+def test_hosts_not_checked_are_grouped_by_their_error_without_their_address():
+    report = stock_report(down={"web3": "unreachable: no answer from root@{}:22 within 5s",
+                                "web4": "unreachable: no answer from root@{}:22 within 5s",
+                                "web5": "unreachable: no answer from root@{}:22 within 5s",
+                                "web60": "host key mismatch: {} offered a ssh-ed25519 key that differs"})
+    errors = [g for g in group_report(report) if g.status == "error"]
+    assert [(g.observed, compress_hosts(g.hosts)) for g in errors] == [
+        ("unreachable: no answer from root@<address>:22 within 5s", "web[3-5]"),
+        ("host key mismatch: <address> offered a ssh-ed25519 key that differs", "web60")]
+    assert group_report(report)[0].status == "error"
+    # 10.0.0.1 is not taken out of 10.0.0.10
+    assert host_error(HostOutcome("h", "10.0.0.1", "error", "no route to 10.0.0.10 from 10.0.0.1")) == \
+        "no route to 10.0.0.10 from <address>"
