@@ -1,15 +1,25 @@
-"""`opsctl check` for a fleet (#14): the same finding on many hosts is one group, and host
-names are ranges."""
+"""`opsctl check` for a fleet (#14): the same finding on many hosts is one group, host names are
+ranges, and the table of 100 hosts fits a terminal (at most 60 lines at 80 and 200 columns)."""
 
 from __future__ import annotations
 
+import io
+import re
+from dataclasses import replace
+
 import pytest
+from rich.console import Console
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import Result
 
+from opsctl.checks import output
+from opsctl.checks.grouped_view import budget, group_rows, plain_line
 from opsctl.checks.grouping import (Value, compress_hosts, group_report, host_error, natural_sorted, numeric_range,
                                     summarize)
 from opsctl.checks.run import HostOutcome, Report
+
+from tests.unit.test_sec_input import _inventory, _one_line_error
+from tests.conftest import opsctl
 
 WEBS = [f"web{i}" for i in range(1, 100)]
 # The stock lab's findings (opsctl lab up --web 99, then opsctl check): check, item, status, failure
@@ -103,6 +113,18 @@ def stock_report(down: dict[str, str] | None = None) -> Report:
     return Report(hosts=hosts, results=results, fail_on="fail", wall_s=12.5)
 
 
+def _render(report: Report, width: int, **kwargs) -> str:
+    console = Console(file=io.StringIO(), width=width, record=True, force_terminal=True)
+    output.print_table(console, report, **kwargs)
+    return console.export_text()
+
+
+def _plain(report: Report, **kwargs) -> list[str]:
+    buffer = io.StringIO()
+    output.print_table(Console(file=buffer, width=80), report, **kwargs)
+    return buffer.getvalue().splitlines()
+
+
 # --- host names ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("names, text", [
@@ -190,3 +212,114 @@ def test_hosts_not_checked_are_grouped_by_their_error_without_their_address():
     # 10.0.0.1 is not taken out of 10.0.0.10
     assert host_error(HostOutcome("h", "10.0.0.1", "error", "no route to 10.0.0.10 from 10.0.0.1")) == \
         "no route to 10.0.0.10 from <address>"
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+def _varied() -> Report:
+    """The stock lab with what a real fleet adds: hosts down, odd values on a few, many on others."""
+    report = stock_report(down={"web50": "unreachable: no answer from root@{}:22 within 5s",
+                                "web51": "unreachable: no answer from root@{}:22 within 5s",
+                                "web90": "authentication failed for root@{}:22 with key /root/.ssh/id_ed25519"})
+    results = []
+    for i, r in enumerate(report.results):
+        if r.check == "fpm-backlog-littles-law" and r.host == "web7":
+            r = replace(r, observed=r.observed.replace("4096", "65535"))
+        if r.item == "net.ipv4.tcp_max_syn_backlog" and r.host != "lb1":
+            r = replace(r, observed=f"net.ipv4.tcp_max_syn_backlog = {128 * (i % 9 + 1)}")
+        results.append(r)
+    return replace(report, results=results)
+
+
+@pytest.mark.parametrize("report", [stock_report(), _varied()], ids=["stock", "varied"])
+@pytest.mark.parametrize("width", [80, 200])
+def test_100_hosts_fit_in_60_lines(report, width):
+    text = _render(report, width)
+    lines = text.splitlines()
+    assert len(lines) <= 60, text
+    assert all(len(line) <= width for line in lines)
+    assert lines[-1].startswith("NOT READY: 100 hosts") or "NOT READY: 100 hosts" in lines[-2]
+    for check in {s[0] for s in STOCK}:
+        assert check in text
+    assert "web[1-99]" in text or "web[1-49]" in text
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_no_cell_wraps_into_more_than_three_lines(width):
+    b = budget(width)
+    for group in group_report(_varied()):
+        console = Console(file=io.StringIO(), width=width, record=True, force_terminal=True)
+        console.print(group_rows(b, group))
+        rendered = console.export_text().splitlines()
+        assert len(rendered) <= 3, rendered
+
+
+def test_a_long_value_is_cut_with_an_ellipsis_not_wrapped_into_a_tower():
+    report = stock_report()
+    report.results.append(_result("web1", "custom", "", "fail", "F1", "x " * 500, "y " * 300, "z " * 300))
+    text = _render(report, 80)
+    custom = [line for line in text.splitlines() if "custom" in line]
+    block = text.splitlines()[text.splitlines().index(custom[0]):][:3]
+    assert any("…" in line for line in block)
+    assert len(text.splitlines()) <= 63
+
+
+def test_the_verdict_stays_last_and_unchanged():
+    report = _varied()
+    summary = output._summary(report)
+    assert summary.startswith("NOT READY: 100 hosts (3 unreachable or failed)")
+    assert _plain(report)[-1] == summary
+    assert " ".join(_render(report, 200).splitlines()[-1].split()) == summary
+
+
+def test_piped_output_is_one_plain_line_per_group():
+    lines = _plain(_varied())
+    groups = group_report(_varied())
+    assert len(lines) == len(groups) + 1
+    assert lines[:-1] == [plain_line(g) for g in groups]
+    assert not any(ch in "\n".join(lines) for ch in "│┃━─┏")
+    assert lines[0] == "ERROR host not checked  2 hosts web[50-51]  unreachable: no answer from root@<address>:22 within 5s"
+    backlog = next(line for line in lines if "fpm-backlog" in line)
+    assert backlog.startswith("FAIL fpm-backlog-littles-law [pool www]  96 hosts web[1-49], web[52-89], web[91-99]  "
+                              "observed listen.backlog = -1 (follows somaxconn): 4096 (web7: 65535) connections can "
+                              "queue; at 100.0 qps that is 41.0s of waiting")
+    assert "  expected <= 470 = 100.0 qps x 4.7s" in backlog and "  fix: opsctl harden --tags php_fpm" in backlog
+    assert any("net.ipv4.tcp_max_syn_backlog = 128..1152" in line for line in lines)
+
+
+def test_hosts_shows_those_hosts_results_and_the_whole_fleets_verdict():
+    report = _varied()
+    lines = _plain(report, hosts="web7")
+    assert lines[-1] == output._summary(report)
+    assert {line.split()[1] for line in lines[:-1]} == {"web7"}
+    assert len(lines) - 1 == len([r for r in report.results if r.host == "web7" and r.status != "pass"])
+    tens = _plain(report, hosts="web1*")
+    assert {line.split()[1] for line in tens[:-1]} == {"web1"} | {f"web{i}" for i in range(10, 20)}
+    down = _plain(report, hosts="web5?")
+    assert any(line.startswith("ERROR web50 (10.0.0.60)") for line in down)
+    table = _render(report, 80, hosts="web7")
+    assert "findings on web7" in table and "web8" not in table
+    assert "findings on web[7]" in _render(report, 120, hosts="web[7]")     # a pattern is text, not markup
+    assert _plain(report, hosts="web[/]") == [output._summary(report)]
+
+
+def test_verbose_adds_passes_and_every_hosts_results():
+    report = stock_report()
+    lines = _plain(report, verbose=1)
+    groups = group_report(report, passes=True)
+    assert lines[:len(groups)] == [plain_line(g) for g in groups]
+    assert any(line.startswith("PASS disk-free  100 hosts lb1, web[1-99]") for line in lines)
+    assert len(lines) == len(groups) + len(report.results) + 1
+
+
+def test_hosts_that_names_no_host_is_refused_before_anything_connects(tmp_path):
+    _one_line_error(opsctl("check", "-i", str(_inventory(tmp_path)), "--hosts", "web7*"),
+                    "--hosts 'web7*': no host of the inventory matches (its hosts: lb1, web1)")
+
+
+def test_long_items_and_hostile_names_stay_on_their_lines():
+    report = stock_report()
+    report.results.append(_result("web1", "c", "item\nwith a newline", "fail", "F1", "a\nb", "e", "f"))
+    line = next(line for line in _plain(report) if line.startswith("FAIL c "))
+    assert "item with a newline" in line and "observed a b" in line
+    assert re.search(r"^FAIL c \[item with a newline\]  1 host web1  observed a b  expected e  fix: f$", line)
