@@ -14,11 +14,12 @@ from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import R
 
 from opsctl.checks import grouped_view
 from opsctl.checks.grouped_view import one_line
-from opsctl.checks.grouping import ORDER, group_report, natural_key
+from opsctl.checks.grouping import ORDER, compress_hosts, group_report, natural_key
 from opsctl.checks.run import Report
 from opsctl.safetext import plain, visible, xml_text
 
 STYLE = grouped_view.STYLE
+GROUPED_SUITE = "opsctl check: findings grouped across hosts"   # no inventory host is named so
 
 
 def _not_passed(report: Report) -> list[Result]:
@@ -108,6 +109,7 @@ def _detail_line(r: Result) -> str:
 def junit(report: Report) -> str:
     """One testsuite per host; one testcase per check (and item); unreachable hosts as errors."""
     suites = ET.Element("testsuites", name="opsctl check", time=f"{report.wall_s:.2f}")
+    _junit_groups(suites, report)
     by_host: dict[str, list[Result]] = {}
     for r in report.results:
         by_host.setdefault(r.host, []).append(r)
@@ -132,13 +134,34 @@ def junit(report: Report) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
 
 
+def _junit_groups(suites: ET.Element, report: Report) -> None:
+    """The grouped summary first, as the output of a suite with no test cases of its own: CI shows
+    it, and counts each failure once, on its host."""
+    groups = group_report(report)
+    if groups:
+        summary = ET.SubElement(suites, "testsuite", name=GROUPED_SUITE, tests="0", failures="0", errors="0", time="0")
+        ET.SubElement(summary, "system-out").text = xml_text("\n".join(grouped_view.plain_line(g) for g in groups))
+
+
 def _cell(text: str) -> str:
     """A Markdown table cell: one line, no column breaks, no HTML a ticket system would render."""
     return visible(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
 
 
+def _markdown_groups(report: Report) -> list[str]:
+    groups = group_report(report)
+    if not groups:
+        return []
+    lines = ["## Findings grouped across hosts", "", "| status | check | hosts | observed | expected | remediation |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {g.status} | {_cell(g.check + (' ' + g.item if g.item else '') if g.check else g.title)} | "
+              f"{len(g.hosts)}: {_cell(compress_hosts(g.hosts))} | {_cell(g.observed)} | {_cell(g.expected)} | "
+              f"{_cell(g.remediation)} |" for g in groups]
+    return lines + [""]
+
+
 def markdown(report: Report) -> str:
-    lines = [f"# opsctl check: {report.verdict}", "", _summary(report), ""]
+    lines = [f"# opsctl check: {report.verdict}", "", _summary(report), ""] + _markdown_groups(report)
     errors = [h for h in report.hosts if h.status == "error"]
     if errors:
         lines += ["## Hosts not checked", "", "| host | address | error |", "|---|---|---|"]

@@ -4,7 +4,9 @@ ranges, and the table of 100 hosts fits a terminal (at most 60 lines at 80 and 2
 from __future__ import annotations
 
 import io
+import json
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import replace
 
 import pytest
@@ -16,7 +18,7 @@ from opsctl.checks import output
 from opsctl.checks.grouped_view import budget, group_rows, plain_line
 from opsctl.checks.grouping import (Value, compress_hosts, group_report, host_error, natural_sorted, numeric_range,
                                     summarize)
-from opsctl.checks.run import HostOutcome, Report
+from opsctl.checks.run import HostOutcome, Report, report_json
 
 from tests.unit.test_sec_input import _inventory, _one_line_error
 from tests.conftest import opsctl
@@ -310,6 +312,41 @@ def test_verbose_adds_passes_and_every_hosts_results():
     assert lines[:len(groups)] == [plain_line(g) for g in groups]
     assert any(line.startswith("PASS disk-free  100 hosts lb1, web[1-99]") for line in lines)
     assert len(lines) == len(groups) + len(report.results) + 1
+
+
+# --- JSON, Markdown, JUnit ----------------------------------------------------------------------
+
+def test_json_keeps_each_hosts_results_and_adds_the_groups():
+    report = _varied()
+    data = json.loads(json.dumps(report_json(report)))
+    assert data["version"] == 2 and len(data["results"]) == len(report.results)
+    assert len(data["groups"]) == len(group_report(report, passes=True))
+    backlog = next(g for g in data["groups"] if g["check"] == "fpm-backlog-littles-law")
+    assert backlog["host_count"] == 96 and backlog["hosts_compact"] == "web[1-49], web[52-89], web[91-99]"
+    assert backlog["values"][1] == {"observed": STOCK[7][4].replace("4096", "65535"), "hosts": ["web7"]}
+    assert "(web7: 65535)" in backlog["observed"] and backlog["kind"] == "check" and backlog["severity"] == "fail"
+    down = data["groups"][0]
+    assert (down["kind"], down["status"], down["hosts"]) == ("host", "error", ["web50", "web51"])
+
+
+def test_markdown_starts_with_the_groups_and_keeps_each_hosts_rows():
+    report = _varied()
+    text = output.markdown(report)
+    assert text.index("## Findings grouped across hosts") < text.index("## Hosts not checked") < text.index("## Findings\n")
+    grouped = text.split("## Findings grouped across hosts")[1].split("## Hosts not checked")[0]
+    assert len([line for line in grouped.splitlines() if line.startswith("| ") and "---" not in line]) == \
+        len(group_report(report)) + 1
+    assert "| fail | fpm-backlog-littles-law pool www | 96: web[1-49], web[52-89], web[91-99] |" in grouped
+    assert "| fail | web7 | fpm-backlog-littles-law pool www | F1 |" in text
+
+
+def test_junit_keeps_one_suite_per_host_and_prints_the_groups_first():
+    report = _varied()
+    root = ET.fromstring(output.junit(report))
+    suites = root.findall("testsuite")
+    assert suites[0].get("name") == output.GROUPED_SUITE and suites[0].get("tests") == "0"
+    assert suites[0].find("system-out").text.splitlines() == [plain_line(g) for g in group_report(report)]
+    assert [s.get("name") for s in suites[1:]] == ["lb1"] + WEBS
 
 
 def test_hosts_that_names_no_host_is_refused_before_anything_connects(tmp_path):
