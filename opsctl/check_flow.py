@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import click
 from rich.console import Console
 
-from opsctl.errors import EXIT_FAILED, EXIT_OK
+from opsctl.errors import EXIT_FAILED, EXIT_OK, OpsctlError
 from opsctl.vault import VaultOptions, resolve
 
 
@@ -24,6 +24,7 @@ class CheckOptions:
     fail_on: str
     catalogs: tuple[str, ...]
     vault: VaultOptions
+    hosts: str | None = None     # --hosts PATTERN: whose own results the table shows
 
 
 def run_checks(opts: CheckOptions) -> int:
@@ -44,6 +45,7 @@ def run_checks(opts: CheckOptions) -> int:
         pending.cancel()   # bad input: stop the load cleanly before the error is printed
         raise
     inv = pending()
+    _refuse_unknown_hosts(opts.hosts, [h.name for h in inv.hosts])
     err = Console(stderr=True)
     seen: list = []
     with err.status(output.progress_line(0, len(inv.hosts), 0, "")) as status:
@@ -52,11 +54,22 @@ def run_checks(opts: CheckOptions) -> int:
             status.update(output.progress_line(len(seen), len(inv.hosts),
                                                sum(o.status == "error" for o in seen), outcome.name))
         report = run_check(inv, engine, override, fail_on=opts.fail_on, on_host=answered)
-    _print_report(report, opts.fmt, opts.verbose)
+    _print_report(report, opts.fmt, opts.verbose, opts.hosts)
     return EXIT_OK if report.ready else EXIT_FAILED
 
 
-def _print_report(report, fmt: str, verbose: int) -> None:
+def _refuse_unknown_hosts(pattern: str | None, names: list[str]) -> None:
+    """--hosts that names no host is a typo: say so before anything connects."""
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, cut
+    from opsctl.checks.grouping import compress_hosts
+    from opsctl.checks.output import matches
+
+    if pattern is not None and not any(matches(name, pattern) for name in names):
+        raise OpsctlError(f"--hosts {clip(pattern)}: no host of the inventory matches "
+                          f"(its hosts: {cut(compress_hosts(names), 200) or 'none'})")
+
+
+def _print_report(report, fmt: str, verbose: int, hosts: str | None) -> None:
     from opsctl.checks import output
     from opsctl.checks.run import dumps
 
@@ -67,4 +80,4 @@ def _print_report(report, fmt: str, verbose: int) -> None:
     elif fmt == "markdown":
         click.echo(output.markdown(report), nl=False)
     else:
-        output.print_table(Console(), report, verbose)
+        output.print_table(Console(), report, verbose, hosts)

@@ -152,9 +152,12 @@ def harden(inventory: str, limit: str | None, verbose: int, dry_run: bool, diff:
 @click.option("--fail-on", type=click.Choice(["warn", "fail"]), default="fail", show_default=True,
               help="Lowest severity that makes the exit code 1.")
 @click.option("--catalog", multiple=True, metavar="FILE", help="An extra check catalog (YAML).")
+@click.option("--hosts", "hosts", metavar="PATTERN",
+              help="The table shows these hosts' own results in full instead of the fleet's grouped findings: "
+                   "a glob on host names (web7, 'web1*'). Every host is still checked and in the verdict.")
 @handle_errors
 def check(inventory: str, limit: str | None, verbose: int, event: str | None, duration: str | None,
-          fmt: str, fail_on: str, catalog: tuple[str, ...], vault: VaultOptions) -> None:
+          fmt: str, fail_on: str, catalog: tuple[str, ...], hosts: str | None, vault: VaultOptions) -> None:
     """Pre-event readiness checks over SSH: fast, parallel, with numbers and remediation.
 
     Every host runs one read-only probe (roles/opsctl_preflight/files/probe.sh in the collection) over one SSH connection, in
@@ -162,13 +165,17 @@ def check(inventory: str, limit: str | None, verbose: int, event: str | None, du
     --catalog files) against each host's event profile, the window under check and the
     capacity model. Unreachable hosts, bad host keys and auth failures are per-host errors.
 
+    The table groups the same finding across hosts (web[01-98], web100) and fits the terminal;
+    piped, it is one plain line per group. -v adds passes and every host's own results;
+    --hosts PATTERN shows those hosts' results in full.
+
     Exit codes: 0 ready, 1 findings at or above --fail-on (or hosts not checked), 2 could not run.
     """
     from opsctl.check_flow import CheckOptions, run_checks
 
     sys.exit(run_checks(CheckOptions(inventory=inventory, limit=limit, verbose=verbose, event=event,
                                      duration=duration, fmt=fmt, fail_on=fail_on, catalogs=catalog,
-                                     vault=vault)))
+                                     hosts=hosts, vault=vault)))
 
 
 @cli.command()

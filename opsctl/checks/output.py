@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import xml.etree.ElementTree as ET
 from collections import Counter
 
@@ -11,16 +12,19 @@ from rich.text import Text
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import Result
 
+from opsctl.checks import grouped_view
+from opsctl.checks.grouped_view import one_line
+from opsctl.checks.grouping import ORDER, compress_hosts, group_report, natural_key
 from opsctl.checks.run import Report
 from opsctl.safetext import plain, visible, xml_text
 
-STYLE = {"fail": "bold red", "warn": "yellow", "error": "magenta", "pass": "green"}
-ORDER = {"error": 0, "fail": 1, "warn": 2, "pass": 3}
+STYLE = grouped_view.STYLE
+GROUPED_SUITE = "opsctl check: findings grouped across hosts"   # no inventory host is named so
 
 
 def _not_passed(report: Report) -> list[Result]:
     return sorted((r for r in report.results if r.status != "pass"),
-                  key=lambda r: (ORDER[r.status], r.host, r.failure_mode, r.check))
+                  key=lambda r: (ORDER[r.status], natural_key(r.host), r.failure_mode, r.check))
 
 
 def _summary(report: Report) -> str:
@@ -31,8 +35,45 @@ def _summary(report: Report) -> str:
             f"in {report.wall_s:.1f}s (--fail-on {report.fail_on})")
 
 
-def print_table(console: Console, report: Report, verbose: int = 0) -> None:
-    errors = [h for h in report.hosts if h.status == "error"]
+def print_table(console: Console, report: Report, verbose: int = 0, hosts: str | None = None) -> None:
+    """The fleet's findings grouped across hosts (passes too with -v); with -v or --hosts PATTERN,
+    each host's results as well (PATTERN's hosts only, instead of the groups). The verdict is
+    the last line, and always the whole fleet's."""
+    if hosts is None:
+        _print_groups(console, report, passes=verbose > 0)
+    if verbose or hosts is not None:
+        _print_details(console, report, verbose, hosts)
+    style = "bold green" if report.ready else "bold red"
+    console.print(Text(_summary(report), style=style), soft_wrap=not console.is_terminal)
+
+
+def _print_groups(console: Console, report: Report, passes: bool) -> None:
+    groups = group_report(report, passes)
+    if not groups:
+        return
+    if console.is_terminal:
+        grouped_view.print_groups(console, groups, len(report.hosts))
+    else:
+        for group in groups:
+            console.print(Text(grouped_view.plain_line(group)), soft_wrap=True)
+
+
+def matches(name: str, pattern: str | None) -> bool:
+    """Whether --hosts PATTERN (a shell glob: web7, web1*) names host NAME; no pattern names all."""
+    return pattern is None or fnmatch.fnmatchcase(name, pattern)
+
+
+def _print_details(console: Console, report: Report, verbose: int, pattern: str | None) -> None:
+    """Each host's own results, as they came: the whole text of every finding (of every result with -v)."""
+    errors = [h for h in report.hosts if h.status == "error" and matches(h.name, pattern)]
+    rows = [r for r in (report.results if verbose else _not_passed(report)) if matches(r.host, pattern)]
+    rows = sorted(rows, key=lambda r: (ORDER[r.status], natural_key(r.host), r.failure_mode, r.check))
+    if not console.is_terminal:
+        for h in errors:
+            console.print(Text(f"ERROR {one_line(h.name)} ({one_line(h.address)})  {one_line(h.error)}"), soft_wrap=True)
+        for r in rows:
+            console.print(Text(_detail_line(r)), soft_wrap=True)
+        return
     if errors:
         table = Table(title="hosts not checked", title_justify="left", show_lines=False)
         for col in ("host", "address", "error"):
@@ -40,26 +81,35 @@ def print_table(console: Console, report: Report, verbose: int = 0) -> None:
         for h in errors:
             table.add_row(plain(h.name), plain(h.address), Text(visible(h.error), style="magenta"))
         console.print(table)
-    rows = report.results if verbose else _not_passed(report)
-    rows = sorted(rows, key=lambda r: (ORDER[r.status], r.host, r.failure_mode, r.check))
     if rows:
-        table = Table(title="findings" if not verbose else "all results", title_justify="left", show_lines=True)
-        for col, width in (("status", 6), ("host", 8), ("check", 22), ("observed", 46), ("expected", 34),
-                           ("remediation", 36)):
-            table.add_column(col, overflow="fold", min_width=min(width, 10), ratio=width)
-        for r in rows:
-            check = Text.assemble(visible(r.check), "\n",
-                                  (f"{r.failure_mode}{' ' + visible(r.item) if r.item else ''}", "dim"))
-            table.add_row(Text(r.status, style=STYLE[r.status]), plain(r.host), check, plain(r.observed),
-                          plain(r.expected), plain(r.remediation))
-        console.print(table)
-    style = "bold green" if report.ready else "bold red"
-    console.print(Text(_summary(report), style=style))
+        title = ("all results" if verbose else "findings") + (f" on {visible(pattern)}" if pattern else "")
+        console.print(_results_table(Text(title), rows))
+
+
+def _results_table(title: Text, rows: list[Result]) -> Table:
+    table = Table(title=title, title_justify="left", show_lines=True)
+    for col, width in (("status", 6), ("host", 8), ("check", 22), ("observed", 46), ("expected", 34),
+                       ("remediation", 36)):
+        table.add_column(col, overflow="fold", min_width=min(width, 10), ratio=width)
+    for r in rows:
+        check = Text.assemble(visible(r.check), "\n",
+                              (f"{r.failure_mode}{' ' + visible(r.item) if r.item else ''}", "dim"))
+        table.add_row(Text(r.status, style=STYLE[r.status]), plain(r.host), check, plain(r.observed),
+                      plain(r.expected), plain(r.remediation))
+    return table
+
+
+def _detail_line(r: Result) -> str:
+    """One host's result as one line for files and pipes."""
+    item = f" [{one_line(r.item)}]" if r.item else ""
+    return (f"{r.status.upper()} {one_line(r.host)} {one_line(r.check)}{item}  observed {one_line(r.observed)}  "
+            f"expected {one_line(r.expected)}  fix: {one_line(r.remediation)}")
 
 
 def junit(report: Report) -> str:
     """One testsuite per host; one testcase per check (and item); unreachable hosts as errors."""
     suites = ET.Element("testsuites", name="opsctl check", time=f"{report.wall_s:.2f}")
+    _junit_groups(suites, report)
     by_host: dict[str, list[Result]] = {}
     for r in report.results:
         by_host.setdefault(r.host, []).append(r)
@@ -84,13 +134,34 @@ def junit(report: Report) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
 
 
+def _junit_groups(suites: ET.Element, report: Report) -> None:
+    """The grouped summary first, as the output of a suite with no test cases of its own: CI shows
+    it, and counts each failure once, on its host."""
+    groups = group_report(report)
+    if groups:
+        summary = ET.SubElement(suites, "testsuite", name=GROUPED_SUITE, tests="0", failures="0", errors="0", time="0")
+        ET.SubElement(summary, "system-out").text = xml_text("\n".join(grouped_view.plain_line(g) for g in groups))
+
+
 def _cell(text: str) -> str:
     """A Markdown table cell: one line, no column breaks, no HTML a ticket system would render."""
     return visible(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
 
 
+def _markdown_groups(report: Report) -> list[str]:
+    groups = group_report(report)
+    if not groups:
+        return []
+    lines = ["## Findings grouped across hosts", "", "| status | check | hosts | observed | expected | remediation |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {g.status} | {_cell(g.check + (' ' + g.item if g.item else '') if g.check else g.title)} | "
+              f"{len(g.hosts)}: {_cell(compress_hosts(g.hosts))} | {_cell(g.observed)} | {_cell(g.expected)} | "
+              f"{_cell(g.remediation)} |" for g in groups]
+    return lines + [""]
+
+
 def markdown(report: Report) -> str:
-    lines = [f"# opsctl check: {report.verdict}", "", _summary(report), ""]
+    lines = [f"# opsctl check: {report.verdict}", "", _summary(report), ""] + _markdown_groups(report)
     errors = [h for h in report.hosts if h.status == "error"]
     if errors:
         lines += ["## Hosts not checked", "", "| host | address | error |", "|---|---|---|"]

@@ -13,6 +13,7 @@ from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import C
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_duration, parse_positive_duration
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import capacity_facts, parse
 
+from opsctl.checks.grouping import Group, compress_hosts, group_report
 from opsctl.errors import OpsctlError
 from opsctl.inventory import Host, Inventory
 from opsctl.paths import roles_dir
@@ -21,7 +22,7 @@ from opsctl.profile import DEFAULT_PREPARE, EventProfile
 from opsctl.safetext import visible
 from opsctl.sshexec import ExecResult, Timeouts, run_many, targets_for
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2      # 2: groups, the findings grouped across hosts (README.md, opsctl check)
 SEVERITY_RANK = {"pass": 0, "warn": 1, "fail": 2}
 DEFAULT_DURATION = timedelta(hours=2)   # --event without --duration, and no profile window
 
@@ -214,8 +215,19 @@ def _shown(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: visible(value) if isinstance(value, str) else value for key, value in fields.items()}
 
 
+def _group_json(group: Group) -> dict[str, Any]:
+    hosts = group.hosts
+    return dict(_shown({"kind": group.kind, "status": group.status, "check": group.check, "item": group.item,
+                        "title": group.title, "severity": group.severity, "failure_mode": group.failure_mode,
+                        "host_count": len(hosts), "hosts_compact": compress_hosts(hosts),
+                        "observed": group.observed, "expected": group.expected,
+                        "remediation": group.remediation}),
+                hosts=[visible(h) for h in hosts],
+                values=[{"observed": visible(v.observed), "hosts": [visible(h) for h in v.hosts]} for v in group.values])
+
+
 def report_json(report: Report) -> dict[str, Any]:
-    """The stable --format json schema (version 1)."""
+    """The stable --format json schema (version 2: version 1 and groups)."""
     return {
         "version": SCHEMA_VERSION,
         "verdict": report.verdict,
@@ -227,6 +239,7 @@ def report_json(report: Report) -> dict[str, Any]:
                             "severity": r.severity, "status": r.status, "observed": r.observed,
                             "expected": r.expected, "remediation": r.remediation,
                             "failure_mode": r.failure_mode}) for r in report.results],
+        "groups": [_group_json(g) for g in group_report(report, passes=True)],
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import subprocess
@@ -45,7 +46,7 @@ def stock(lab):
 
 def test_stock_lab_is_not_ready_with_numbers(stock, lab):
     rc, report = stock
-    assert rc == 1 and report["version"] == 1 and report["verdict"] == "not ready"
+    assert rc == 1 and report["version"] == 2 and report["verdict"] == "not ready"
     assert {h["host"]: h["status"] for h in report["hosts"]} == {h.name: "ok" for h in lab.hosts}
     webs = {h.name for h in lab.hosts if h.role == "web"}
     # php-fpm 8.2's listen.backlog = -1 follows somaxconn (4096): far longer than 100 qps x 4.7 s.
@@ -70,6 +71,40 @@ def test_stock_lab_is_not_ready_with_numbers(stock, lab):
             assert r["observed"] and r["expected"] and r["remediation"], r
     # The stock rotation (cron.daily 06:25 UTC) is clear of the 00:00 Asia/Shanghai window.
     assert set(by_host(report, "rotation-in-window", "pass")) == {h.name for h in lab.hosts}
+
+
+def _group_key(finding: dict) -> tuple:
+    return tuple(finding[k] for k in ("check", "item", "status", "expected", "remediation"))
+
+
+def test_the_table_groups_findings_across_hosts(stock, lab):
+    """Before any fault is planted: each finding of the stock lab is one line for all its hosts."""
+    _, report = stock
+    # The JSON's groups hold exactly the hosts of the per-host results they group.
+    for group in report["groups"]:
+        hosts = [r["host"] for r in report["results"] if _group_key(r) == _group_key(group)]
+        assert sorted(hosts) == sorted(group["hosts"]) and group["host_count"] == len(hosts), group
+    proc = opsctl("check", "--inventory", lab.name, timeout=180)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()     # piped: plain lines, one per group, the verdict last
+    assert lines[-1].startswith("NOT READY: 3 hosts (0 unreachable or failed)")
+    assert len(lines) == len([g for g in report["groups"] if g["status"] != "pass"]) + 1, proc.stdout
+    assert not any(box in proc.stdout for box in "│┃━")
+    backlog = next(line for line in lines if line.startswith("FAIL fpm-backlog-littles-law [pool www]  "))
+    assert "  2 hosts web[1-2]  observed listen.backlog = -1 (follows somaxconn): 4096" in backlog, backlog
+    assert "  expected <= 470" in backlog and "  fix: opsctl harden --tags php_fpm" in backlog
+    assert any(line.startswith("WARN clock-sync  3 hosts lb1, web[1-2]  ") for line in lines), lines
+    # On an 80-column terminal: the table, no line wider than the terminal.
+    term = opsctl("check", "--inventory", lab.name, env={"TTY_COMPATIBLE": "1", "COLUMNS": "80"}, timeout=180)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", term.stdout).splitlines()
+    assert all(len(line) <= 80 for line in shown) and len(shown) <= 60, term.stdout
+    assert any(line.startswith("FAIL   fpm-backlog-littles-law") and "2 web[1-2]" in line for line in shown), shown
+    # --hosts: that host's own results in full; the verdict still the fleet's.
+    one = opsctl("check", "--inventory", lab.name, "--hosts", "web2", timeout=180)
+    assert one.returncode == 1 and one.stdout.splitlines()[-1].startswith("NOT READY: 3 hosts")
+    assert {line.split()[1] for line in one.stdout.splitlines()[:-1]} == {"web2"}
+    assert len(one.stdout.splitlines()) - 1 == len([r for r in report["results"]
+                                                    if r["host"] == "web2" and r["status"] != "pass"])
 
 
 def _plant(lab, web1):
@@ -162,12 +197,17 @@ def test_unreachable_host_and_changed_host_key_are_errors(lab, tmp_path: Path):
     assert status["web2"]["status"] == "error" and status["web2"]["error"].startswith("host key mismatch")
     assert status["web1"]["status"] == status["lb1"]["status"] == "ok"
     assert {r["host"] for r in report["results"]} == {"web1", "lb1"}
+    # Grouped by error, each without its host's address.
+    down = {g["hosts_compact"]: g["observed"] for g in report["groups"] if g["kind"] == "host"}
+    assert set(down) == {"ghost", "web2"} and down["ghost"].startswith("unreachable") and ghost not in down["ghost"]
+    assert down["web2"].startswith("host key mismatch") and "<address>" in down["web2"]
 
 
 def test_junit_and_markdown(lab):
     proc = opsctl("check", "--inventory", lab.name, "--limit", "web1", "--format", "junit", timeout=120)
     assert proc.returncode == 1
     suites = ET.fromstring(proc.stdout.split("?>", 1)[1])
+    assert suites[0].get("tests") == "0" and "FAIL fpm-process-control-timeout" in suites[0].find("system-out").text
     cases = suites.findall("./testsuite[@name='web1']/testcase")
     assert len(cases) > 20, proc.stdout[:2000]
     failed = [c.get("name") for c in cases if c.find("failure") is not None]
@@ -175,6 +215,8 @@ def test_junit_and_markdown(lab):
     assert "fpm-process-control-timeout [php-fpm 8.2 /etc/php/8.2/fpm/php-fpm.conf]" in failed
     proc = opsctl("check", "--inventory", lab.name, "--limit", "web1", "--format", "markdown", timeout=120)
     assert proc.returncode == 1 and "| fail | web1 | fpm-process-control-timeout php-fpm 8.2 /etc/php/8.2/fpm/php-fpm.conf |" in proc.stdout
+    assert proc.stdout.index("## Findings grouped across hosts") < proc.stdout.index("## Findings\n")
+    assert "| fail | fpm-process-control-timeout php-fpm 8.2 /etc/php/8.2/fpm/php-fpm.conf | 1: web1 |" in proc.stdout
 
 
 def test_user_catalog_and_fail_on(lab, tmp_path: Path):
