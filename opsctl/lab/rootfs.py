@@ -79,7 +79,11 @@ def _fresh_root_home(home: Path) -> None:
 def _sshd_config(host: LabHost) -> str:
     """The lab's sshd_config; behind a bastion, sshd listens on the management network only."""
     text = (ASSETS / "sshd_config").read_text()
-    return text.replace("ListenAddress 0.0.0.0", f"ListenAddress {host.ssh_address}") if host.ssh_address else text
+    if not host.ssh_address:
+        return text
+    # ops logs in with a password (ansible_password), as some fleets still do; no one else may.
+    return (text.replace("ListenAddress 0.0.0.0", f"ListenAddress {host.ssh_address}")
+            + f"Match User {OPS[0]}\n    PasswordAuthentication yes\n")
 
 
 def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: str, password: str = "") -> None:
@@ -107,7 +111,8 @@ def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: st
     if host.role == "bastion":
         return
     if spec.bastion and host.name == "web1":
-        add_sudo_user(upper, controller_pubkey, password)
+        add_sudo_user(upper, DEPLOY, password, controller_pubkey)
+        add_sudo_user(upper, OPS, password)
     if source:
         source_layout(upper, php)
     elif rhel:
@@ -197,14 +202,16 @@ def _add_users(upper: Path, users: dict[str, tuple[int, int]], home: str = "/non
     _write(upper / "etc/group", group)
 
 
-# The non-root user of a lab with a bastion: logs in by key, becomes root with sudo and a password.
+# The non-root users of a lab with a bastion, on web1: deploy logs in by key, ops by password
+# (sshd allows passwords for ops alone); both become root with sudo and the lab's password.
 DEPLOY = ("deploy", 2000)
+OPS = ("ops", 2001)
 
 
-def add_sudo_user(upper: Path, controller_pubkey: str, password: str) -> None:
-    """DEPLOY inside the host: a home with the controller's key, a password only sudo asks for
-    (sshd takes keys only), and a sudoers rule that asks for it."""
-    name, uid = DEPLOY
+def add_sudo_user(upper: Path, user: tuple[str, int], password: str, controller_pubkey: str = "") -> None:
+    """USER inside the host: a home (with the controller's key when given), the password, and a
+    sudoers rule that asks for it."""
+    name, uid = user
     _add_users(upper, {name: (uid, uid)}, home="/home/{name}", shell="/bin/bash")
     hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True,
                             text=True, check=True).stdout.strip()
@@ -214,8 +221,10 @@ def add_sudo_user(upper: Path, controller_pubkey: str, password: str) -> None:
     _write(upper / "etc/shadow", shadow, 0o640)
     os.chown(upper / "etc/shadow", 0, grp.getgrnam("shadow").gr_gid)
     home = upper / "home" / name
-    _write(home / ".ssh/authorized_keys", controller_pubkey.strip() + "\n", 0o600)
-    for path in (home, home / ".ssh", home / ".ssh/authorized_keys"):
+    (home / ".ssh").mkdir(parents=True, exist_ok=True)
+    if controller_pubkey:
+        _write(home / ".ssh/authorized_keys", controller_pubkey.strip() + "\n", 0o600)
+    for path in (home, home / ".ssh", *(home / ".ssh").iterdir()):
         os.chown(path, uid, uid)
     home.chmod(0o700)
     (home / ".ssh").chmod(0o700)

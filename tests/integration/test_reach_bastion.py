@@ -134,6 +134,21 @@ def test_a_wrong_or_missing_become_password_is_that_hosts_error(behind, tmp_path
     OUTPUTS.append(wrong)
 
 
+def test_a_password_login_then_sudo_with_its_password(behind, tmp_path):
+    # ops has no key on web1: opsctl logs in with ansible_password, then answers sudo's prompt.
+    spec, _ = behind
+    inv = inventory_copy(spec, tmp_path, become_password="")
+    password = spec.deploy_password_file.read_text()
+    (Path(inv) / "host_vars/web1.yml").write_text(yaml.safe_dump({
+        "ansible_user": "ops", "ansible_password": password, "ansible_become": True,
+        "ansible_become_password": password}))
+    rc, report = check(inv)
+    assert errors(report) == {"lb1": "", "web1": "", "web2": ""}, report["hosts"]
+    web1 = next(h for h in spec.hosts if h.name == "web1")
+    log = (spec.host_dir(web1) / "upper/var/log/opsctl-lab-sshd.log").read_text()
+    assert "Accepted password for ops from " in log
+
+
 def test_a_configuration_the_login_user_cannot_read_is_a_failed_check_naming_it(behind, tmp_path):
     # deploy without become: php-fpm and nginx run as root and their files are root's.
     spec, _ = behind
