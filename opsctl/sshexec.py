@@ -265,18 +265,24 @@ class Connector:
                 hop.client.close()
 
 
+def _pull(channel: paramiko.Channel, out: bytearray, err: bytearray, deadline: float) -> bool:
+    """Append what the channel has to OUT and ERR, without waiting; whether anything came."""
+    if time.monotonic() > deadline:
+        raise TimeoutError("host timeout")
+    progressed = False
+    while channel.recv_ready():
+        out += channel.recv(65536)
+        progressed = True
+    while channel.recv_stderr_ready():
+        err += channel.recv_stderr(65536)
+        progressed = True
+    return progressed
+
+
 def _read_all(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
     out, err = bytearray(), bytearray()
     while True:
-        if time.monotonic() > deadline:
-            raise TimeoutError("host timeout")
-        progressed = False
-        while channel.recv_ready():
-            out += channel.recv(65536)
-            progressed = True
-        while channel.recv_stderr_ready():
-            err += channel.recv_stderr(65536)
-            progressed = True
+        progressed = _pull(channel, out, err, deadline)
         if len(out) > MAX_OUTPUT:
             raise paramiko.SSHException("output exceeds 16 MB")
         # sshd may send the exit status before the last output it read from the command: the
@@ -315,15 +321,7 @@ def _become(channel: paramiko.Channel, target: Target, marker: str, deadline: fl
     out, err, answered = bytearray(), bytearray(), False
     who = f"sudo on {target.name} ({target.user})"
     while True:
-        if time.monotonic() > deadline:
-            raise TimeoutError("host timeout")
-        progressed = False
-        while channel.recv_ready():
-            out += channel.recv(65536)
-            progressed = True
-        while channel.recv_stderr_ready():
-            err += channel.recv_stderr(65536)
-            progressed = True
+        progressed = _pull(channel, out, err, deadline)
         if started in out:
             return bytes(out.split(started, 1)[1]), bytes(err.replace(prompt, b""))
         if prompt in err:
