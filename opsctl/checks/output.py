@@ -6,7 +6,7 @@ import fnmatch
 import xml.etree.ElementTree as ET
 from collections import Counter
 
-from rich.console import Console
+from rich.console import Console, Group as Stack, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -86,17 +86,23 @@ def _print_details(console: Console, report: Report, verbose: int, pattern: str 
         console.print(_results_table(Text(title), rows))
 
 
-def _results_table(title: Text, rows: list[Result]) -> Table:
-    table = Table(title=title, title_justify="left", show_lines=True)
-    for col, width in (("status", 6), ("host", 8), ("check", 22), ("observed", 46), ("expected", 34),
-                       ("remediation", 36)):
-        table.add_column(col, overflow="fold", min_width=min(width, 10), ratio=width)
+def _results_table(title: Text, rows: list[Result]) -> Stack:
+    """Each result as a block: its heading on one line, then observed, expected and fix, each
+    wrapped to the terminal's whole width (a column each would wrap them into towers at 80)."""
+    blocks: list[RenderableType] = [Text.assemble(title, style="italic")]
     for r in rows:
-        check = Text.assemble(visible(r.check), "\n",
-                              (f"{r.failure_mode}{' ' + visible(r.item) if r.item else ''}", "dim"))
-        table.add_row(Text(r.status, style=STYLE[r.status]), plain(r.host), check, plain(r.observed),
-                      plain(r.expected), plain(r.remediation))
-    return table
+        heading = Text.assemble((f"{r.status.upper():5} ", STYLE[r.status]), (visible(r.host), "bold"), "  ",
+                                (visible(r.check), "bold"), f"  {one_line(r.item)}" if r.item else "",
+                                (f"  {r.failure_mode}", "dim"))
+        grid = Table.grid(padding=(0, 1, 0, 0))
+        grid.add_column(width=5)
+        grid.add_column(width=8, style="dim")
+        grid.add_column(ratio=1, overflow="fold")
+        for label, text in (("observed", r.observed), ("expected", r.expected), ("fix", r.remediation)):
+            if text:
+                grid.add_row("", label, plain(text))
+        blocks += [heading, grid]
+    return Stack(*blocks)
 
 
 def _detail_line(r: Result) -> str:
