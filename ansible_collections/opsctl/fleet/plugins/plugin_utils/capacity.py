@@ -103,6 +103,7 @@ class Inputs:
     host: str
     nofile_max: int = NR_OPEN   # the most open files a process may have here (fs.nr_open, or a container's cap)
     pools: tuple[PoolIn, ...] = ()   # every pool of every running master; () = one pool, unnamed
+    balancer: event_profile.Balancer | None = None   # the one in front that opsctl does not manage
 
 
 def _number(data: Mapping, key: str, where: str) -> float:
@@ -170,7 +171,7 @@ def parse_inputs(event: Any, facts: Mapping) -> Inputs:
         cpus=_cpus(facts), memory_mb=int(_number(facts, "memory_mb", "facts")),
         php_version=str(facts.get("php_version") or ""), host=str(facts.get("host") or ""),
         nofile_max=min(NR_OPEN, int(_number(facts, "nofile_max", "facts"))) if facts.get("nofile_max") else NR_OPEN,
-        pools=_pools_in(facts, dict(profile.pools)))
+        pools=_pools_in(facts, dict(profile.pools)), balancer=profile.balancer)
 
 
 def _fmt(x: float) -> str:
@@ -405,8 +406,15 @@ def _nginx_upstream(p: Plan, i: Inputs) -> None:
         why = (f"{limit} = peak {_fmt(i.peak_qps)} qps x read timeout {read} s: the most requests in flight that "
                "can still be answered; the excess gets a cheap 503 at once")
     p.decide("nginx.limit_conn", limit, why)
-    p.decide("nginx.keepalive_timeout", 15,
-             "15 s (default 75 s): idle client connections do not hold worker_connections at peak")
+    b = i.balancer
+    if b is not None and b.layer == 7 and b.idle_timeout_s:
+        keep = math.ceil(b.idle_timeout_s) + 5
+        p.decide("nginx.keepalive_timeout", keep,
+                 f"{keep} s = {b.name}'s idle timeout {_fmt(b.idle_timeout_s)} s + 5 s: the layer-7 balancer, not "
+                 "nginx, closes an idle connection, so it never sends a request on one nginx has just closed (502)")
+    else:
+        p.decide("nginx.keepalive_timeout", 15,
+                 "15 s (default 75 s): idle client connections do not hold worker_connections at peak")
 
 
 def _sysctl(p: Plan, i: Inputs) -> None:

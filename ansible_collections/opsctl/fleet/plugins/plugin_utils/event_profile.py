@@ -15,6 +15,12 @@ Schema (variable ``opsctl_event``; every figure is per host):
       pools:                       # optional: how the host's peak splits between its php-fpm pools
         www: 8                     # relative weights, by pool name or listen address; a pool
         127.0.0.1:9100: 1          # not named weighs 1, so without `pools` they share evenly
+      balancer:                    # optional: the L4 / cloud / hardware balancer in front of the hosts
+        name: slb                  # a label for reports
+        layer: 7                   # 4 (passes TCP through) or 7 (its own connections to nginx)
+        idle_timeout_s: 60         # when it closes an idle connection
+        health_check_interval_s: 5 # how often it probes each backend
+        health_check_fall: 3       # failed probes before it takes a backend out
       window:                      # optional: when the event runs
         start: "2026-11-11T00:00"  # local time in `timezone` (an explicit offset also works)
         duration: 2h
@@ -34,7 +40,10 @@ from ansible_collections.opsctl.fleet.plugins.plugin_utils.events import EventWi
 
 VAR_NAME = "opsctl_event"
 _TOP_KEYS = {"name", "peak_qps", "concurrency", "request_time", "client_timeout_s",
-             "php_worker_memory_mb", "window", "pools"}
+             "php_worker_memory_mb", "window", "pools", "balancer"}
+_BALANCER_KEYS = {"name", "layer", "idle_timeout_s", "health_check_interval_s", "health_check_fall"}
+# The longest idle timeout a balancer offers (AWS ALB: 4000 s), and bounds that catch typos.
+BALANCER_LIMITS = {"idle_timeout_s": 4000, "health_check_interval_s": 300, "health_check_fall": 100}
 _REQUIRED = ("peak_qps", "request_time", "client_timeout_s", "php_worker_memory_mb")
 _RT_KEYS = {"typical_ms", "p99_ms"}
 MAX_POOL_WEIGHT = 1000   # relative weights; a larger figure is a typo
@@ -52,6 +61,29 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True)
+class Balancer:
+    """The balancer in front of a group's hosts that opsctl does not manage (an SLB, an ALB, an
+    F5, LVS): what its own timeouts mean for the hosts behind it."""
+    name: str = "balancer"
+    layer: int = 4
+    idle_timeout_s: float | None = None
+    health_check_interval_s: float | None = None
+    health_check_fall: int | None = None
+
+    @property
+    def ejection_s(self) -> float | None:
+        """How long a backend that stopped answering keeps getting requests: fall x interval."""
+        if self.health_check_interval_s is None or self.health_check_fall is None:
+            return None
+        return self.health_check_interval_s * self.health_check_fall
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "layer": self.layer, "idle_timeout_s": self.idle_timeout_s,
+                "health_check_interval_s": self.health_check_interval_s,
+                "health_check_fall": self.health_check_fall, "ejection_s": self.ejection_s}
+
+
+@dataclass(frozen=True)
 class EventProfile:
     peak_qps: float
     typical_ms: float
@@ -62,6 +94,7 @@ class EventProfile:
     concurrency: int | None = None
     window: EventWindow | None = None
     pools: tuple[tuple[str, int], ...] = ()   # (pool name or listen address, weight)
+    balancer: Balancer | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -73,6 +106,7 @@ class EventProfile:
             "php_worker_memory_mb": self.php_worker_memory_mb,
             "window": None,
             "pools": dict(self.pools),
+            "balancer": self.balancer.as_dict() if self.balancer else None,
         }
         if self.window:
             out["window"] = {
@@ -133,6 +167,27 @@ def _pools(value: Any, where: str) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
+def _balancer(value: Any, where: str) -> Balancer:
+    data = _mapping(value, where, _BALANCER_KEYS)
+    name = data.get("name", "balancer")
+    if not isinstance(name, str) or not name:
+        raise ProfileError(f"{where}.name: expected text, got {clip(name)}")
+    layer = data.get("layer", 4)
+    if layer not in (4, 7) or isinstance(layer, bool):
+        raise ProfileError(f"{where}.layer: expected 4 or 7, got {clip(layer)}")
+
+    def figure(key: str, integer: bool = False) -> float | None:
+        if data.get(key) is None:
+            return None
+        return _number(data, key, where, integer=integer, maximum=BALANCER_LIMITS[key])
+    interval, fall = figure("health_check_interval_s"), figure("health_check_fall", integer=True)
+    if (interval is None) != (fall is None):
+        raise ProfileError(f"{where}: give health_check_interval_s and health_check_fall together "
+                           "(the balancer takes a backend out after fall x interval)")
+    return Balancer(name=name, layer=int(layer), idle_timeout_s=figure("idle_timeout_s"),
+                    health_check_interval_s=interval, health_check_fall=int(fall) if fall is not None else None)
+
+
 def parse_profile(value: Any, where: str = VAR_NAME) -> EventProfile:
     """Validate a raw ``opsctl_event`` value; every error names the offending key."""
     data = _mapping(value, where, _TOP_KEYS)
@@ -168,4 +223,5 @@ def parse_profile(value: Any, where: str = VAR_NAME) -> EventProfile:
         php_worker_memory_mb=_number(data, "php_worker_memory_mb", where, maximum=EVENT_LIMITS["php_worker_memory_mb"]),
         window=_window(data["window"], f"{where}.window") if data.get("window") is not None else None,
         pools=_pools(data["pools"], f"{where}.pools") if data.get("pools") is not None else (),
+        balancer=_balancer(data["balancer"], f"{where}.balancer") if data.get("balancer") is not None else None,
     )

@@ -25,6 +25,7 @@ from ansible_collections.opsctl.fleet.plugins.plugin_utils.log_facts import (fpm
                                                                              nginx_log_paths, rotation_of)
 
 FASTCGI_DEFAULT_S = 60  # nginx's default for every fastcgi_*/proxy_* timeout
+KEEPALIVE_DEFAULT_S = 75  # nginx's keepalive_timeout when none is set
 # What `nginx -T` may cost the controller: blocks and directives once includes are expanded (a
 # fan-out of files including each other multiplies them), and levels of nested blocks (each is a
 # Python stack frame when walked). Real fleets stay far below both; beyond them a host's nginx
@@ -341,6 +342,17 @@ def _walk_locations(stmts, scope, server: str, out: list, parent: str = "") -> N
         _walk_locations(children, inner, server, out, label)
 
 
+def _keepalive(stmts, inherited: float) -> float:
+    """keepalive_timeout (its first argument) set in this block, else the one it inherits."""
+    return next((nginx_seconds(a[0]) for n, a, c in stmts if n == "keepalive_timeout" and c is None and a), inherited)
+
+
+def _loopback_only(stmts) -> bool:
+    """A server whose every listen is on the loopback or a unix socket."""
+    addresses = [a[0] for n, a, c in stmts if n == "listen" and a]
+    return bool(addresses) and all(x.startswith(("127.", "[::1]", "localhost", "unix:")) for x in addresses)
+
+
 def parse_nginx(text: str, rc: int, cpus: int) -> dict[str, Any]:
     files = split_nginx_dump(text)
     main_file = next(iter(files), "")
@@ -348,7 +360,7 @@ def parse_nginx(text: str, rc: int, cpus: int) -> dict[str, Any]:
         first = next((l for l in text.splitlines() if "emerg" in l or "absent" in l), text.strip()[:200])
         return {"present": "absent" not in text, "error": first if rc != 0 else "", "worker_processes": None,
                 "worker_processes_effective": 0, "worker_connections": 0, "worker_rlimit_nofile": None,
-                "listens": [], "locations": [], "upstreams": [], "layout": {}}
+                "listens": [], "locations": [], "upstreams": [], "keepalive": [], "layout": {}}
     prefix = main_file.rsplit("/", 1)[0]
     includes = _Includes(files, prefix)
     layout = _layout(includes, main_file)
@@ -360,8 +372,9 @@ def parse_nginx(text: str, rc: int, cpus: int) -> dict[str, Any]:
     http = next((c for n, a, c in root if n == "http" and c is not None), [])
     wp_raw = (top.get("worker_processes") or ["1"])[0]
     wc = next((_int(a[0], 512) for n, a, c in events if n == "worker_connections" and a), 512)
-    listens, locations, upstreams = [], [], []
+    listens, locations, upstreams, keepalive = [], [], [], []
     http_scope = _inherit({}, http)
+    http_keepalive = _keepalive(http, KEEPALIVE_DEFAULT_S)
     for name, args, children in http:
         if name == "upstream" and children is not None:
             servers = [_upstream_server(a) for n, a, c in children if n == "server" and a]
@@ -370,6 +383,8 @@ def parse_nginx(text: str, rc: int, cpus: int) -> dict[str, Any]:
             continue
         names = next((a for n, a, c in children if n == "server_name"), ["_"])
         label = " ".join(names) or "_"
+        if not _loopback_only(children):   # a balancer never reaches a status server on 127.0.0.1
+            keepalive.append({"server": label, "timeout": _keepalive(children, http_keepalive)})
         for n, a, c in children:
             if n == "listen" and a:
                 backlog = next((_int(x.split("=", 1)[1]) for x in a[1:] if x.startswith("backlog=")), None)
@@ -379,7 +394,8 @@ def parse_nginx(text: str, rc: int, cpus: int) -> dict[str, Any]:
     return {"present": True, "error": "", "worker_processes": wp_raw if wp_raw == "auto" else _int(wp_raw, 1),
             "worker_processes_effective": cpus if wp_raw == "auto" else (_int(wp_raw, 1) or 1),
             "worker_connections": wc, "worker_rlimit_nofile": _int((top.get("worker_rlimit_nofile") or [None])[0]),
-            "listens": listens, "locations": locations, "upstreams": upstreams, "layout": layout}
+            "listens": listens, "locations": locations, "upstreams": upstreams, "keepalive": keepalive,
+            "layout": layout}
 
 
 _NGINX_OWN = "# managed by opsctl (role opsctl_nginx)"   # the first line of each file the nginx role writes
