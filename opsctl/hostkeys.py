@@ -325,6 +325,20 @@ def _ssh_unchecked(config: Any, host_vars: Mapping[str, Any]) -> str | None:
     return sources[0][1] if sources and sources[0][0].lower() in _OFF else None
 
 
+def _ssh_config_unchecked(config: Any, host_vars: Mapping[str, Any], name: str) -> str | None:
+    """What ssh_config (~/.ssh/config, -F, Include, Match) makes of the host, as ssh -G resolves
+    Ansible's own command line: StrictHostKeyChecking no there turns Ansible's checking off too."""
+    from opsctl import sshconfig
+
+    args, _ = _setting(config, "ssh_args", "ssh", host_vars)
+    try:
+        argv = sshconfig.ansible_argv(host_vars, sshconfig.SshDefaults(ssh_args=str(args or "")))
+        value = sshconfig.dump(argv, str(host_vars.get("ansible_host") or name))["stricthostkeychecking"][0]
+    except (sshconfig.SshConfigError, KeyError, OSError):
+        return None   # ssh itself refuses these settings: Ansible's connection fails before any key is offered
+    return f"StrictHostKeyChecking {value} in ssh_config (as ssh -G resolves it)" if value in _OFF else None
+
+
 def _paramiko_unchecked(config: Any, host_vars: Mapping[str, Any]) -> str | None:
     checking, origin = _setting(config, "host_key_checking", "paramiko_ssh", host_vars)
     if not _boolean(checking):
@@ -344,8 +358,8 @@ def _boolean(value: Any, default: bool = True) -> bool:
         return default
 
 
-def unchecked_by(host_vars: Mapping[str, Any]) -> str | None:
-    """Where Ansible's connection to this host is told not to check its host key, or None."""
+def unchecked_by(host_vars: Mapping[str, Any], name: str = "") -> str | None:
+    """Where Ansible's connection to host NAME is told not to check its host key, or None."""
     from ansible import constants
     from ansible.plugins.loader import connection_loader
 
@@ -353,7 +367,7 @@ def unchecked_by(host_vars: Mapping[str, Any]) -> str | None:
     connection = str(host_vars.get("ansible_connection") or config.get_config_value("DEFAULT_TRANSPORT"))
     if connection in _SSH:
         connection_loader.get("ssh", class_only=True)   # registers the plugin's options
-        return _ssh_unchecked(config, host_vars)
+        return _ssh_unchecked(config, host_vars) or _ssh_config_unchecked(config, host_vars, name)
     if connection in _PARAMIKO:
         connection_loader.get("paramiko_ssh", class_only=True)
         return _paramiko_unchecked(config, host_vars)
@@ -375,7 +389,7 @@ class AnsibleCheck:
 def check_ansible(host_vars: Mapping[str, Mapping[str, Any]]) -> AnsibleCheck:
     unchecked = {}
     for host, hv in host_vars.items():
-        where = unchecked_by(hv)
+        where = unchecked_by(hv, host)
         if where:
             unchecked[host] = where
     refused = [h for h in unchecked if not _boolean(host_vars[h].get(ACCEPT_VAR), False)]

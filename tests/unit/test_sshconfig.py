@@ -105,3 +105,14 @@ def test_a_become_password_is_answered_on_the_channel_never_on_the_command_line(
     assert marker and "pw-x" not in command and command.startswith("sudo -S -p ")
     assert f"OPSCTL-BECOME-{marker}" in command
     assert remote_command(target_for("w", "a", 22, "u", {"ansible_become": True}), "sh -s") == ("sudo -n sh -s", "")
+
+
+def test_ssh_config_that_turns_host_key_checking_off_is_seen_for_ansibles_runs_too(tmp_path):
+    from opsctl.hostkeys import unchecked_by
+    loose = tmp_path / "loose"
+    loose.write_text("Host web*\n  StrictHostKeyChecking no\n")
+    where = unchecked_by({"ansible_ssh_common_args": f"-F {loose}"}, "web1")
+    assert where == "StrictHostKeyChecking false in ssh_config (as ssh -G resolves it)"
+    assert unchecked_by({"ansible_ssh_common_args": f"-F {loose}"}, "db1") is None
+    # The command line's value comes first, as for ssh itself.
+    assert unchecked_by({"ansible_ssh_common_args": f"-o StrictHostKeyChecking=yes -F {loose}"}, "web1") is None
