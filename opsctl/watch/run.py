@@ -117,7 +117,8 @@ def _live(board: Any, events: queue.Queue, record: IO[str] | None, opts: WatchOp
         f", every {opts.interval:g}s" + (f", recording to {opts.record}" if opts.record else "")
 
     def screen() -> Any:
-        return render(board, time.time(), console.size.height, f"{title}  {time.strftime('%H:%M:%S')}")
+        return render(board, time.time(), console.size.height, f"{title}  {time.strftime('%H:%M:%S')}",
+                      console.size.width)
 
     with Live(screen(), console=console, screen=sys.stdout.isatty(), auto_refresh=False,
               redirect_stderr=False) as live:

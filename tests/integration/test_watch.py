@@ -1,0 +1,159 @@
+"""`opsctl watch` against a real lab: one sample of every host agrees with what ss and
+/proc/net/netstat say on the host; a burst through the balancer shows up as requests per
+second; the full screen, driven in tmux, shows hosts and figures; a host whose sshd dies is
+shown lost within two intervals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from opsctl.lab import system
+from opsctl.lab.load import BackgroundLoad
+from tests import labtools
+from tests.conftest import fresh_lab, opsctl
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def wch():
+    yield from fresh_lab("wch", web=2)
+
+
+def once(spec, *args: str) -> tuple[int, dict]:
+    proc = opsctl("watch", "--inventory", spec.name, "--once", "--format", "json", *args, timeout=90)
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def ss_listeners(spec, host: str) -> dict[str, tuple[int, int]]:
+    """Local address -> (Recv-Q, Send-Q) of every listening TCP and unix socket, as ss says."""
+    out = labtools.ssh(spec, host, "ss -Hlntx", check=True).stdout
+    return {f[4]: (int(f[2]), int(f[3])) for f in (line.split() for line in out.splitlines()) if len(f) >= 5}
+
+
+def netstat(spec, host: str) -> dict[str, int]:
+    lines = [line.split() for line in labtools.ssh(spec, host, "cat /proc/net/netstat", check=True).stdout.splitlines()
+             if line.startswith("TcpExt:")]
+    return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:])}
+
+
+def test_once_gives_every_host_figures_that_match_ss_and_netstat(wch):
+    rc, report = once(wch)
+    assert rc == 0
+    by_host = {h["host"]: h for h in report["hosts"]}
+    assert set(by_host) == {h.name for h in wch.hosts}
+    for name, entry in by_host.items():
+        assert entry["state"] == "ok", entry
+        figures = entry["figures"]
+        listeners = {item["address"]: item for item in figures["listeners"]}
+        assert "0.0.0.0:80" in listeners and listeners["0.0.0.0:80"]["kind"] == "nginx"
+        seen = ss_listeners(wch, name)
+        for address, item in listeners.items():
+            # The accept queue's limit is the socket's backlog: ss's Send-Q, exactly; an idle
+            # lab's queue is empty at both moments.
+            assert seen[address] == (item["queue"], item["limit"]), (name, address)
+        counters = netstat(wch, name)
+        assert counters["ListenOverflows"] == entry["counters"]["listen_overflows"]
+        assert counters["ListenDrops"] == entry["counters"]["listen_drops"]
+        assert figures["overflows_ps"] == 0 and figures["cpu_ms"] is not None
+        # A stock host has no php-fpm status page: its pool figures are unknown ("-"), not 0.
+        assert figures["fpm_active"] is None and figures["fpm_max_children"] is None
+    for web in wch.by_role("web"):
+        kinds = {item["kind"] for item in by_host[web.name]["figures"]["listeners"]}
+        assert kinds == {"nginx", "php-fpm"}
+    assert report["fleet"]["hosts"] == len(wch.hosts) and report["fleet"]["lost"] == 0
+
+
+def test_a_burst_through_the_balancer_shows_up_as_requests_per_second(wch):
+    lb = wch.by_role("lb")[0]
+    with BackgroundLoad(lb.address, "/work.php?ms=100", seconds=8, concurrency=6, max_requests=2000) as load:
+        time.sleep(1)
+        rc, report = once(wch, "--interval", "2s")
+        load.stop()
+    assert rc == 0 and load.result is not None and load.result.ok > 0
+    by_host = {h["host"]: h["figures"] for h in report["hosts"]}
+    for web in wch.by_role("web"):
+        figures = by_host[web.name]
+        # 6 clients of 100 ms requests: about 60 requests per second, spread over two hosts.
+        assert figures["rps"] > 5, figures
+        assert figures["shares"]["2xx"] > 0.9
+    assert by_host[lb.name]["rps"] > 10
+    assert report["fleet"]["rps"] >= sum(by_host[w.name]["rps"] for w in wch.by_role("web"))
+
+
+def tmux(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=20)
+
+
+def test_the_full_screen_in_tmux_shows_hosts_and_figures(wch, tmp_path: Path):
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed (scripts/setup installs it)")
+    session = f"wch-{uuid.uuid4().hex[:6]}"
+    record = tmp_path / "watch.jsonl"
+    command = f"{sys.executable} -m opsctl watch --inventory {wch.name} --duration 8s --record {record}; sleep 20"
+    assert tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", command).returncode == 0
+    try:
+        screen = ""
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            screen = tmux("capture-pane", "-p", "-t", session).stdout
+            if all(h.name in screen for h in wch.hosts) and re.search(r" \d+/\d+ ", screen):
+                break
+        assert "fleet: 3/3 hosts answer" in screen, screen
+        assert all(f" {h.name} " in screen for h in wch.hosts), screen
+        assert "req/s" in screen and "queue" in screen and re.search(r" 0/\d+ ", screen), screen
+        assert "LOST" not in screen, screen
+    finally:
+        tmux("kill-session", "-t", session)
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert {entry["host"] for entry in lines if "figures" in entry} == {h.name for h in wch.hosts}
+
+
+def kill_sshd(spec, name: str) -> None:
+    """Every sshd process of the host (listener and sessions): the host is gone for SSH."""
+    host = next(h for h in spec.hosts if h.name == name)
+    for pid in system.netns_pids(host.netns):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def test_a_host_whose_sshd_dies_is_lost_within_two_intervals(wch, tmp_path: Path):
+    record = tmp_path / "watch.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "opsctl", "watch", "--inventory", wch.name, "--duration", "10s",
+                             "--record", str(record)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if record.exists() and sum('"figures"' in line and '"web2"' in line
+                                       for line in record.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.2)
+        killed = time.time()
+        kill_sshd(wch, "web2")
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        opsctl("lab", "up", "--name", wch.name, "--web", "2", check=True)
+    entries = [json.loads(line) for line in record.read_text().splitlines()]
+    lost = [e for e in entries if e["host"] == "web2" and e.get("state") == "lost"]
+    assert lost, entries[-5:]
+    assert lost[0]["time"] - killed <= 2.0 + 0.5, (lost[0], killed)
+    # The other hosts kept answering.
+    assert any(e["host"] == "web1" and "figures" in e and e["time"] > killed + 2 for e in entries)
