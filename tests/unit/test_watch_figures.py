@@ -203,3 +203,28 @@ def test_the_real_sampler_answers_one_line_per_request_and_exits_at_eof():
 def test_the_sampler_stops_at_its_bound_whatever_it_is_sent():
     lines, status = run_sampler(2, 10)
     assert len(lines) == 2 and status == 0
+
+
+def test_the_screen_of_100_hosts_fits_the_terminal_worst_first_with_a_count_of_the_rest():
+    from rich.console import Console
+
+    from opsctl.watch.view import render
+
+    names = [f"web{i}" for i in range(1, 101)]
+    board = Board(names, interval=1.0)
+    for seq in (1, 2):
+        for i, name in enumerate(names):
+            queue = 400 if name == "web42" else 3
+            board.apply(Event(name, 100.0 + seq, line(seq=seq, up=100 + seq, listen=[["nginx", "0.0.0.0:80", queue, 511]])))
+        board.tick_fleet(100.0 + seq)
+    board.apply(Event("web77", 102.5, kind="lost", error="refused: nothing accepts SSH on root@10.0.0.77:22"))
+    console = Console(width=100, height=30, record=True, force_terminal=False)
+    console.print(render(board, 102.5, 30, "opsctl watch", 100))
+    screen = console.export_text().splitlines()
+    assert len(screen) <= 30 and max(len(text) for text in screen) <= 100
+    rows = [text.split()[0] for text in screen if text.startswith(" web")]
+    assert rows[:2] == ["web77", "web42"]                       # lost first, then the full queue
+    assert any("LOST" in text for text in screen)
+    assert any("web77: refused: nothing accepts SSH" in text for text in screen)
+    assert any(f"and {100 - len(rows)} more hosts" in text for text in screen)
+    assert screen[1].startswith("fleet: 99/100 hosts answer")
