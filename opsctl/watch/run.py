@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import queue
 import sys
 import threading
@@ -107,6 +108,17 @@ def _once(board: Any, events: queue.Queue, record: IO[str] | None, interval: flo
     return EXIT_OK if all(h.samples >= 2 for h in board.hosts.values()) else EXIT_FAILED
 
 
+def _follow_terminal(console: Console) -> None:
+    """The terminal's size now: rich prefers COLUMNS and LINES when they are set, and a shell or
+    tmux may have exported them at another size; a full screen must follow the real one."""
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return
+    if size.columns > 0 and size.lines > 0:
+        console.size = (size.columns, size.lines)
+
+
 def _live(board: Any, events: queue.Queue, record: IO[str] | None, opts: WatchOptions, source: str) -> None:
     from opsctl.watch.view import render
 
@@ -117,6 +129,7 @@ def _live(board: Any, events: queue.Queue, record: IO[str] | None, opts: WatchOp
         f", every {opts.interval:g}s" + (f", recording to {opts.record}" if opts.record else "")
 
     def screen() -> Any:
+        _follow_terminal(console)
         return render(board, time.time(), console.size.height, f"{title}  {time.strftime('%H:%M:%S')}",
                       console.size.width)
 
