@@ -76,9 +76,16 @@ def test_once_gives_every_host_figures_that_match_ss_and_netstat(wch):
     assert report["fleet"]["hosts"] == len(wch.hosts) and report["fleet"]["lost"] == 0
 
 
+STATUS = ("printf 'pm.status_path = /fpm-status\\npm.status_listen = 127.0.0.1:9001\\n' "
+          ">> /etc/php/8.2/fpm/pool.d/www.conf && kill -USR2 $(cat /run/php/php8.2-fpm.pid) && "
+          "for i in $(seq 50); do ss -Hltn | grep -q 127.0.0.1:9001 && exit 0; sleep 0.1; done; exit 1")
+
+
 def test_a_burst_through_the_balancer_shows_up_as_requests_per_second(wch):
+    # web1 gets a php-fpm status page (as `opsctl harden` gives every pool); web2 stays stock.
+    labtools.ssh(wch, "web1", STATUS, check=True)
     lb = wch.by_role("lb")[0]
-    with BackgroundLoad(lb.address, "/work.php?ms=100", seconds=8, concurrency=6, max_requests=2000) as load:
+    with BackgroundLoad(lb.address, "/work.php?ms=100", seconds=8, concurrency=8, max_requests=2000) as load:
         time.sleep(1)
         rc, report = once(wch, "--interval", "2s")
         load.stop()
@@ -86,11 +93,21 @@ def test_a_burst_through_the_balancer_shows_up_as_requests_per_second(wch):
     by_host = {h["host"]: h["figures"] for h in report["hosts"]}
     for web in wch.by_role("web"):
         figures = by_host[web.name]
-        # 6 clients of 100 ms requests: about 60 requests per second, spread over two hosts.
+        # 8 clients of 100 ms requests: about 80 requests per second, spread over two hosts.
         assert figures["rps"] > 5, figures
         assert figures["shares"]["2xx"] > 0.9
     assert by_host[lb.name]["rps"] > 10
     assert report["fleet"]["rps"] >= sum(by_host[w.name]["rps"] for w in wch.by_role("web"))
+    # The status page's figures, where there is one: about 4 busy workers; "-" where there is none.
+    web1, web2 = by_host["web1"], by_host["web2"]
+    assert web1["fpm_active"] >= 1 and web1["fpm_idle"] is not None and web1["fpm_listen_queue"] == 0
+    assert web1["fpm_max_children"] == 0 and web1["close_wait"] == 0    # a TCP listener now: CLOSE_WAIT is counted
+    assert web2["fpm_active"] is None and web2["close_wait"] is None
+
+
+def tmux_available() -> None:
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed (scripts/setup installs it)")
 
 
 SOCKET = f"opsctl-wch-{uuid.uuid4().hex[:6]}"
@@ -104,8 +121,7 @@ def tmux(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_full_screen_in_tmux_shows_hosts_and_figures(wch, tmp_path: Path):
-    if not shutil.which("tmux"):
-        pytest.skip("tmux is not installed (scripts/setup installs it)")
+    tmux_available()
     session = f"wch-{uuid.uuid4().hex[:6]}"
     record = tmp_path / "watch.jsonl"
     command = f"{sys.executable} -m opsctl watch --inventory {wch.name} --duration 8s --record {record}; sleep 20"
