@@ -347,11 +347,13 @@ def _bins(values: list[float | None], width: int) -> list[float | None]:
     return out
 
 
-def sparkline(values: Sequence[float | None], width: int = 12) -> str:
+def sparkline(values: Sequence[float | None], width: int = 12, top: float | None = None) -> str:
     """VALUES (oldest first, e.g. the last minute) as at most WIDTH unicode blocks, scaled from 0
-    to their maximum; a gap for None. All zero: the lowest block (flat, and visibly there)."""
+    to TOP (default: their maximum); a gap for None. All zero: the lowest block (flat, and
+    visibly there). A share of a limit passes top=1, so one waiting connection is not a full bar."""
     shown = _bins(list(values), width)
-    top = max((v for v in shown if v is not None), default=0) or 0
+    if top is None:
+        top = max((v for v in shown if v is not None), default=0) or 0
     line = ""
     for value in shown:
         if value is None:
@@ -359,7 +361,7 @@ def sparkline(values: Sequence[float | None], width: int = 12) -> str:
         elif top <= 0:
             line += BLOCKS[0]
         else:
-            line += BLOCKS[min(len(BLOCKS) - 1, int(max(value, 0) / top * (len(BLOCKS) - 1) + 0.5))]
+            line += BLOCKS[min(len(BLOCKS) - 1, int(min(max(value, 0) / top, 1) * (len(BLOCKS) - 1) + 0.5))]
     return line
 
 

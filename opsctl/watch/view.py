@@ -61,7 +61,7 @@ def _host_row(host: HostState, lost: bool) -> list[RenderableType]:
         host.name, _num(fig.rps, 1), fg.sparkline(list(host.series["rps"]), SPARK),
         _pct(fig.share("2xx")), _cell(_pct(fig.share("499")), level.get("499")),
         _cell(_pct(fig.share_5xx), level.get("5xx")), _latency(fig.p50_ms, fig.p99_ms),
-        _cell(_queue(fig), level.get("queue")), fg.sparkline(list(host.series["queue"]), SPARK),
+        _cell(_queue(fig), level.get("queue")), fg.sparkline(list(host.series["queue"]), SPARK, top=1.0),
         _cell(_num(fig.overflows_ps, 1), level.get("overflows")),
         _cell(_num(fig.close_wait) + ("↑" if fig.close_wait_growing else ""), level.get("close_wait")),
         _cell(_fpm(fig.fpm_active, fig.fpm_idle, fig.fpm_listen_queue), level.get("fpm")),
@@ -72,7 +72,8 @@ def _host_row(host: HostState, lost: bool) -> list[RenderableType]:
 
 
 def _fleet_lines(board: Board, total: fg.Fleet) -> list[Text]:
-    spark = {name: fg.sparkline(list(values), SPARK) for name, values in board.fleet_series.items()}
+    spark = {name: fg.sparkline(list(values), SPARK, top=1.0 if name == "queue" else None)
+             for name, values in board.fleet_series.items()}
     five = (sum(total.statuses.get(c, 0) for c in ("502", "503", "504")) / total.requests) if total.requests else None
 
     def part(text: str, bad: bool = False) -> Text:
@@ -118,7 +119,7 @@ def render(board: Board, now: float, height: int, title: str, width: int = 100) 
     for host in shown:
         cells = _host_row(host, board.lost(host.name, now))
         table.add_row(*[cells[i] for i in columns])
-    more = Text(f"… and {len(rest)} more hosts, each better than those above" if rest else "", style="dim")
+    more = Text(f"… and {len(rest)} more hosts, none worse than those above" if rest else "", style="dim")
     why = Text("; ".join(f"{h.name}: {h.error or 'no sample within two intervals'}" for h in lost[:5])
                + (f"; and {len(lost) - 5} more" if len(lost) > 5 else ""), style="red", overflow="ellipsis",
                no_wrap=True)

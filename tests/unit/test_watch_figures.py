@@ -131,6 +131,7 @@ def test_sparkline_scales_to_the_largest_value_and_bins_a_minute():
     assert fg.sparkline([0, 1, 2, 4]) == "▁▃▅█"
     assert fg.sparkline([0, 0, 0]) == "▁▁▁"
     assert fg.sparkline([None, 4]) == " █"
+    assert fg.sparkline([0.0, 0.5, 1.0, 2.0], top=1.0) == "▁▅██"     # a share of a limit: absolute
     assert fg.sparkline([]) == ""
     binned = fg.sparkline([0] * 50 + [9] + [0] * 9, width=6)
     assert len(binned) == 6 and binned == "▁▁▁▁▁█"      # a one-sample spike survives the binning
@@ -172,7 +173,7 @@ def test_the_board_marks_a_silent_host_lost_after_two_intervals():
 def run_sampler(bound: int, requests: int) -> tuple[list[str], int]:
     """The sampler as a session runs it: `sh -s`, the script on stdin; after its first line,
     one line per sample asked; then stdin closed. Its lines and exit status."""
-    proc = subprocess.Popen(["sh", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(["sh", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(sampler_script(bound))
     proc.stdin.flush()
@@ -187,7 +188,10 @@ def run_sampler(bound: int, requests: int) -> tuple[list[str], int]:
         if not got:
             break
         lines.append(got)
-    proc.stdin.close()
+    try:
+        proc.stdin.close()
+    except BrokenPipeError:        # the last line asked for was never read: the sampler is gone
+        pass
     lines += proc.stdout.read().decode().splitlines()
     return [text.strip() for text in lines if text.strip()], proc.wait(timeout=30)
 
