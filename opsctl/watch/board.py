@@ -51,13 +51,10 @@ class Board:
         if event.kind in ("lost", "gave-up"):
             host.state, host.error = event.kind, event.error
             host.raw = None   # the next session's counters start afresh: no rate across sessions
-        elif event.kind == "connecting" and host.state != "ok":
-            host.error = host.error if host.state in ("lost", "gave-up") else ""
-        elif event.kind == "noise":
-            return None
-        else:
-            return None
-        return {"host": host.name, "time": event.at, "state": host.state, "error": host.error}
+            return {"host": host.name, "time": event.at, "state": host.state, "error": host.error}
+        # connecting (a lost host keeps showing lost, with its reason, until a sample arrives),
+        # noise (a line that is not a sample), ended: nothing to record.
+        return None
 
     def _sample(self, host: HostState, event: Event) -> dict[str, Any] | None:
         try:

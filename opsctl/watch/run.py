@@ -65,14 +65,15 @@ def run_watch(opts: WatchOptions) -> int:
     targets = targets_for(inv.hosts, inv.ssh)
     _say_unhonoured(targets, _warn)
     timeouts = Timeouts()
-    connector = Connector(timeouts, known_hosts_for(targets, _warn))
+    books = known_hosts_for(targets, _warn)
+    connector = Connector(timeouts, books)
     samples = 2 if opts.once else (math.ceil(opts.duration / opts.interval) + 2 if opts.duration else MAX_SAMPLES)
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
     board = Board([t.name for t in targets], opts.interval)
     with ExitStack() as stack:
         record = stack.enter_context(open(opts.record, "a", encoding="utf-8")) if opts.record else None
-        start_sessions(targets, connector, sampler_script(samples), opts.interval, events, stop, timeouts)
+        start_sessions(targets, connector, sampler_script(samples), opts.interval, events, stop, timeouts, books)
         stack.callback(connector.close)
         stack.callback(stop.set)
         if opts.once:

@@ -77,9 +77,12 @@ class Session(threading.Thread):
     """The sampler on one host, its samples paced by a clock shared by every session."""
 
     def __init__(self, target: Target, connector: Connector, script: bytes, interval: float,
-                 start: float, events: queue.Queue, stop: threading.Event, timeouts: Timeouts) -> None:
+                 start: float, events: queue.Queue, stop: threading.Event, timeouts: Timeouts,
+                 books: dict | None = None) -> None:
         super().__init__(name=f"watch-{target.name}", daemon=True)
         self.target, self.connector, self.script = target, connector, script
+        self.books = books            # known_hosts as read once for the run (a reconnect reuses them)
+        self.own: Connector | None = None
         self.interval, self.start_at, self.events, self.stop = interval, start, events, stop
         self.timeouts = timeouts
         self.failures = 0
@@ -110,6 +113,8 @@ class Session(threading.Thread):
             self.say("lost", error=error)
             self.stop.wait(min(BACKOFF_MAX, self.interval * 2 ** (self.failures - 1)))
         self.say("ended")
+        if self.own is not None:
+            self.own.close()
 
     def _next_tick(self) -> float:
         """The next tick of the shared clock (time.monotonic), skipping ticks already past."""
@@ -120,7 +125,7 @@ class Session(threading.Thread):
     def _stream(self) -> None:
         """Connect, start the sampler, then one line per tick until stop; raises when the host
         stops answering. Connection and channel are closed on the way out, whatever happened."""
-        client = self.connector.open(self.target.endpoint, self.target.secrets.password)
+        client = self._connector().open(self.target.endpoint, self.target.secrets.password)
         try:
             transport = client.get_transport()
             assert transport is not None
@@ -146,6 +151,17 @@ class Session(threading.Thread):
         finally:
             client.close()
 
+    def _connector(self) -> Connector:
+        """The run's shared Connector, or after a failure behind a jump host, one of this
+        session's own: the shared one keeps its jump connection for the run, and a jump host
+        that went away would stay gone for every reconnect."""
+        if self.failures == 0 or not self.target.endpoint.via:
+            return self.connector
+        if self.own is not None:
+            self.own.close()
+        self.own = Connector(self.timeouts, self.books)
+        return self.own
+
     def _deliver(self, reader: LineReader, deadline: float) -> None:
         """Read until one sample line (skipping other output) and hand it over."""
         while True:
@@ -159,9 +175,10 @@ class Session(threading.Thread):
 
 
 def start_sessions(targets: list[Target], connector: Connector, script: bytes, interval: float,
-                   events: queue.Queue, stop: threading.Event, timeouts: Timeouts) -> list[Session]:
+                   events: queue.Queue, stop: threading.Event, timeouts: Timeouts,
+                   books: dict | None = None) -> list[Session]:
     start = time.monotonic()
-    sessions = [Session(t, connector, script, interval, start, events, stop, timeouts) for t in targets]
+    sessions = [Session(t, connector, script, interval, start, events, stop, timeouts, books) for t in targets]
     for session in sessions:
         session.start()
     return sessions

@@ -183,3 +183,19 @@ def test_a_host_whose_sshd_dies_is_lost_within_two_intervals(wch, tmp_path: Path
     assert lost[0]["time"] - killed <= 2.0 + 0.5, (lost[0], killed)
     # The other hosts kept answering.
     assert any(e["host"] == "web1" and "figures" in e and e["time"] > killed + 2 for e in entries)
+
+
+@pytest.fixture(scope="module")
+def jumped():
+    yield from fresh_lab("wchj", 2, "debian", "--bastion")
+
+
+def test_once_through_a_bastion_with_a_sudo_password(jumped):
+    """Every host behind one bastion (ProxyJump), web1 as a user whose sudo needs a password:
+    the sampler runs as root there too (it reads nginx's and php-fpm's sockets)."""
+    rc, report = once(jumped)
+    assert rc == 0, report
+    by_host = {h["host"]: h for h in report["hosts"]}
+    assert set(by_host) == {h.name for h in jumped.hosts if h.role != "bastion"}
+    kinds = {item["kind"] for item in by_host["web1"]["figures"]["listeners"]}
+    assert kinds == {"nginx", "php-fpm"}      # ss -p named the owners: root, through sudo
