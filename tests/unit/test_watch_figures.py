@@ -232,3 +232,54 @@ def test_the_screen_of_100_hosts_fits_the_terminal_worst_first_with_a_count_of_t
     assert any("web77: refused: nothing accepts SSH" in text for text in screen)
     assert any(f"and {100 - len(rows)} more hosts" in text for text in screen)
     assert screen[1].startswith("fleet: 99/100 hosts answer")
+
+
+NGINX_T = """#!/bin/sh
+cat <<'X'
+# configuration file /etc/nginx/nginx.conf:
+http {
+	log_format timed '$remote_addr - $remote_user [$time_local] "$request" '
+	                 '$status $body_bytes_sent "$http_referer" "$http_user_agent" '
+	                 '$request_time $upstream_response_time $pipe';
+	log_format quoted '$remote_addr "$upstream_response_time" "$http_user_agent"';
+	access_log LOG timed buffer=32k;
+	access_log QUOTED quoted;
+	access_log off;
+}
+X
+"""
+
+
+def test_the_sampler_reads_only_new_log_lines_and_finds_upstream_time_from_the_log_format(tmp_path):
+    """The sampler's own shell functions, with nginx -T from a stand-in binary: only the lines
+    written since the last sample count; $upstream_response_time is found by its place from the
+    end of the line in the log_format, and a format with a quoted field after it has none."""
+    log, quoted, nginx = tmp_path / "timed.log", tmp_path / "quoted.log", tmp_path / "nginx"
+    nginx.write_text(NGINX_T.replace("LOG", str(log)).replace("QUOTED", str(quoted)))
+    nginx.chmod(0o755)
+    old = '1.2.3.4 - - [06/Dec/2026:03:00:00 +0000] "GET /old HTTP/1.1" 200 1 "-" "curl/8" 0.1 0.100 .\n'
+    log.write_text(old * 5)
+    new = ('1.2.3.4 - - [06/Dec/2026:03:00:01 +0000] "GET /a HTTP/1.1" 200 12 "-" "curl/8 (x)" 0.1 0.012 .\n'
+           '1.2.3.4 - - [06/Dec/2026:03:00:01 +0000] "GET /a HTTP/1.1" 499 0 "-" "curl" 0.1 - .\n'
+           '1.2.3.4 - - [06/Dec/2026:03:00:01 +0000] "-" 400 0 "-" "-" 0.000 - .\n'
+           '1.2.3.4 - - [06/Dec/2026:03:00:01 +0000] "POST /b HTTP/1.1" 502 0 "-" "curl" 1.0 0.500, 1.000 .\n')
+    script = sampler_script(10).decode().rstrip("\n").rsplit("\n", 1)[0] + f"""
+FOUND="nginx running 1 {nginx} - - unit=- scripts=- pidfile=-"
+LOGS=$(access_logs); POOLS=""; SEQ=0
+printf '%s\\n' "$LOGS" >&2
+read_owners
+sample
+printf '%s' '{new}' >> {log}
+SEQ=1
+sample
+"""
+    proc = subprocess.run(["sh", "-s"], input=script.encode(), capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().split("\n")[:2] == [f"{log} 1", f"{quoted} -1"]
+    first, second = (fg.parse_line(text) for text in proc.stdout.decode().splitlines())
+    assert first.log_lines == 0 and first.log_files == 1        # what was there before is not new (quoted.log: absent)
+    assert second.log_lines == 4 and second.log_new == len(new)
+    assert second.statuses == {"200": 1, "499": 1, "400": 1, "502": 1}
+    assert sum(second.urt.values()) == 2                        # 0.012 and 1.000 (the last upstream's)
+    fig = fg.figures("web1", 0.0, second, first)
+    assert fig.p50_ms == pytest.approx(12, rel=0.1) and fig.p99_ms == pytest.approx(1000, rel=0.1)
