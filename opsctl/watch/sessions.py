@@ -2,9 +2,10 @@
 discover.sh) runs as one long-lived command, and every interval the session sends it one line
 and reads one JSON line back. No new connection per sample.
 
-A session whose host stops answering (no line within two intervals, a closed connection) says
-so and reconnects in the background: backoff doubling from one interval up to 30 s, at most
-RETRIES attempts in a row, then it gives up and says so.
+A host that stops answering is shown lost after two intervals without a sample (board.py). Its
+session, on a closed connection or no line within max(two intervals, 6 s), says so and
+reconnects in the background: backoff doubling from one interval up to 30 s, at most RETRIES
+attempts in a row, then it gives up and says so.
 
 Sessions only move lines: every line goes, with its time of arrival, to one queue that the
 watch loop (opsctl/watch/run.py) reads; parsing and figures are opsctl/watch/figures.py's.
@@ -24,6 +25,7 @@ from opsctl.sshexec import Connector, Target, Timeouts, _become, _classify, remo
 
 RETRIES = 20             # reconnect attempts in a row before a session gives up
 BACKOFF_MAX = 30.0       # seconds between two attempts, at most
+SLOW_SAMPLE = 6.0        # seconds a sample may take before the session reconnects
 FIRST_SAMPLE = 30.0      # seconds for the first line: discovery runs nginx -T and php-fpm -tt once
 
 
@@ -146,7 +148,10 @@ class Session(threading.Thread):
                 if self.stop.wait(max(self._next_tick() - time.monotonic(), 0)):
                     break
                 channel.sendall(b"\n")
-                self._deliver(reader, time.monotonic() + 2 * self.interval)
+                # The screen shows the host lost after two intervals without a sample (board.py);
+                # the session gives a slow sample (a status page that takes its 2 s timeout)
+                # longer before it drops a working connection.
+                self._deliver(reader, time.monotonic() + max(2 * self.interval, SLOW_SAMPLE))
             channel.shutdown_write()     # the sampler reads EOF and exits
         finally:
             client.close()
