@@ -211,6 +211,53 @@ def reload(service: str, inventory: str, limit: str | None, verbose: int, rollin
                             resume_from=resume_from, dry_run=dry_run, verbose=verbose, vault=vault))
 
 
+@cli.command()
+@inventory_options
+@click.option("--interval", default="1s", show_default=True, metavar="DURATION",
+              help="Time between two samples of every host (at least 0.2s).")
+@click.option("--duration", metavar="DURATION", help="Stop after this long, e.g. 10m (default: until Ctrl-C).")
+@click.option("--record", metavar="FILE", help="Append every sample to FILE as JSON lines (host, time, figures).")
+@click.option("--once", is_flag=True, help="Take one sample of every host (rates over one interval), print it, exit.")
+@click.option("--format", "fmt", type=click.Choice(["json"]), default="json", show_default=True,
+              help="Output of --once.")
+@handle_errors
+def watch(inventory: str, limit: str | None, verbose: int, interval: str, duration: str | None,
+          record: str | None, once: bool, fmt: str, vault: VaultOptions) -> None:
+    """Live full-screen view of the fleet during an event: what is about to overflow, now.
+
+    One SSH session per host stays open (through jump hosts, host keys checked, sudo as for
+    check); one small sampler runs on each host and answers one JSON line per interval. Hosts
+    are sorted worst first; fleet totals on top; a figure past its threshold is red.
+
+    \b
+    Per host, every interval:
+      req/s, 2xx 499 5xx   the access log's new lines since the last sample, by status
+      p50/p99 ms           upstream response time, when the log_format has it ($upstream_response_time)
+      queue                the fullest accept queue of an nginx or php-fpm listener: waiting/limit
+                           (ss Recv-Q/Send-Q); red above half the limit
+      ovf/s                ListenOverflows (+ListenDrops) per second: connections refused for a
+                           full queue; red when above 0
+      CW                   CLOSE_WAIT sockets on php-fpm TCP listeners; red, with an arrow, when growing
+      fpm a/i/q, mcr       php-fpm active/idle/listen queue and max children reached, from each pool's
+                           status page (pm.status_path; opsctl harden sets one); "-" without one
+      iow load mem         iowait share of CPU time, 1-minute load, memory in use
+    A host that stops answering is LOST within two intervals and reconnected in the background.
+
+    \b
+    Examples:
+      opsctl watch -i prod --limit web                  full screen until Ctrl-C
+      opsctl watch -i prod --record sale.jsonl          and keep every sample
+      opsctl watch -i prod --once --format json         one sample, for scripts and monitoring
+
+    Exit codes: 0 done (--once: every host answered), 1 --once and a host did not, 2 bad input.
+    """
+    from opsctl.watch.run import WatchOptions, parse_times, run_watch
+
+    seconds, until = parse_times(interval, duration)
+    sys.exit(run_watch(WatchOptions(inventory=inventory, limit=limit, interval=seconds, duration=until,
+                                    record=record, once=once, fmt=fmt, vault=vault)))
+
+
 @cli.group()
 def logrotate() -> None:
     """Log rotation out of the peak: rescheduled, spread across hosts, reopened, throttled."""
