@@ -16,7 +16,7 @@ import yaml
 
 from opsctl.paths import collections_env
 from tests import labtools
-from tests.conftest import REPO, opsctl
+from tests.conftest import opsctl
 
 pytestmark = pytest.mark.lab
 

@@ -26,7 +26,7 @@ from opsctl.errors import OpsctlError
 from opsctl.harden import plan_host, refuse_bad_input
 from tests.unit.test_sec_input import _inventory, _one_line_error
 from opsctl.inventory import Host
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import hosttext, probe_facts
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import hosttext
 from opsctl.profile import ProfileError, parse_profile
 from opsctl.safetext import visible
 

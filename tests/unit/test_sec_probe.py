@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 import pytest
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.check_engine import first_firing, parse_cron
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import parse
 
 from opsctl.checks.run import EventOverride, HostOutcome, _evaluate_host, load_checks
 from opsctl.inventory import Host
