@@ -26,6 +26,7 @@ import binascii
 import hmac
 import re
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -325,14 +326,13 @@ def _ssh_unchecked(config: Any, host_vars: Mapping[str, Any]) -> str | None:
     return sources[0][1] if sources and sources[0][0].lower() in _OFF else None
 
 
-def _ssh_config_unchecked(config: Any, host_vars: Mapping[str, Any], name: str) -> str | None:
+def _ssh_config_unchecked(ssh_args: str, host_vars: Mapping[str, Any], name: str) -> str | None:
     """What ssh_config (~/.ssh/config, -F, Include, Match) makes of the host, as ssh -G resolves
     Ansible's own command line: StrictHostKeyChecking no there turns Ansible's checking off too."""
     from opsctl import sshconfig
 
-    args, _ = _setting(config, "ssh_args", "ssh", host_vars)
     try:
-        argv = sshconfig.ansible_argv(host_vars, sshconfig.SshDefaults(ssh_args=str(args or "")))
+        argv = sshconfig.ansible_argv(host_vars, sshconfig.SshDefaults(ssh_args=ssh_args))
         value = sshconfig.dump(argv, str(host_vars.get("ansible_host") or name))["stricthostkeychecking"][0]
     except (sshconfig.SshConfigError, KeyError, OSError):
         return None   # ssh itself refuses these settings: Ansible's connection fails before any key is offered
@@ -358,8 +358,10 @@ def _boolean(value: Any, default: bool = True) -> bool:
         return default
 
 
-def unchecked_by(host_vars: Mapping[str, Any], name: str = "") -> str | None:
-    """Where Ansible's connection to host NAME is told not to check its host key, or None."""
+def _by_settings(host_vars: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """What Ansible's own settings say of the host's connection: where they turn host key
+    checking off (or None), and, for an ssh connection they leave checked, the ssh_args that
+    ssh_config is still to be read with (None: nothing left to read)."""
     from ansible import constants
     from ansible.plugins.loader import connection_loader
 
@@ -367,11 +369,18 @@ def unchecked_by(host_vars: Mapping[str, Any], name: str = "") -> str | None:
     connection = str(host_vars.get("ansible_connection") or config.get_config_value("DEFAULT_TRANSPORT"))
     if connection in _SSH:
         connection_loader.get("ssh", class_only=True)   # registers the plugin's options
-        return _ssh_unchecked(config, host_vars) or _ssh_config_unchecked(config, host_vars, name)
+        where = _ssh_unchecked(config, host_vars)
+        return where, None if where else str(_setting(config, "ssh_args", "ssh", host_vars)[0] or "")
     if connection in _PARAMIKO:
         connection_loader.get("paramiko_ssh", class_only=True)
-        return _paramiko_unchecked(config, host_vars)
-    return None   # local, containers, ...: no SSH host key involved
+        return _paramiko_unchecked(config, host_vars), None
+    return None, None   # local, containers, ...: no SSH host key involved
+
+
+def unchecked_by(host_vars: Mapping[str, Any], name: str = "") -> str | None:
+    """Where Ansible's connection to host NAME is told not to check its host key, or None."""
+    where, ssh_args = _by_settings(host_vars)
+    return where or (_ssh_config_unchecked(ssh_args, host_vars, name) if ssh_args is not None else None)
 
 
 @dataclass(frozen=True)
@@ -387,11 +396,18 @@ class AnsibleCheck:
 
 
 def check_ansible(host_vars: Mapping[str, Mapping[str, Any]]) -> AnsibleCheck:
-    unchecked = {}
-    for host, hv in host_vars.items():
-        where = unchecked_by(hv, host)
+    unchecked, pending = {}, {}
+    for host, hv in host_vars.items():   # Ansible's configuration: read in this thread
+        where, ssh_args = _by_settings(hv)
         if where:
             unchecked[host] = where
+        elif ssh_args is not None:
+            pending[host] = ssh_args
+    # One ssh -G per host takes ~10 ms: a fleet's are run side by side, not one after another.
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        found = pool.map(lambda h: _ssh_config_unchecked(pending[h], host_vars[h], h), list(pending))
+        unchecked.update((h, where) for h, where in zip(list(pending), found) if where)
+    unchecked = {h: unchecked[h] for h in host_vars if h in unchecked}   # the inventory's order
     refused = [h for h in unchecked if not _boolean(host_vars[h].get(ACCEPT_VAR), False)]
     return AnsibleCheck(unchecked, refused)
 

@@ -109,6 +109,8 @@ class ExecResult:
 
 
 _USER_DEFAULTS = tuple(Path(os.path.expanduser(p)) for p in hostkeys.USER_FILES)
+
+
 def _target(name: str, host_vars: Mapping[str, Any], endpoint: Endpoint, passwords: Mapping[str, str]) -> Target:
     own = host_vars.get("opsctl_known_hosts")
     if own and endpoint.known_hosts == _USER_DEFAULTS:
