@@ -70,12 +70,6 @@ def _ensure_bridge(spec: LabSpec) -> None:
         system.run("ip", "route", "replace", "unreachable", spec.mgmt_subnet)
 
 
-def _management_address(spec: LabSpec, host: LabHost) -> str:
-    """The host's address on the management network: the same offset as its own address."""
-    offset = int(ipaddress.ip_address(host.address)) - int(ipaddress.ip_network(spec.subnet).network_address)
-    return str(ipaddress.ip_network(spec.mgmt_subnet).network_address + offset)
-
-
 def _remove_host(host: LabHost) -> None:
     if host.netns in system.netns_list():
         system.kill_netns_processes(host.netns)
@@ -90,7 +84,7 @@ def _boot_host(spec: LabSpec, host: LabHost, boot: Path) -> None:
     system.run("ip", "link", "set", host.veth, "master", spec.bridge, "up")
     system.run("ip", "-n", host.netns, "addr", "add", f"{host.address}/{spec.prefixlen}", "dev", "eth0")
     if spec.mgmt_subnet:
-        system.run("ip", "-n", host.netns, "addr", "add", f"{_management_address(spec, host)}/{spec.prefixlen}",
+        system.run("ip", "-n", host.netns, "addr", "add", f"{spec.management_address(host)}/{spec.prefixlen}",
                    "dev", "eth0")
     system.run("ip", "-n", host.netns, "link", "set", "eth0", "up")
     system.run("ip", "-n", host.netns, "link", "set", "lo", "up")

@@ -6,7 +6,7 @@ import ipaddress
 import json
 import re
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from opsctl.errors import OpsctlError
@@ -100,6 +100,11 @@ class LabSpec:
     def inventory_dir(self) -> Path:
         return self.path / "inventory"
 
+    def management_address(self, host: LabHost) -> str:
+        """A host's address on the management network: its own address's offset there."""
+        offset = int(ipaddress.ip_address(host.address)) - int(ipaddress.ip_network(self.subnet).network_address)
+        return str(ipaddress.ip_network(self.mgmt_subnet).network_address + offset)
+
     def by_role(self, role: str) -> list[LabHost]:
         return [h for h in self.hosts if h.role == role]
 
@@ -146,16 +151,18 @@ def build_spec(name: str, web: int, subnet: str | None, root: Path, flavor: str 
         raise OpsctlError(f"--subnet {network}: give an IPv4 network of /24 or larger")
     base = network.network_address
 
-    mgmt = management_subnet(network) if bastion else None
 
     def host(hname: str, role: str, offset: int, index: int) -> LabHost:
-        behind = mgmt is not None and role != "bastion"
         return LabHost(name=hname, role=role, address=str(base + offset),
-                       netns=f"opsctl-{name}-{hname}", veth=f"ov-{name}-{index}",
-                       ssh_address=str(mgmt.network_address + offset) if behind else "")
+                       netns=f"opsctl-{name}-{hname}", veth=f"ov-{name}-{index}")
 
     hosts = [host("bastion1", "bastion", BASTION_OFFSET, MAX_WEB + 1)] if bastion else []
     hosts += [host("lb1", "lb", LB_OFFSET, 0)]
     hosts += [host(f"web{i}", "web", WEB_OFFSET + i, i) for i in range(1, web + 1)]
-    return LabSpec(name=name, subnet=str(network), hosts=tuple(hosts), root=str(root / name), flavor=flavor,
-                   mgmt_subnet=str(mgmt) if mgmt else "")
+    spec = LabSpec(name=name, subnet=str(network), hosts=tuple(hosts), root=str(root / name), flavor=flavor,
+                   mgmt_subnet=str(management_subnet(network)) if bastion else "")
+    if not bastion:
+        return spec
+    # Every host but the bastion is reached (and its sshd listens) on the management network.
+    return replace(spec, hosts=tuple(h if h.role == "bastion" else replace(h, ssh_address=spec.management_address(h))
+                                     for h in hosts))
