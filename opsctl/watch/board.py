@@ -69,7 +69,7 @@ class Board:
         host.state, host.error, host.samples = "ok", "", host.samples + 1
         for name in SERIES:
             host.series[name].append(_point(fig, name))
-        return {"host": host.name, "time": event.at, "figures": fig.as_dict()}
+        return {"host": host.name, "time": event.at, "due": event.due, "figures": fig.as_dict()}
 
     def lost(self, name: str, now: float) -> bool:
         """Shown as lost: its session says so, or no sample for two intervals (and a bit)."""

@@ -46,6 +46,7 @@ class Event:
     line: str = ""              # a sample line (kind "sample")
     kind: str = "sample"        # sample | connecting | lost | gave-up | ended
     error: str = ""
+    due: float | None = None    # a sample: the tick that asked for it (epoch s); None for a session's first
 
 
 class LineReader:
@@ -89,8 +90,8 @@ class Session(threading.Thread):
         self.timeouts = timeouts
         self.failures = 0
 
-    def say(self, kind: str, line: str = "", error: str = "") -> None:
-        self.events.put(Event(self.target.name, time.time(), line, kind, error))
+    def say(self, kind: str, line: str = "", error: str = "", due: float | None = None) -> None:
+        self.events.put(Event(self.target.name, time.time(), line, kind, error, due))
 
     def run(self) -> None:
         if self.target.problem:
@@ -145,13 +146,15 @@ class Session(threading.Thread):
             reader = LineReader(channel)
             self._deliver(reader, time.monotonic() + FIRST_SAMPLE)
             while not self.stop.is_set():
-                if self.stop.wait(max(self._next_tick() - time.monotonic(), 0)):
+                tick = self._next_tick()
+                if self.stop.wait(max(tick - time.monotonic(), 0)):
                     break
                 channel.sendall(b"\n")
                 # The screen shows the host lost after two intervals without a sample (board.py);
                 # the session gives a slow sample (a status page that takes its 2 s timeout)
                 # longer before it drops a working connection.
-                self._deliver(reader, time.monotonic() + max(2 * self.interval, SLOW_SAMPLE))
+                self._deliver(reader, time.monotonic() + max(2 * self.interval, SLOW_SAMPLE),
+                              time.time() - (time.monotonic() - tick))
             channel.shutdown_write()     # the sampler reads EOF and exits
         finally:
             client.close()
@@ -167,13 +170,14 @@ class Session(threading.Thread):
         self.own = Connector(self.timeouts, self.books)
         return self.own
 
-    def _deliver(self, reader: LineReader, deadline: float) -> None:
-        """Read until one sample line (skipping other output) and hand it over."""
+    def _deliver(self, reader: LineReader, deadline: float, due: float | None = None) -> None:
+        """Read until one sample line (skipping other output) and hand it over, with the tick
+        (epoch s) that asked for it."""
         while True:
             line = reader.line(deadline)
             if line.startswith('{"watch":'):
                 self.failures = 0
-                self.say("sample", line)
+                self.say("sample", line, due=due)
                 return
             if line.strip():
                 self.say("noise", error=line.strip()[:200])
