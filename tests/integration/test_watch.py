@@ -204,6 +204,15 @@ def test_a_host_whose_sshd_dies_is_lost_within_two_intervals(wch, tmp_path: Path
 # when that queue is 8 long instead of Debian's 4096. php-fpm listens on TCP, as in the seed, so
 # that its overflows count in /proc/net/netstat and the connections nginx gave up on show as
 # CLOSE_WAIT; nginx sheds (503) past 30 requests in flight, as a hardened host's limit_conn does.
+#
+# The tolerances. A sample reads the host after the tick that asked for it (its `due`) and before
+# it arrived; the test's readings, each with its own start and end, fall around those moments.
+# Between the reads of two samples, a counter (ListenOverflows, ListenDrops, the log's lines by
+# status) must have grown by no less than the readings within say and no more than the readings
+# outside say; watch's overflows are a rate over the host's own interval, which is the arrivals'
+# within a few ms: one overflow either way. A level (a queue, CLOSE_WAIT) must be one that the
+# readings around the sample saw, give or take LEVEL_SLACK. Over the whole run (idle before and
+# after the burst) watch's counts must equal the log's exactly.
 FPM_CONF, SITE, SHED = "/etc/php/8.2/fpm/pool.d/www.conf", "/etc/nginx/sites-available/default", "/etc/nginx/conf.d/burst.conf"
 FPM_LISTEN = "127.0.0.1:9000"
 OVERLOADABLE = (f"cp -p {FPM_CONF} {SITE} /root/ && "
@@ -221,11 +230,6 @@ while [ $i -lt 400 ] && [ "$(date +%s)" -lt $end ]; do
   echo "@ $(date +%s.%N) $(stat -c %s /var/log/nginx/access.log) $(ss -Htn state close-wait '( sport = :9000 )' | wc -l)"
   ss -Hlntx; grep '^TcpExt:' /proc/net/netstat; echo "= $(date +%s.%N)"; i=$((i + 1)); sleep 0.1
 done"""
-# A sample reads the host between the tick that asks for it and its arrival. Ticks are one
-# interval apart, so how much later than the fastest sample each one arrived after its tick shows
-# in the arrivals; the fastest sample's own run is this at most (an idle lab host's sample, ssh
-# there and back: 22-67 ms measured with the machine's load at 6).
-SAMPLE_RUN = 0.1
 # While requests come, a level (a queue, a CLOSE_WAIT count) can change between two of the test's
 # readings unseen (nginx accepts a connection within a millisecond of its arrival): one either way.
 LEVEL_SLACK = 1
@@ -268,12 +272,17 @@ def statuses_by_size(log: str) -> Callable[[int], Counter]:
     return lambda size: Counter(code for end, code in zip(ends, codes) if end <= size)
 
 
-class HostView:
-    """The test's readings around the moments a sample's reads happened: within [t - run, t], t
-    being its arrival. `before` is the last reading ended by then, `after` the first begun since."""
+def window(sample: dict) -> tuple[float, float]:
+    """When a sample read the host: after the tick that asked for it (`due`), before its arrival."""
+    return sample["due"], sample["time"]
 
-    def __init__(self, found: list[Reading], run: float) -> None:
-        self.found, self.run = found, run
+
+class HostView:
+    """The test's readings around the moments samples read the host. `before` is the last reading
+    ended by a moment, `after` the first begun since."""
+
+    def __init__(self, found: list[Reading]) -> None:
+        self.found = found
 
     def before(self, t: float) -> Reading:
         return [r for r in self.found if r.end <= t][-1]
@@ -281,23 +290,23 @@ class HostView:
     def after(self, t: float) -> Reading:
         return next(r for r in self.found if r.start >= t)
 
-    def around(self, t: float) -> list[Reading]:
-        """The readings that may have seen what a sample arriving at T saw (a level: any of theirs)."""
-        first, last = self.before(t - self.run), self.after(t)
+    def between(self, low: float, high: float) -> list[Reading]:
+        """The readings that may have seen what was there between LOW and HIGH (a level: any of theirs)."""
+        first, last = self.before(low), self.after(high)
         return [r for r in self.found if first.start <= r.start <= last.start]
 
-    def quiet(self, since: float, until: float) -> bool:
-        """Nothing moved on the host from before the reads of the sample arriving at SINCE to after
-        those of the one arriving at UNTIL (no request logged, no level changed): no slack then."""
-        first, last = self.before(since - self.run), self.after(until)
+    def quiet(self, since: tuple[float, float], until: tuple[float, float]) -> bool:
+        """Nothing moved on the host from the reads of one sample to those of the next (no request
+        logged, no level changed): then no slack."""
         seen = {(r.log_size, r.close_wait, r.counters["ListenOverflows"], tuple(sorted(r.listeners.items())))
-                for r in self.found if first.start <= r.start <= last.start}
+                for r in self.between(since[0], until[1])}
         return len(seen) == 1
 
-    def growth(self, value: Callable[[Reading], float], since: float, until: float) -> tuple[float, float]:
-        """How much a counter can have grown between the reads of the samples arriving at SINCE and UNTIL."""
-        return (value(self.before(until - self.run)) - value(self.after(since)),
-                value(self.after(until)) - value(self.before(since - self.run)))
+    def growth(self, value: Callable[[Reading], float], since: tuple[float, float],
+               until: tuple[float, float]) -> tuple[float, float]:
+        """How much a counter can have grown from the reads of one sample to those of the next."""
+        return (value(self.before(until[0])) - value(self.after(since[1])),
+                value(self.after(until[1])) - value(self.before(since[0])))
 
 
 def recorded(record: Path, host: str | None = None) -> list[dict]:
@@ -308,8 +317,8 @@ def recorded(record: Path, host: str | None = None) -> list[dict]:
 
 def watch_a_burst(spec, web, record: Path) -> Burst:
     """`opsctl watch --record` on WEB while an impatient burst hits it: the burst starts after
-    watch's first two samples (rated, idle) and ends before its last two; then Ctrl-C, as a user
-    ends a watch."""
+    watch's first three samples (two of them rated and idle) and ends before its last two; then
+    Ctrl-C, as a user ends a watch."""
     watch = subprocess.Popen([sys.executable, "-m", "opsctl", "watch", "--inventory", spec.name, "--limit", web.name,
                               "--duration", "60s", "--record", str(record)], stdout=subprocess.DEVNULL)
 
@@ -319,7 +328,7 @@ def watch_a_burst(spec, web, record: Path) -> Burst:
             time.sleep(0.2)
 
     try:
-        wait_for(2, 0)
+        wait_for(3, 0)
         burst = impatient_burst(web.address, "/work.php?ms=500", rate=40, seconds=6, timeout=1.5)
         wait_for(2, time.time())
         watch.send_signal(signal.SIGINT)
@@ -342,8 +351,8 @@ def compare(rated: list[tuple[dict, dict]], view: HostView, counts: Callable[[in
 
     for prev, cur in rated:
         t0, t1, fig = prev["time"], cur["time"], cur["figures"]
-        at, near = f"{t1 - ref:+5.1f}s", view.around(t1)
-        slack = 0 if view.quiet(t0, t1) else LEVEL_SLACK
+        at, near = f"{t1 - ref:+5.1f}s", view.between(*window(cur))
+        slack = 0 if view.quiet(window(prev), window(cur)) else LEVEL_SLACK
         row = [at]
         for item in fig["listeners"]:
             queues = [r.listeners[item["address"]][0] for r in near]
@@ -356,10 +365,10 @@ def compare(rated: list[tuple[dict, dict]], view: HostView, counts: Callable[[in
         # A rate over the host's own interval between two reads, which is the arrivals' interval
         # within a few ms: one overflow either way.
         for name, key in (("overflows_ps", "ListenOverflows"), ("drops_ps", "ListenDrops")):
-            low, high = view.growth(lambda r: r.counters[key], t0, t1)
+            low, high = view.growth(lambda r: r.counters[key], window(prev), window(cur))
             row.append(f"{key} " + check(f"{at} {key}", round(fig[name] * (t1 - t0), 1), low, high, 1))
         for code in ("2xx", "499", "503"):
-            low, high = view.growth(lambda r: counts(r.log_size)[code], t0, t1)
+            low, high = view.growth(lambda r: counts(r.log_size)[code], window(prev), window(cur))
             row.append(f"{code} " + check(f"{at} {code}", fig["statuses"].get(code, 0), low, high))
         rows.append("  ".join(row))
     return rows, wrong
@@ -380,17 +389,17 @@ def test_an_overload_burst_shows_what_ss_netstat_and_the_log_say_in_the_same_sec
     finally:
         labtools.ssh(wch, web, STOCK, check=True)
     got = recorded(record, web.name)
-    rated = [(prev, cur) for prev, cur in zip(got, got[1:]) if cur["figures"]["overflows_ps"] is not None]
-    # How much later than the fastest one a sample arrived after its tick (ticks are one interval
-    # apart): with the fastest sample's own run, how long before its arrival a sample read the host.
-    ref = rated[0][1]["time"]
-    phases = [c["time"] - ref - round(c["time"] - ref) for _, c in rated]
-    view = HostView(readings(seen.read_text()), max(phases) - min(phases) + SAMPLE_RUN)
+    # Rated samples whose reads are known to lie between two moments: their own and the last one's
+    # (a session's first sample, taken after discovery, has no tick).
+    rated = [(prev, cur) for prev, cur in zip(got, got[1:]) if prev["due"] is not None]
+    reads = [cur["time"] - cur["due"] for _, cur in rated]
+    assert rated and all(0 < run < 2 for run in reads), reads
+    view = HostView(readings(seen.read_text()))
     counts = statuses_by_size(log)
     rows, wrong = compare(rated, view, counts)
     table = "\n".join(rows)
     print(f"\n{web.name}, watch's figure [the host's own readings in the same moments; a sample read the host "
-          f"within {view.run:.2f} s before it arrived]:\n{table}")
+          f"between its tick and its arrival, {1000 * min(reads):.0f}-{1000 * max(reads):.0f} ms]:\n{table}")
     assert not wrong, "\n".join(wrong) + "\n" + table
     # Every request of the burst counted once: idle before watch's first sample and after its last.
     shown = sum((Counter(s["figures"]["statuses"]) for s in got), Counter())
