@@ -78,6 +78,12 @@ class Board:
             return True
         return host.last_at is not None and now - host.last_at > 2 * self.interval + 0.5
 
+    def refreshed(self, since: float) -> bool:
+        """Every host that answers has sent a sample since SINCE (epoch s): the screen can show a
+        whole refresh. Hosts still connecting, lost or given up are not waited for."""
+        return all(h.last_at is not None and h.last_at >= since for h in self.hosts.values()
+                   if h.state == "ok" and not self.lost(h.name, since))
+
     def lost_hosts(self, now: float) -> list[str]:
         return [name for name in self.hosts if self.lost(name, now)]
 

@@ -13,7 +13,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import click
 from rich.console import Console
@@ -82,9 +82,10 @@ def run_watch(opts: WatchOptions) -> int:
     return EXIT_OK
 
 
-def _drain(board: Any, events: queue.Queue, record: IO[str] | None, until: float) -> None:
-    """Apply every event that arrives before UNTIL (time.monotonic)."""
-    while True:
+def _drain(board: Any, events: queue.Queue, record: IO[str] | None, until: float,
+           enough: Callable[[], bool] = lambda: False) -> None:
+    """Apply every event that arrives before UNTIL (time.monotonic), or until ENOUGH() says so."""
+    while not enough():
         left = until - time.monotonic()
         try:
             event = events.get(timeout=max(left, 0)) if left > 0 else events.get_nowait()
@@ -136,13 +137,17 @@ def _live(board: Any, events: queue.Queue, record: IO[str] | None, opts: WatchOp
 
     with Live(screen(), console=console, screen=sys.stdout.isatty(), auto_refresh=False,
               redirect_stderr=False) as live:
-        tick = started
+        tick, drawn = started, time.time()
         try:
             while time.monotonic() < end:
                 tick = min(tick + opts.interval, end)
-                # Redraw half an interval after the sessions' tick: their samples have arrived.
-                _drain(board, events, record, tick + min(opts.interval / 2, 0.5))
+                _drain(board, events, record, tick)
+                # Redraw once every answering host has sent the sample this tick asked for (they
+                # arrive together, the last within a few hundred ms on 100 hosts), and at the
+                # latest just before the next tick: a slow host does not hold the screen back.
+                _drain(board, events, record, tick + 0.9 * opts.interval, lambda: board.refreshed(drawn))
                 board.tick_fleet(time.time())
                 live.update(screen(), refresh=True)
+                drawn = time.time()
         except KeyboardInterrupt:   # Ctrl-C is how a watch ends: not an error
             pass

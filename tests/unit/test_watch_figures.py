@@ -320,3 +320,17 @@ def test_a_sample_is_recorded_with_the_tick_that_asked_for_it():
     board = Board(["web1"], interval=1.0)
     assert board.apply(Event("web1", 10.02, line(seq=0, up=100)))["due"] is None   # a session's first: no tick
     assert board.apply(Event("web1", 11.03, line(seq=1, up=101), due=11.0))["due"] == 11.0
+
+
+def test_the_screen_waits_for_every_answering_host_of_a_refresh_not_for_a_lost_one():
+    board = Board(["web1", "web2", "web3"], interval=1.0)
+    for name in ("web1", "web2"):
+        board.apply(Event(name, 10.0, line(seq=0, up=100)))
+    assert board.refreshed(9.5)                          # web3 still connecting: not waited for
+    board.apply(Event("web1", 11.02, line(seq=1, up=101), due=11.0))
+    assert not board.refreshed(10.5)                     # web2's sample of this tick is still to come
+    board.apply(Event("web2", 11.03, line(seq=1, up=101), due=11.0))
+    assert board.refreshed(10.5)
+    board.apply(Event("web2", 11.5, kind="lost", error="the sampler ended"))
+    board.apply(Event("web1", 12.02, line(seq=2, up=102), due=12.0))
+    assert board.refreshed(11.6)                         # a lost host holds nothing back
