@@ -79,8 +79,9 @@ class Board:
         return host.last_at is not None and now - host.last_at > 2 * self.interval + 0.5
 
     def refreshed(self, since: float) -> bool:
-        """Every host that answers has sent a sample since SINCE (epoch s): the screen can show a
-        whole refresh. Hosts still connecting, lost or given up are not waited for."""
+        """Every host that answers has sent a sample since SINCE (epoch s; the tick that asked for
+        them): the screen can show a whole refresh. Hosts still connecting, lost or given up are
+        not waited for."""
         return all(h.last_at is not None and h.last_at >= since for h in self.hosts.values()
                    if h.state == "ok" and not self.lost(h.name, since))
 

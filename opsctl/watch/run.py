@@ -73,12 +73,14 @@ def run_watch(opts: WatchOptions) -> int:
     board = Board([t.name for t in targets], opts.interval)
     with ExitStack() as stack:
         record = stack.enter_context(open(opts.record, "a", encoding="utf-8")) if opts.record else None
-        start_sessions(targets, connector, sampler_script(samples), opts.interval, events, stop, timeouts, books)
+        clock = time.monotonic()     # the sessions' ticks and the screen's redraws
+        start_sessions(targets, connector, sampler_script(samples), opts.interval, events, stop, timeouts, books,
+                       clock)
         stack.callback(connector.close)
         stack.callback(stop.set)
         if opts.once:
             return _once(board, events, record, opts.interval)
-        _live(board, events, record, opts, inv.source)
+        _live(board, events, record, opts, inv.source, clock)
     return EXIT_OK
 
 
@@ -121,7 +123,9 @@ def _follow_terminal(console: Console) -> None:
         console.size = (size.columns, size.lines)
 
 
-def _live(board: Any, events: queue.Queue, record: IO[str] | None, opts: WatchOptions, source: str) -> None:
+def _live(board: Any, events: queue.Queue, record: IO[str] | None, opts: WatchOptions, source: str,
+          clock: float) -> None:
+    from opsctl.watch.sessions import epoch, next_tick
     from opsctl.watch.view import render
 
     console = Console()
@@ -137,17 +141,17 @@ def _live(board: Any, events: queue.Queue, record: IO[str] | None, opts: WatchOp
 
     with Live(screen(), console=console, screen=sys.stdout.isatty(), auto_refresh=False,
               redirect_stderr=False) as live:
-        tick, drawn = started, time.time()
         try:
             while time.monotonic() < end:
-                tick = min(tick + opts.interval, end)
+                # The sessions' next tick: until then nothing new is asked for.
+                tick = min(next_tick(clock, opts.interval), end)
                 _drain(board, events, record, tick)
                 # Redraw once every answering host has sent the sample this tick asked for (they
                 # arrive together, the last within a few hundred ms on 100 hosts), and at the
                 # latest just before the next tick: a slow host does not hold the screen back.
-                _drain(board, events, record, tick + 0.9 * opts.interval, lambda: board.refreshed(drawn))
+                asked = epoch(tick)
+                _drain(board, events, record, tick + 0.9 * opts.interval, lambda: board.refreshed(asked))
                 board.tick_fleet(time.time())
                 live.update(screen(), refresh=True)
-                drawn = time.time()
         except KeyboardInterrupt:   # Ctrl-C is how a watch ends: not an error
             pass

@@ -38,6 +38,18 @@ def sampler_script(max_samples: int) -> bytes:
     return head + discover + b"\n" + files("opsctl.watch").joinpath("sampler.sh").read_bytes()
 
 
+def next_tick(clock: float, interval: float) -> float:
+    """The next tick (time.monotonic) of the clock started at CLOCK, skipping ticks already past:
+    when every session asks for a sample, and after which the screen is redrawn."""
+    ticks = max(int((time.monotonic() - clock) / interval) + 1, 1)
+    return clock + ticks * interval
+
+
+def epoch(moment: float) -> float:
+    """A time.monotonic moment (a tick) as epoch seconds, as events and records give times."""
+    return time.time() - (time.monotonic() - moment)
+
+
 @dataclass(frozen=True)
 class Event:
     """What a session tells the watch loop: a sample line, or a change of state."""
@@ -120,10 +132,7 @@ class Session(threading.Thread):
             self.own.close()
 
     def _next_tick(self) -> float:
-        """The next tick of the shared clock (time.monotonic), skipping ticks already past."""
-        now = time.monotonic()
-        ticks = max(int((now - self.start_at) / self.interval) + 1, 1)
-        return self.start_at + ticks * self.interval
+        return next_tick(self.start_at, self.interval)
 
     def _stream(self) -> None:
         """Connect, start the sampler, then one line per tick until stop; raises when the host
@@ -153,8 +162,7 @@ class Session(threading.Thread):
                 # The screen shows the host lost after two intervals without a sample (board.py);
                 # the session gives a slow sample (a status page that takes its 2 s timeout)
                 # longer before it drops a working connection.
-                self._deliver(reader, time.monotonic() + max(2 * self.interval, SLOW_SAMPLE),
-                              time.time() - (time.monotonic() - tick))
+                self._deliver(reader, time.monotonic() + max(2 * self.interval, SLOW_SAMPLE), epoch(tick))
             channel.shutdown_write()     # the sampler reads EOF and exits
         finally:
             client.close()
@@ -185,8 +193,9 @@ class Session(threading.Thread):
 
 def start_sessions(targets: list[Target], connector: Connector, script: bytes, interval: float,
                    events: queue.Queue, stop: threading.Event, timeouts: Timeouts,
-                   books: dict | None = None) -> list[Session]:
-    start = time.monotonic()
+                   books: dict | None = None, start: float | None = None) -> list[Session]:
+    """One session per target, ticking on the clock started at START (time.monotonic; now)."""
+    start = time.monotonic() if start is None else start
     sessions = [Session(t, connector, script, interval, start, events, stop, timeouts, books) for t in targets]
     for session in sessions:
         session.start()

@@ -148,7 +148,8 @@ def test_the_full_screen_in_tmux_shows_hosts_and_figures(wch, tmp_path: Path):
             # A host's row, once it has figures: its name, req/s, ... and its queue (waiting/limit).
             rows = {line.split()[0]: line for line in screen.splitlines()
                     if line.strip() and re.search(r" \d+/\d+ ", line) and not line.startswith("fleet")}
-            if "fleet: 3/3 hosts answer" in screen and {h.name for h in wch.hosts} <= set(rows):
+            if "fleet: 3/3 hosts answer" in screen and {h.name for h in wch.hosts} <= set(rows) \
+                    and " 0.0 " in rows["lb1"]:      # rated: two samples of every host
                 break
         assert "fleet: 3/3 hosts answer" in screen, screen
         assert {h.name for h in wch.hosts} <= set(rows), screen

@@ -275,6 +275,7 @@ read_owners
 sample
 printf '%s' '{new}' >> {log}
 SEQ=1
+sleep 0.05   # /proc/uptime counts in 10 ms steps: two samples within one have no interval to rate
 sample
 """
     proc = subprocess.run(["sh", "-s"], input=script.encode(), capture_output=True, timeout=60)
