@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from opsctl.lab import fleet, remote  # noqa: E402
-from opsctl.lab.load import Burst, attempt, impatient_burst  # noqa: E402
+from opsctl.lab.load import Burst, attempt, fpm_on_tcp, impatient_burst  # noqa: E402
 from opsctl.paths import collections_env  # noqa: E402
 
 SERVICE_MS = 200
@@ -94,9 +94,7 @@ def listen_on_tcp(spec) -> None:
     """php-fpm on 127.0.0.1:FPM_PORT, as in the seed (F1 was measured there): a TCP listener
     shows the dead connections php-fpm accepted as CLOSE_WAIT; a unix socket has no such state."""
     for host in spec.by_role("web"):
-        done = ssh(spec, host, f"sed -i 's|^listen = .*|listen = 127.0.0.1:{FPM_PORT}|' /etc/php/8.2/fpm/pool.d/www.conf && "
-                               f"sed -i 's|fastcgi_pass unix:[^;]*;|fastcgi_pass 127.0.0.1:{FPM_PORT};|' "
-                               "/etc/nginx/sites-available/default && nginx -t -q && "
+        done = ssh(spec, host, f"{fpm_on_tcp(f'127.0.0.1:{FPM_PORT}')} && "
                                "/etc/init.d/php8.2-fpm stop >/dev/null && /etc/init.d/php8.2-fpm start >/dev/null && "
                                "nginx -s reload")
         if done.returncode != 0:

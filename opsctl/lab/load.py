@@ -147,6 +147,21 @@ class Orders:
         return cls(len(begun), len(committed), len(begun - committed))
 
 
+FPM_POOL = "/etc/php/8.2/fpm/pool.d/www.conf"            # a Debian lab web host's pool
+WEB_SITE = "/etc/nginx/sites-available/default"          # and its nginx site
+
+
+def fpm_on_tcp(address: str, backlog: int | None = None) -> str:
+    """A shell command for a Debian lab web host: its pool listens on ADDRESS (host:port), as in
+    the seed (a TCP listener's overflows count in /proc/net/netstat and the connections nginx gave
+    up on show as CLOSE_WAIT; a unix socket has neither), with an accept queue of BACKLOG if given,
+    and nginx passes to it; nginx -t checks the site. php-fpm must then be restarted (a reload
+    keeps its listener) and nginx reloaded."""
+    queue = f"\\nlisten.backlog = {backlog}" if backlog else ""
+    return (f"sed -i 's|^listen = .*|listen = {address}{queue}|' {FPM_POOL} && "
+            f"sed -i 's|fastcgi_pass unix:[^;]*;|fastcgi_pass {address};|' {WEB_SITE} && nginx -t -q")
+
+
 MAX_OUTSTANDING = 1500        # an impatient burst's open sockets, at most, whatever the server does
 
 

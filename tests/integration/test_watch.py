@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 import pytest
 
 from opsctl.lab import remote, system
-from opsctl.lab.load import BackgroundLoad, Burst, impatient_burst
+from opsctl.lab.load import FPM_POOL, WEB_SITE, BackgroundLoad, Burst, fpm_on_tcp, impatient_burst
 from tests import labtools
 from tests.conftest import fresh_lab, opsctl
 
@@ -214,14 +214,11 @@ def test_a_host_whose_sshd_dies_is_lost_within_two_intervals(wch, tmp_path: Path
 # within a few ms: one overflow either way. A level (a queue, CLOSE_WAIT) must be one that the
 # readings around the sample saw, give or take LEVEL_SLACK. Over the whole run (idle before and
 # after the burst) watch's counts must equal the log's exactly.
-FPM_CONF, SITE, SHED = "/etc/php/8.2/fpm/pool.d/www.conf", "/etc/nginx/sites-available/default", "/etc/nginx/conf.d/burst.conf"
-FPM_LISTEN = "127.0.0.1:9000"
-OVERLOADABLE = (f"cp -p {FPM_CONF} {SITE} /root/ && "
-                f"sed -i 's|^listen = .*|listen = {FPM_LISTEN}\\nlisten.backlog = 8|' {FPM_CONF} && "
-                f"sed -i 's|fastcgi_pass unix:[^;]*;|fastcgi_pass {FPM_LISTEN};|' {SITE} && "
+FPM_LISTEN, SHED = "127.0.0.1:9000", "/etc/nginx/conf.d/burst.conf"
+OVERLOADABLE = (f"cp -p {FPM_POOL} {WEB_SITE} /root/ && {fpm_on_tcp(FPM_LISTEN, backlog=8)} && "
                 f"printf 'limit_conn_zone $server_port zone=burst:1m;\\nlimit_conn burst 30;\\n' >{SHED} && "
                 "nginx -t -q && /etc/init.d/php8.2-fpm restart >/dev/null && nginx -s reload")
-STOCK = (f"cp -p /root/www.conf {FPM_CONF} && cp -p /root/default {SITE} && rm -f {SHED} && "
+STOCK = (f"cp -p /root/www.conf {FPM_POOL} && cp -p /root/default {WEB_SITE} && rm -f {SHED} && "
          "/etc/init.d/php8.2-fpm restart >/dev/null && nginx -s reload")
 # The host's own view, every ~0.15 s, at most 400 times or 60 s: when the reading began, the
 # access log's size and the CLOSE_WAIT sockets on php-fpm's port; the listeners and the TCP
