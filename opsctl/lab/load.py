@@ -203,7 +203,8 @@ async def attempt(address: str, path: str, timeout: float) -> int | str:
             writer.close()
 
 
-async def _impatient(address: str, path: str, rate: float, seconds: float, timeout: float) -> Burst:
+async def _impatient(address: str, path: str, rate: float, seconds: float, timeout: float,
+                     wait_out: bool) -> Burst:
     result = Burst()
     outstanding: set[asyncio.Task] = set()
 
@@ -234,15 +235,18 @@ async def _impatient(address: str, path: str, rate: float, seconds: float, timeo
             result.attempts += 1
         await asyncio.sleep(0.01)
     result.seconds = time.monotonic() - start
-    for task in list(outstanding):
-        task.cancel()   # the burst is over: its clients leave, their sockets close
+    if not wait_out:
+        for task in list(outstanding):
+            task.cancel()   # the burst is over: its clients leave, their sockets close
     await asyncio.gather(*outstanding, return_exceptions=True)
     return result
 
 
-def impatient_burst(address: str, path: str, *, rate: float, seconds: float, timeout: float) -> Burst:
+def impatient_burst(address: str, path: str, *, rate: float, seconds: float, timeout: float,
+                    wait_out: bool = False) -> Burst:
     """GET PATH on ADDRESS at a constant RATE of new connections for SECONDS (at most 60), each
     client giving up after TIMEOUT: as a flash sale's users do, they arrive whatever the server
     answers (a failed client is replaced at once, so the rate holds); at most MAX_OUTSTANDING
-    sockets open."""
-    return asyncio.run(_impatient(address, path, rate, min(seconds, 60), timeout))
+    sockets open. At the end the clients still waiting leave at once, or with WAIT_OUT wait for
+    their answer or their timeout, as they would after a sale's last arrivals."""
+    return asyncio.run(_impatient(address, path, rate, min(seconds, 60), timeout, wait_out))
