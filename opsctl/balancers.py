@@ -1,7 +1,8 @@
 """The balancers in front of a web host (`opsctl_balancers`), checked once when the inventory is read.
 
-Each entry names the balancer's inventory host, the driver type and the upstream that holds this
-backend; `config` optionally names the file. Every command that reads the list (the rolling
+Each entry names the balancer's inventory host, the driver type and the upstream (an HAProxy
+backend) that holds this backend; `config` optionally names the file, and for HAProxy `server`
+this host's server name and `socket` the admin socket. Every command that reads the list (the rolling
 reload, log-rotation pools) can then rely on its shape.
 """
 
@@ -21,7 +22,7 @@ from opsctl.paths import roles_dir
 
 VAR_NAME = "opsctl_balancers"
 _REQUIRED = ("host", "type", "upstream")
-_OPTIONAL = ("config",)
+_OPTIONAL = ("config", "server", "socket")   # server and socket: the haproxy driver's
 # The drain role includes tasks/<type>.yml: a type is a plain name, never a path.
 _DRIVER_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
