@@ -1,20 +1,24 @@
 """HAProxy as the balancer (`opsctl lab up --balancer haproxy`, one lab of 1 lb + 2 web hosts):
-the rolling reload drains through HAProxy's runtime API under order load and loses nothing, with
-the drain seen in `show stat` while it runs."""
+check judges the stock HAProxy; the rolling reload drains through HAProxy's runtime API under
+order load and loses nothing, with the drain seen in `show stat` while it runs; harden (of the lb)
+converges, then changes nothing, and check passes; a web host whose php-fpm is frozen is DOWN in
+`show stat` within the window `harden --explain` states."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
 
 import pytest
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import haproxy_ejection_ms
 from opsctl.lab.load import BackgroundLoad, Orders
 from opsctl.lab.spec import UPSTREAM
 from tests.conftest import fresh_lab, opsctl
-from tests.labtools import playbook, ssh
+from tests.labtools import playbook, recap, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -75,6 +79,22 @@ def servers(spec) -> dict[str, dict[str, str]]:
     return {row["svname"]: row for row in rows if row["svname"] != "BACKEND"}
 
 
+def haproxy_results(spec) -> dict[tuple[str, str], dict]:
+    proc = opsctl("check", "--inventory", spec.name, "--limit", "lb1", "--format", "json")
+    results = json.loads(proc.stdout)["results"]
+    return {(r["check"], r["item"]): r for r in results if r["check"].startswith("haproxy-")}
+
+
+def test_check_judges_the_stock_haproxy(hlab):
+    found = haproxy_results(hlab)
+    timeouts, health = found[("haproxy-timeouts", "backend opsctl_web")], found[("haproxy-health-check", "backend opsctl_web")]
+    assert timeouts["status"] == "fail" and "timeout server 50000 ms" in timeouts["observed"], timeouts
+    assert health["status"] == "fail" and "DOWN after up to 12000 ms" in health["observed"], health
+    assert found[("haproxy-maxconn", "backend opsctl_web")]["status"] == "warn"
+    assert found[("haproxy-config-valid", "")]["status"] == "pass"
+    assert found[("haproxy-http-check", "backend opsctl_web")]["status"] == "pass"
+
+
 def test_rolling_reload_under_load_through_haproxy_loses_nothing(hlab):
     lb = hlab.by_role("lb")[0]
     webs = {h.name for h in hlab.by_role("web")}
@@ -119,3 +139,66 @@ def test_drain_with_the_socket_and_server_given_then_serving(hlab):
         assert proc.returncode == 0, proc.stdout
         row = servers(hlab)["web2"]
         assert row["status"] == status, row
+
+
+def test_harden_converges_then_changes_nothing_and_check_passes(hlab):
+    first = opsctl("harden", "--inventory", hlab.name, "--limit", "lb1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = opsctl("harden", "--inventory", hlab.name, "--limit", "lb1")
+    assert second.returncode == 0, second.stdout + second.stderr
+    changed = [re.search(r"│ lb1\s+│ converged\s+│ \d+\s+│ (\d+)", proc.stdout)[1] for proc in (first, second)]
+    print(f"\nharden of lb1: changed {changed[0]}, then {changed[1]}")
+    assert int(changed[0]) > 0 and changed[1] == "0", (first.stdout, second.stdout)
+    cfg = ssh(hlab, hlab.by_role("lb")[0], "cat /etc/haproxy/haproxy.cfg", check=True).stdout
+    assert "timeout server 2s" in cfg and "maxconn 30" in cfg and "option redispatch" in cfg
+    found = haproxy_results(hlab)
+    assert {key: r["status"] for key, r in found.items()} == {key: "pass" for key in found}, found
+
+
+# On the lb: print the wall clock, then poll `show stat` every 20 ms for at most 30 s until SERVER
+# is DOWN, and print the wall clock then.
+WAIT_DOWN = r"""
+import socket, sys, time
+sock, backend, server = sys.argv[1:4]
+print("ready", time.time(), flush=True)
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(sock); s.sendall(b"show stat\n")
+    out = b"".join(iter(lambda: s.recv(65536), b"")).decode()
+    row = [l.split(",") for l in out.splitlines() if l.startswith(backend + "," + server + ",")][0]
+    if row[17].startswith("DOWN"):
+        print("down", time.time(), row[17], flush=True)
+        break
+    time.sleep(0.02)
+"""
+
+
+def test_a_frozen_php_fpm_is_down_within_the_window_explain_states(hlab):
+    lb, web1 = hlab.by_role("lb")[0], hlab.by_role("web")[0]
+    explain = json.loads(opsctl("harden", "--inventory", hlab.name, "--limit", "lb1", "--explain",
+                                "--format", "json", check=True).stdout)
+    plan = next(h for h in explain if h["host"] == "lb1")["plan"]
+    value = {key: entry["value"] for key, entry in plan.items()}
+    window = haproxy_ejection_ms(value["haproxy.check_inter_ms"], value["haproxy.check_inter_ms"],
+                                 value["haproxy.timeout_check_ms"], value["haproxy.check_fall"])
+    assert f"DOWN within inter + fall x timeout check + (fall - 1) x fastinter = {window} ms" in \
+        plan["haproxy.check_inter_ms"]["reason"]
+    lines: list[str] = []
+    watcher = threading.Thread(target=lambda: lines.extend(ssh(
+        hlab, lb, f"python3 - {SOCKET} {UPSTREAM} {web1.name} <<'EOF'\n{WAIT_DOWN}\nEOF", timeout=60).stdout.splitlines()))
+    watcher.start()
+    try:
+        time.sleep(3)   # the watcher's SSH session is up and polling (its output comes at its end)
+        frozen = float(ssh(hlab, web1, "date +%s.%N; kill -STOP $(pgrep php-fpm)", check=True).stdout.split()[0])
+        watcher.join()
+    finally:
+        ssh(hlab, web1, "kill -CONT $(pgrep php-fpm)")
+    down = next((line for line in lines if line.startswith("down")), "")
+    assert down, lines
+    took_ms = (float(down.split()[1]) - frozen) * 1000
+    print(f"\nweb1 frozen: DOWN in show stat after {took_ms:.0f} ms; the window --explain states: {window} ms")
+    assert 0 < took_ms <= window, (took_ms, window, lines)
+    deadline = time.monotonic() + 20
+    while servers(hlab)["web1"]["status"] != "UP" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert servers(hlab)["web1"]["status"] == "UP"
