@@ -76,7 +76,7 @@ def _settings(lines: list[str], section: Section) -> dict[str, Any]:
         elif words[:1] == ["default-server"]:
             out["default_server"] = _server_options(words[1:])
         elif words[:1] == ["server"] and len(words) > 2:
-            address, _, port = words[2].rpartition(":")
+            address, _colon, port = words[2].rpartition(":")
             out["servers"].append({"name": words[1], "address": address or words[2], "port": port,
                                    **_server_options(words[3:])})
     return out
@@ -126,10 +126,10 @@ def _backend(section: Section, own: dict[str, Any], inherited: dict[str, Any]) -
         merged["ejection_ms"] = haproxy_ejection_ms(inter, merged.get("fastinter") or inter,
                                                     timeouts["check"] or inter, merged["fall"])
         servers.append(merged)
-    pick = (lambda key: own[key] if key in own else inherited.get(key))
+    picked = {key: own[key] if key in own else inherited.get(key) for key in ("retries", "redispatch", "httpchk")}
     return {"name": section.name, "kind": section.kind, "timeouts_ms": timeouts,
-            "retries": pick("retries") if pick("retries") is not None else 3,
-            "redispatch": bool(pick("redispatch")), "httpchk": pick("httpchk") or "", "servers": servers}
+            "retries": picked["retries"] if picked["retries"] is not None else 3,
+            "redispatch": bool(picked["redispatch"]), "httpchk": picked["httpchk"] or "", "servers": servers}
 
 
 def _sockets(lines: list[str]) -> list[dict[str, Any]]:

@@ -773,7 +773,7 @@ def parse_haproxy(text: str) -> dict[str, Any]:
     parts = re.split(r"^### ", text, flags=re.M)
     files, api = [], {}
     for part in parts[1:]:
-        head, _, body = part.partition("\n")
+        head, _newline, body = part.partition("\n")
         words = head.split()
         if words[:1] == ["process"] and len(words) > 2:
             out.update(present=True, binary=words[2], config_files=words[3:])
