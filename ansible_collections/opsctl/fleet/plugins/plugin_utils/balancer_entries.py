@@ -38,6 +38,9 @@ class Driver:
 DRIVERS: dict[str, Driver] = {
     # Marks the upstream server down in the one file nginx loads that defines it.
     "nginx": Driver(optional=("config",)),
+    # Sets the server to drain through HAProxy's runtime API: server name and admin socket, else
+    # found from the host's address and the running HAProxy's configuration (config).
+    "haproxy": Driver(optional=("config", "server", "socket")),
     # The user's own commands: disable, enable, and optionally "how many sessions are still open".
     "command": Driver(required=("disable", "enable"), optional=("sessions", "timeout", "peers")),
 }

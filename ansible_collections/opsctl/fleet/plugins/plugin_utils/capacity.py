@@ -55,6 +55,12 @@ MAX_QUEUE_WAIT_S = 1.0      # a request queued longer than this has already fail
 SOMAXCONN_MAX = 65535
 MAX_REQUESTS_BASE = 2000     # used only when pm is dynamic
 MAX_REQUESTS_SPREAD = 2000
+HAPROXY_FALL = 2             # one failed health check may be a blip; two in a row is a sick host
+HAPROXY_RISE = 2
+HAPROXY_RETRIES = 2          # connection attempts after the first, the last one to another server
+HAPROXY_CHECK_FLOOR_MS = 1000   # a health page answers in milliseconds; a host slower than this is sick
+HAPROXY_MIN_INTER_MS = 100
+HAPROXY_MAX_INTER_MS = 2000     # HAProxy's default interval: never check less often
 
 INT_KEYS = (
     "sysctl.net.core.somaxconn", "sysctl.net.ipv4.tcp_max_syn_backlog",
@@ -68,6 +74,10 @@ INT_KEYS = (
     "nginx.upstream_connect_timeout", "nginx.upstream_send_timeout", "nginx.upstream_read_timeout",
     "nginx.upstream_max_fails", "nginx.upstream_fail_timeout", "nginx.limit_conn",
     "nginx.keepalive_timeout",
+) + (
+    "haproxy.timeout_connect_ms", "haproxy.timeout_server_ms", "haproxy.timeout_queue_ms",
+    "haproxy.timeout_client_ms", "haproxy.timeout_check_ms", "haproxy.check_inter_ms", "haproxy.check_fall",
+    "haproxy.check_rise", "haproxy.retries",
 )
 KEYS = INT_KEYS + ("php_fpm.pm", "nginx.worker_processes")
 OVERRIDES_VAR = "opsctl_capacity_overrides"
@@ -253,10 +263,10 @@ def _memory_for_php(i: Inputs) -> tuple[int, str]:
 def _pool(p: Plan, i: Inputs) -> None:
     free, free_why = _memory_for_php(i)
     by_memory = int(free // i.worker_mb)
-    needed = math.ceil(i.peak_qps * i.p99_s)
+    needed = workers_needed(i.peak_qps, i.p99_s)
     prefix = "" if i.php_version else "(no php-fpm on this host, not applied) "
     if by_memory >= needed:
-        children = max(needed, 2)
+        children = needed
         reason = (f"{children} = peak {_fmt(i.peak_qps)} qps x p99 {_fmt(i.p99_s)} s (Little's law); "
                   f"memory allows {by_memory} ({free_why}, / {_fmt(i.worker_mb)} MB per worker)")
     else:
@@ -278,6 +288,11 @@ def _pool(p: Plan, i: Inputs) -> None:
     _max_requests(p, i, pm)
 
 
+def workers_needed(peak_qps: float, p99_s: float) -> int:
+    """php-fpm workers a host needs at its peak: peak x p99 (Little's law), at least 2."""
+    return max(2, math.ceil(peak_qps * p99_s))
+
+
 def _max_requests(p: Plan, i: Inputs, pm: str) -> None:
     if pm == "static":
         p.decide("php_fpm.pm_max_requests", 0,
@@ -291,9 +306,15 @@ def _max_requests(p: Plan, i: Inputs, pm: str) -> None:
              "different counts, never together")
 
 
-def _php_backlog(p: Plan, i: Inputs) -> None:
+def _queue_wait(p: Plan, i: Inputs) -> tuple[float, float]:
+    """(acceptable queue wait, read timeout - p99): how long a request may wait for a worker and
+    still be answered within the upstream timeout, at most MAX_QUEUE_WAIT_S."""
     room = p["nginx.upstream_read_timeout"] - i.p99_s
-    wait = min(room, MAX_QUEUE_WAIT_S)
+    return min(room, MAX_QUEUE_WAIT_S), room
+
+
+def _php_backlog(p: Plan, i: Inputs) -> None:
+    wait, room = _queue_wait(p, i)
     arrivals = math.ceil(i.peak_qps * wait)
     children = p["php_fpm.pm_max_children"]
     drain = math.ceil(children / i.typical_s * wait)
@@ -332,7 +353,7 @@ def _split(p: Plan, i: Inputs) -> None:
     weights = [pool.weight for pool in i.pools]
     whole = sum(weights)
     parts = {key: _apportion(p[f"php_fpm.{key}"], weights) for key in _SPLIT_KEYS}
-    wait = min(p["nginx.upstream_read_timeout"] - i.p99_s, MAX_QUEUE_WAIT_S)
+    wait = _queue_wait(p, i)[0]
     pools, lines = {}, []
     for k, pool in enumerate(i.pools):
         share = pool.weight / whole
@@ -415,6 +436,60 @@ def _nginx_upstream(p: Plan, i: Inputs) -> None:
     else:
         p.decide("nginx.keepalive_timeout", 15,
                  "15 s (default 75 s): idle client connections do not hold worker_connections at peak")
+
+
+def haproxy_ejection_ms(inter_ms: int, fastinter_ms: int, check_ms: int, fall: int) -> int:
+    """How long HAProxy keeps sending requests to a backend that stopped answering, at worst: the
+    next check starts within `inter`, each failing check lasts `timeout check`, and the checks of a
+    server on its way down follow each other after `fastinter` (HAProxy schedules the next check
+    when one ends). The one rule for harden's sizing and check's judgement."""
+    return inter_ms + fall * check_ms + (fall - 1) * fastinter_ms
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def _haproxy(p: Plan, i: Inputs) -> None:
+    """An HAProxy balancer's timeouts and health checks, below the client's timeout (F2)."""
+    client = _ms(i.client_timeout_s)
+    server = p.decide("haproxy.timeout_server_ms", _ms(p["nginx.upstream_read_timeout"]),
+                      f"{_ms(p['nginx.upstream_read_timeout'])} ms = the upstream read timeout: above p99 "
+                      f"{_fmt(i.p99_s)} s, below the client timeout, so HAProxy answers 504 before the client gives up")
+    budget = client - server   # what the client waits beyond the server timeout: the queue and the attempts
+    wait = _queue_wait(p, i)[0]
+    queue = min(_ms(wait), budget // 2)
+    capped = "" if queue == _ms(wait) else f", at most half the {budget} ms the client waits beyond the server timeout"
+    queue = p.decide("haproxy.timeout_queue_ms", queue,
+                     f"{queue} ms = the acceptable queue wait (read timeout - p99, at most "
+                     f"{_fmt(MAX_QUEUE_WAIT_S)} s{capped}): a request waiting longer for a server slot (maxconn) gets a "
+                     "cheap 503 at once instead of an answer after its client left")
+    retries = HAPROXY_RETRIES if (budget - queue) // (HAPROXY_RETRIES + 1) >= 1 else 0
+    retries = p.decide("haproxy.retries", retries,
+                       f"{retries}: a refused or timed-out connection is tried again, the last time on "
+                       "another server (option redispatch); nothing was sent, so it is safe for any request")
+    connect = max(1, min(_ms(p["nginx.upstream_connect_timeout"]), (budget - queue) // (retries + 1)))
+    connect = connect // 10 * 10 if connect >= 10 else connect
+    p.decide("haproxy.timeout_connect_ms", connect,
+             f"{connect} ms = (client {client} - server {server} - queue {queue} ms) / {retries + 1} attempts, at most "
+             f"the upstream connect timeout: every attempt and the answer fit in the client's wait")
+    p.decide("haproxy.timeout_client_ms", client,
+             f"{client} ms = the client timeout: a client silent longer than it waits itself is gone, its "
+             "connection is freed")
+    fall = p.decide("haproxy.check_fall", HAPROXY_FALL,
+                    f"{HAPROXY_FALL}: one failed health check may be a blip, {HAPROXY_FALL} in a row take the server out")
+    p.decide("haproxy.check_rise", HAPROXY_RISE,
+             f"{HAPROXY_RISE}: a server comes back after {HAPROXY_RISE} good checks in a row")
+    check = min(server, max(HAPROXY_CHECK_FLOOR_MS, _ms(2 * i.p99_s)), max(10, client // (2 * fall)))
+    check = p.decide("haproxy.timeout_check_ms", check,
+                     f"{check} ms = max({HAPROXY_CHECK_FLOOR_MS} ms, 2 x p99), at most the server timeout and "
+                     "client / (2 x fall): a host that cannot answer the health page in that time is sick")
+    inter = max(HAPROXY_MIN_INTER_MS, min(HAPROXY_MAX_INTER_MS, (client - fall * check) // (fall + 1) // 100 * 100))
+    inter = p.decide("haproxy.check_inter_ms", inter,
+                     f"{inter} ms (also fastinter) = (client {client} - fall {fall} x check {check} ms) / {fall + 1}, "
+                     f"in steps of 100 ms, at most HAProxy's default {HAPROXY_MAX_INTER_MS} ms: a backend that stops answering is DOWN within inter + fall x timeout check "
+                     f"+ (fall - 1) x fastinter = {haproxy_ejection_ms(inter, inter, check, fall)} ms, within the client "
+                     f"timeout {client} ms")
 
 
 def _sysctl(p: Plan, i: Inputs) -> None:
@@ -524,6 +599,21 @@ def _inv_spares(v: Callable[[str], Any], i: Inputs) -> str:
     return ""
 
 
+def _inv_haproxy(v: Callable[[str], Any], i: Inputs) -> str:
+    client = _ms(i.client_timeout_s)
+    spent = v("haproxy.timeout_queue_ms") + (v("haproxy.retries") + 1) * v("haproxy.timeout_connect_ms") \
+        + v("haproxy.timeout_server_ms")
+    if not _ms(i.p99_s) < v("haproxy.timeout_server_ms") < client or spent > client:
+        return (f"haproxy: p99 {_ms(i.p99_s)} ms < timeout server {v('haproxy.timeout_server_ms')} ms and queue + "
+                f"attempts x connect + server = {spent} ms must be below the client timeout {client} ms (F2)")
+    down = haproxy_ejection_ms(v("haproxy.check_inter_ms"), v("haproxy.check_inter_ms"), v("haproxy.timeout_check_ms"),
+                               v("haproxy.check_fall"))
+    if down > client or min(v("haproxy.check_fall"), v("haproxy.check_rise"), v("haproxy.timeout_check_ms")) < 1:
+        return (f"haproxy: a sick backend is DOWN after {down} ms (inter + fall x timeout check + (fall - 1) x "
+                f"fastinter), later than the client timeout {client} ms (F2)")
+    return ""
+
+
 def _inv_tw_reuse(v: Callable[[str], Any], i: Inputs) -> str:
     return "" if v("sysctl.net.ipv4.tcp_tw_reuse") in (0, 1, 2) else "sysctl.net.ipv4.tcp_tw_reuse must be 0, 1 or 2"
 
@@ -542,6 +632,8 @@ INVARIANTS: list[Check] = [
     (("php_fpm.pm", "php_fpm.pm_min_spare_servers", "php_fpm.pm_start_servers", "php_fpm.pm_max_spare_servers",
       "php_fpm.pm_max_children"), _inv_spares),
     (("sysctl.net.ipv4.tcp_tw_reuse",), _inv_tw_reuse),
+    (("haproxy.timeout_server_ms", "haproxy.timeout_queue_ms", "haproxy.timeout_connect_ms", "haproxy.retries",
+      "haproxy.check_inter_ms", "haproxy.timeout_check_ms", "haproxy.check_fall", "haproxy.check_rise"), _inv_haproxy),
 ]
 
 
@@ -564,7 +656,7 @@ def derive(event: Mapping, facts: Mapping, overrides: Mapping | None = None,
     if overrides is not None and not isinstance(overrides, Mapping):
         raise CapacityError(f"opsctl_capacity_overrides: expected a mapping, got {type(overrides).__name__}")
     plan = Plan(overrides or {})
-    for step in (_timeouts, _pool, _php_backlog, _split, _nginx, _sysctl):
+    for step in (_timeouts, _pool, _php_backlog, _split, _nginx, _haproxy, _sysctl):
         step(plan, inputs)
     where = f"{inputs.host}: " if inputs.host else ""
     for keys, why in violations(plan.out, inputs):
