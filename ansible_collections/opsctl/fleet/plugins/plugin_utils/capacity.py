@@ -251,7 +251,7 @@ def _timeouts(p: Plan, i: Inputs) -> None:
     p.decide("php_fpm.request_slowlog_timeout", slow,
              f"{slow} s: anything slower than p99 {p99} is logged with its stack" + (
                  " before it is terminated" if slow < terminate else
-                 " (php-fpm's shortest; it may be terminated first)"))
+                 " (php-fpm's shortest, the terminate's own second: the same check logs the stack, then terminates)"))
 
 
 def _memory_for_php(i: Inputs) -> tuple[int, str]:

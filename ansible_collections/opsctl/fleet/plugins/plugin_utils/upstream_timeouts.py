@@ -69,7 +69,6 @@ class Upstream:
     wanted_ms: int
     whole: bool         # whole seconds fit; else milliseconds
     client_ms: int
-    p99_ms: float
 
     def connect_ms(self, read_ms: int) -> int:
         """The connect timeout for a read timeout (the model's or an override): never above it."""
@@ -81,8 +80,7 @@ class Upstream:
         if self.whole:
             return (f"{wanted}, in whole seconds" if self.read_ms >= self.wanted_ms else
                     f"{wanted}, capped at the last whole second {ANSWER_MS} ms or more below the client timeout")
-        if self.read_ms >= self.wanted_ms:
-            return f"{wanted}; no whole second fits, so milliseconds"
+        # Milliseconds only ever cap: where `wanted` fits below the client, a whole second does too.
         return (f"no whole second fits: client {ms_text(self.client_ms)} - connect {CONNECT_MS} ms - {ANSWER_MS} ms "
                 f"for the 504 to reach the client, below {wanted}")
 
@@ -97,6 +95,6 @@ def derive(client_s: float, p99_ms: float) -> Upstream:
     wanted = max(2 * p99, p99 + 1000)
     whole = min(ceil_seconds(wanted), (client - ANSWER_MS) // 1000) * 1000
     if whole >= p99 + QUEUE_WAIT_MS:
-        return Upstream(read_ms=whole, wanted_ms=wanted, whole=True, client_ms=client, p99_ms=p99_ms)
+        return Upstream(read_ms=whole, wanted_ms=wanted, whole=True, client_ms=client)
     return Upstream(read_ms=min(wanted, client - CONNECT_MS - ANSWER_MS), wanted_ms=wanted, whole=False,
-                    client_ms=client, p99_ms=p99_ms)
+                    client_ms=client)
