@@ -230,7 +230,8 @@ def site_set(content: str, listen_backlog: object, include: str, upstream: Mappi
 
 
 def timeout_overrides(dump: str, limits: Mapping[str, object], skip: list[str]) -> list[str]:
-    """From `nginx -T`: every fastcgi/proxy timeout above its limit (seconds) in a file not in skip."""
+    """From `nginx -T`: every fastcgi/proxy timeout above its limit (seconds, to the millisecond)
+    in a file not in skip."""
     found, current = [], ""
     lines = dump.splitlines()
     _too_large(lines, MAX_DUMP_LINES)
@@ -242,7 +243,7 @@ def timeout_overrides(dump: str, limits: Mapping[str, object], skip: list[str]) 
         if match and current not in skip and match.group("name") in limits:
             name, value = match.group("name"), match.group("value")
             try:
-                above, note = seconds(value) > float(str(limits[name])), ""
+                above, note = durations.millis(seconds(value)) > durations.millis(float(str(limits[name]))), ""
             except durations.OutOfRange:   # above any limit; the figure shown cut, never whole
                 above, note = True, f" (more than {durations.MAX_SECONDS // 86400}d)"
             except ValueError:              # not a time: nginx -t refuses it, nothing to report
@@ -259,4 +260,5 @@ class FilterModule:
             "nginx_http_has": http_has,
             "nginx_site_set": site_set,
             "nginx_timeout_overrides": timeout_overrides,
+            "nginx_time": durations.time_text,   # 5 -> 5s, 0.8 -> 800ms
         }

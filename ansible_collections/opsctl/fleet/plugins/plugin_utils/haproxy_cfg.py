@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.capacity import haproxy_ejection_ms
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import UNIT_SECONDS
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import time_text as seconds_time_text
 
 SECTION_WORDS = {"global", "defaults", "frontend", "backend", "listen", "peers", "resolvers", "userlist",
                  "cache", "program", "http-errors", "ring", "mailers"}
@@ -31,7 +32,8 @@ def time_ms(text: str) -> int | None:
 
 
 def time_text(ms: int) -> str:
-    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+    """`ms` as HAProxy reads it, written by the one rule for timeouts (durations.time_text)."""
+    return seconds_time_text(ms / 1000)
 
 
 @dataclass(frozen=True)
