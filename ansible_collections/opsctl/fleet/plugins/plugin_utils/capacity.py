@@ -502,9 +502,9 @@ def _haproxy(p: Plan, i: Inputs) -> None:
     inter = max(HAPROXY_MIN_INTER_MS, min(HAPROXY_MAX_INTER_MS, room // step * step))
     inter = p.decide("haproxy.check_inter_ms", inter,
                      f"{inter} ms (also fastinter) = (client {client} - fall {fall} x check {check} ms) / {fall + 1}, "
-                     f"in steps of {step} ms, at most HAProxy's default {HAPROXY_MAX_INTER_MS} ms: a backend that stops answering is DOWN within inter + fall x timeout check "
-                     f"+ (fall - 1) x fastinter = {haproxy_ejection_ms(inter, inter, check, fall)} ms, within the client "
-                     f"timeout {client} ms")
+                     f"in steps of {step} ms, at most HAProxy's default {HAPROXY_MAX_INTER_MS} ms: a backend that stops "
+                     f"answering is DOWN within inter + fall x timeout check + (fall - 1) x fastinter = "
+                     f"{haproxy_ejection_ms(inter, inter, check, fall)} ms, within the client timeout {client} ms")
 
 
 def _sysctl(p: Plan, i: Inputs) -> None:
