@@ -19,6 +19,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, Callable
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
 
 
@@ -43,6 +44,7 @@ _POOL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _LIMITS_DOMAIN = re.compile(r"\*|%|[%@]?[A-Za-z0-9_][A-Za-z0-9_.-]*\$?|@?[0-9]*:[0-9]*")
 _UNIT = re.compile(r"[A-Za-z0-9:_@-][A-Za-z0-9:_.@-]*")
 _INTEGER = re.compile(r"-?[0-9]+")
+_NGINX_SIZE = re.compile(r"[0-9]{1,9}[kKmM]?")
 _WORD = re.compile(r"[a-z][a-z_-]*")
 
 Rule = Callable[[Any, str], "str | None"]
@@ -122,6 +124,17 @@ def _integer(value: Any, where: str) -> str | None:
     if isinstance(value, int):
         return _scalar(value, where)
     return _matching(_INTEGER, "a whole number")(value, where)
+
+
+def _nginx_time_problem(text: str, where: str) -> str | None:
+    try:
+        durations.nginx_seconds(text)
+    except ValueError as exc:
+        return f"{where}: {exc}"
+    return None
+
+
+_nginx_time = _text_rule(_nginx_time_problem)
 
 
 def _optional_integer(value: Any, where: str) -> str | None:
@@ -219,7 +232,9 @@ VARIABLES: dict[str, Rule] = {
         "upstream_send_timeout", "upstream_read_timeout", "upstream_max_fails", "upstream_fail_timeout",
         "limit_conn", "keepalive_timeout")},
     **{f"opsctl_nginx_{name}": _path for name in (
-        "conf", "tuning_conf", "server_snippet", "status_conf", "overload_root")},
+        "conf", "tuning_conf", "server_snippet", "status_conf", "overload_root", "log_format_conf")},
+    "opsctl_nginx_access_log_buffer": _matching(_NGINX_SIZE, "an nginx size such as 32k"),
+    "opsctl_nginx_access_log_flush": _nginx_time,
     "opsctl_nginx_sites": _list_of(_path),
     "opsctl_nginx_status_listen": _matching(
         _NGINX_LISTEN, "an nginx listen address (127.0.0.1:8080, [::1]:8080, 8080 or unix:/path)"),
