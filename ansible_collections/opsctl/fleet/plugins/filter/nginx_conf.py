@@ -275,10 +275,10 @@ def _switched(words: list[str], fmt: str, params: Mapping[str, object], stock: l
 
 
 def _access_log_words(text: str) -> list[str]:
-    """The arguments of an access_log line not switched yet, [] for any other line (one with
-    several directives is left alone)."""
+    """The arguments of an access_log line, [] for any other line (one with several directives
+    is left alone)."""
     parsed = _directive(text)
-    if not parsed or parsed[0] != "access_log" or ACCESS_LOG_MARK in text or _code(text).count(";") != 1:
+    if not parsed or parsed[0] != "access_log" or _code(text).count(";") != 1:
         return []
     return _WORD.findall(parsed[1])
 
@@ -286,17 +286,18 @@ def _access_log_words(text: str) -> list[str]:
 def access_logs_set(content: str, fmt: str, params: Mapping[str, object], stock: list[str]) -> str:
     """Every access_log to a file in a stock format (named or not) switched to `fmt` with the
     `params` (buffer=, flush=) it does not set itself; its earlier line kept after ACCESS_LOG_MARK.
-    fmt "": the switched lines put back as they were."""
+    A line switched before is made again from that earlier line (new params apply). fmt "": the
+    switched lines put back as they were."""
     lines = content.splitlines()
     for i, text in enumerate(lines):
-        if not fmt:
-            if ACCESS_LOG_MARK in text:
-                lines[i] = _indent_of(text) + text.split(ACCESS_LOG_MARK, 1)[1]
-            continue
-        words = _access_log_words(text)
+        indent, original = _indent_of(text), text.strip()
+        if ACCESS_LOG_MARK in text:
+            original = text.split(ACCESS_LOG_MARK, 1)[1]
+            lines[i] = indent + original
+        words = _access_log_words(original) if fmt else []
         new = _switched(words, fmt, params, stock) if words else None
         if new is not None:
-            lines[i] = f"{_indent_of(text)}access_log {' '.join(new)};  {ACCESS_LOG_MARK}{text.strip()}"
+            lines[i] = f"{indent}access_log {' '.join(new)};  {ACCESS_LOG_MARK}{original}"
     return "\n".join(lines) + "\n"
 
 
@@ -304,7 +305,7 @@ def access_logs_kept(content: str, fmt: str, stock: list[str]) -> list[str]:
     """The access_log lines to files that keep a format of their own (neither stock nor `fmt`)."""
     out = []
     for text in content.splitlines():
-        words = _access_log_words(text)
+        words = _access_log_words(text) if ACCESS_LOG_MARK not in text else []
         if len(words) > 1 and words[1] not in stock and words[1] != fmt and words[0] != "off":
             out.append(_code(text).strip())
     return out

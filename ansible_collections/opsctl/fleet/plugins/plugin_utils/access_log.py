@@ -124,8 +124,11 @@ def _path(text: str) -> Optional[str]:
 
 def _epoch(year: int, month: int, day: int, hms: str, zone: str) -> float:
     """Seconds since the epoch of a date, `HH:MM:SS` and a `+0800` / `+08:00` offset."""
+    hour, minute, second = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+        raise ValueError(f"no time nginx writes: {year}-{month}-{day} {hms}")
     offset = (int(zone[1:3]) * 3600 + int(zone[-2:]) * 60) * (-1 if zone[0] == "-" else 1)
-    return float(calendar.timegm((year, month, day, int(hms[0:2]), int(hms[3:5]), int(hms[6:8]))) - offset)
+    return float(calendar.timegm((year, month, day, hour, minute, second)) - offset)
 
 
 def _clf_time(text: str) -> float:
@@ -307,34 +310,44 @@ def opsctl_timing() -> LogFormat:
 
 class Reader:
     """Lines -> Entries by the first format that fits (the one that fitted last is tried first:
-    a file holds one format, or two around the day it was switched). Counts what it read and
-    what fitted no format; never raises on a line.
+    a file holds one format, or two around the day it was switched; the combined prefix, which
+    fits every line that starts like combined, always last). Counts what it read and what fitted
+    no format; never raises on a line.
 
     Without formats: opsctl_timing, then combined and what starts with it. With the log_format
-    definitions nginx -T shows for a file: those, then the defaults."""
+    definitions nginx -T shows for a file: those first."""
 
     def __init__(self, formats: Iterable[LogFormat] = ()) -> None:
-        self.formats = list(formats) + [opsctl_timing(), CombinedPrefix()]
+        self.formats = list(formats) + [opsctl_timing()]
+        self.fallback = CombinedPrefix()
         self.lines = 0
         self.unreadable = 0
 
     def parse(self, line: str) -> Optional[Entry]:
+        """The line's Entry, or None (counted) when no format reads it. A line cut short (the
+        last one of a file being written) reads as far as a format goes: what combined holds."""
         self.lines += 1
         line = line.rstrip("\r\n")
         for i, fmt in enumerate(self.formats):
-            try:
-                entry = fmt.parse(line)
-            except (ValueError, KeyError, IndexError, OverflowError):
-                entry = None   # fits the layout, not the values (a month "Foo", a time 99:99)
+            entry = _parse(fmt, line)
             if entry is not None:
                 if i:
                     self.formats.insert(0, self.formats.pop(i))
                 return entry
-        self.unreadable += 1
-        return None
+        entry = _parse(self.fallback, line)
+        if entry is None:
+            self.unreadable += 1
+        return entry
 
     def entries(self, lines: Iterable[str]) -> Iterator[Entry]:
         for line in lines:
             entry = self.parse(line)
             if entry is not None:
                 yield entry
+
+
+def _parse(fmt: LogFormat, line: str) -> Optional[Entry]:
+    try:
+        return fmt.parse(line)
+    except (ValueError, KeyError, IndexError, OverflowError):
+        return None   # fits the layout, not the values (a month "Foo", a time 99:99)
