@@ -321,8 +321,8 @@ def http_include_set(content: str, include: str) -> str:
     at = _http_opener(_scan(lines))
     if include and at is not None:
         following = lines[at + 1] if at + 1 < len(lines) else ""
-        indent = _indent_of(following) if following.strip() else ""
-        lines.insert(at + 1, f"{indent or chr(9)}include {include};  {_INCLUDE_NOTE}")
+        indent = (_indent_of(following) if following.strip() else "") or "\t"
+        lines.insert(at + 1, f"{indent}include {include};  {_INCLUDE_NOTE}")
     return "\n".join(lines) + "\n"
 
 

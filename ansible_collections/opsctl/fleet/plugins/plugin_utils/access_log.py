@@ -9,7 +9,7 @@ stream this file to the hosts and aggregate there (issue 15), so it imports the 
 only (and nothing of this collection) and runs on Python 3.7 and later.
 
 The layout of opsctl's format, OPSCTL_TIMING, is defined here once: the opsctl_nginx role writes
-it (filter opsctl.fleet.nginx_access_log_format) and this reader compiles the same text.
+it (filter opsctl.fleet.nginx_log_format) and this reader compiles the same text.
 docs/architecture.md, "Access logs", says why it is the stock `main` format (itself `combined`
 plus X-Forwarded-For) with the timing fields appended, query strings cut, and the upstream
 response time last.
@@ -45,7 +45,8 @@ Times = Tuple[Optional[float], ...]
 class Entry:
     """One request. None: the format does not log it. An upstream tuple holds one value per
     attempt (a retry to the next server, or after an internal redirect), None where nginx wrote
-    `-`; () when no upstream was tried (a static file, a 503 nginx shed itself)."""
+    `-`; () when no upstream was tried (a static file, a 503 nginx shed itself). Text is as
+    nginx wrote it, its escapes kept (`\x22` for a quote in a path)."""
     __slots__ = ("time", "status", "request_time", "upstream_connect_time", "upstream_header_time",
                  "upstream_response_time", "upstream_addr", "upstream_status", "host", "server", "method",
                  "path", "body_bytes")
@@ -265,7 +266,7 @@ class LogFormat:
             else:
                 values[slot] = read(text)
         self._more(match, values)
-        if self._lists and () in values:   # a proxied line: none empty, skipped
+        if self._lists and () in values:   # a proxied line fills every list: no alignment to do
             _align(values)
         return Entry(*values)
 
