@@ -19,6 +19,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, Callable
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, millis
 
 
@@ -46,6 +47,7 @@ _INTEGER = re.compile(r"-?[0-9]+")
 # Seconds to the millisecond, as a person or Ansible's -e writes them: 2, 0.8, 1.25.
 _SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,3})?")
 MAX_TIMEOUT_S = 10 ** 9
+_NGINX_SIZE = re.compile(r"[0-9]{1,9}[kKmM]?")
 _WORD = re.compile(r"[a-z][a-z_-]*")
 
 Rule = Callable[[Any, str], "str | None"]
@@ -143,6 +145,17 @@ def _integer(value: Any, where: str) -> str | None:
     return _matching(_INTEGER, "a whole number")(value, where)
 
 
+def _nginx_time_problem(text: str, where: str) -> str | None:
+    try:
+        durations.nginx_seconds(text)
+    except ValueError as exc:
+        return f"{where}: {exc}"
+    return None
+
+
+_nginx_time = _text_rule(_nginx_time_problem)
+
+
 def _optional_integer(value: Any, where: str) -> str | None:
     """A whole number, or empty: the capacity model's figure (per pool, for the php-fpm role)."""
     return None if value in ("", None) else _integer(value, where)
@@ -238,7 +251,9 @@ VARIABLES: dict[str, Rule] = {
         "limit_conn", "keepalive_timeout")},
     **{f"opsctl_nginx_upstream_{name}_timeout": timeout_seconds for name in ("connect", "send", "read")},
     **{f"opsctl_nginx_{name}": _path for name in (
-        "conf", "tuning_conf", "server_snippet", "status_conf", "overload_root")},
+        "conf", "tuning_conf", "server_snippet", "status_conf", "overload_root", "log_format_conf")},
+    "opsctl_nginx_access_log_buffer": _matching(_NGINX_SIZE, "an nginx size such as 32k"),
+    "opsctl_nginx_access_log_flush": _nginx_time,
     "opsctl_nginx_sites": _list_of(_path),
     "opsctl_nginx_status_listen": _matching(
         _NGINX_LISTEN, "an nginx listen address (127.0.0.1:8080, [::1]:8080, 8080 or unix:/path)"),
