@@ -14,7 +14,7 @@ from rich.console import Console
 
 from opsctl import __version__
 from opsctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OpsctlError
-from opsctl.lab.spec import FLAVORS
+from opsctl.lab.spec import BALANCERS, FLAVORS
 from opsctl.safetext import visible
 
 if TYPE_CHECKING:
@@ -341,15 +341,20 @@ _name_option = click.option("--name", default="lab", show_default=True,
                    "management network the controller has no route to, the inventory reaches them through "
                    "an ssh_config with ProxyJump, and web1 is reached as a non-root user (deploy) whose sudo "
                    "needs a password (ansible_become_password).")
+@click.option("--balancer", type=click.Choice(BALANCERS), default="nginx", show_default=True,
+              help="What the lb host balances with: nginx (an upstream of the web hosts, stock proxy settings) or "
+                   "haproxy (Debian's package and its haproxy.cfg with the admin socket, a backend of the web hosts "
+                   "with an HTTP health check; the web hosts' opsctl_balancers say type haproxy).")
 @handle_errors
-def lab_up(name: str, web: int, subnet: str | None, flavor: str, bastion: bool) -> None:
+def lab_up(name: str, web: int, subnet: str | None, flavor: str, bastion: bool, balancer: str) -> None:
     """Start the lab (one lb host, --web web hosts); safe to run again."""
     from opsctl.lab import fleet
     from opsctl.report import print_lab_status
 
     err = _stderr()
     with err.status("bringing the lab up") as status:
-        spec = fleet.up(name, web, subnet, report=lambda msg: status.update(msg), flavor=flavor, bastion=bastion)
+        spec = fleet.up(name, web, subnet, report=lambda msg: status.update(msg), flavor=flavor, bastion=bastion,
+                        balancer=balancer)
     _, health = fleet.wait_healthy(name)
     print_lab_status(Console(), spec, health)
     if not all(h.healthy for h in health):

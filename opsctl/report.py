@@ -65,6 +65,7 @@ def inventory_json(inv: Inventory) -> dict[str, Any]:
 
 def print_lab_status(console: Console, spec: LabSpec, health: list[HostHealth]) -> None:
     behind = f", behind bastion1 (management network {spec.mgmt_subnet})" if spec.mgmt_subnet else ""
+    behind += f", balancer {spec.balancer}" if spec.balancer != "nginx" else ""
     table = Table(title=f"lab {spec.name} ({spec.subnet}{behind}), inventory: --inventory {spec.name}",
                   title_justify="left")
     for column in ("host", "role", "address", "running", "sshd", "nginx", "php-fpm"):

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Sequence
 
 from opsctl.lab import remote
 from opsctl.lab.load import BackgroundLoad, Orders
@@ -45,11 +46,21 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return found
 
 
-def assert_converged(spec, proc: subprocess.CompletedProcess) -> None:
-    """An `opsctl harden` run that succeeded and changed nothing on any host of the lab."""
+def assert_converged(spec, proc: subprocess.CompletedProcess, hosts: Sequence[str] = ()) -> None:
+    """An `opsctl harden` run that succeeded and changed nothing on any host of the lab (or on
+    `hosts`, the ones it was limited to)."""
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = re.findall(r"│ (\w+)\s+│ converged\s+│ \d+\s+│ (\d+)\s+│", proc.stdout)
-    assert sorted(rows) == sorted((h.name, "0") for h in spec.hosts if h.role != "bastion"), proc.stdout
+    names = hosts or [h.name for h in spec.hosts if h.role != "bastion"]
+    assert sorted(rows) == sorted((name, "0") for name in names), proc.stdout
+
+
+def assert_flavor_converged(spec) -> None:
+    """A second harden changes nothing on web1, whose layout is the flavor's: its web hosts are
+    alike, and its lb is the stock one test_harden.py proves (a third of the run's time)."""
+    again = subprocess.run([sys.executable, "-m", "opsctl", "harden", "--inventory", spec.name, "--limit", "web1"],
+                           capture_output=True, text=True, timeout=1200)
+    assert_converged(spec, again, ["web1"])
 
 
 def restart_under_load(spec) -> None:

@@ -32,9 +32,9 @@ def load_spec(name: str) -> LabSpec | None:
     return LabSpec.from_json(path.read_text()) if path.exists() else None
 
 
-def _preflight(php: rootfs.PhpInstall | None, bastion: bool) -> None:
+def _preflight(php: rootfs.PhpInstall | None, bastion: bool, balancer: str) -> None:
     system.require_root()
-    missing = system.missing_prerequisites(php.version if php else None, bastion)
+    missing = system.missing_prerequisites(php.version if php else None, bastion, balancer)
     if missing:
         raise OpsctlError("the lab needs Debian packages that are missing; run: "
                           f"apt-get install -y {' '.join(missing)}")
@@ -135,7 +135,8 @@ def _write_known_hosts(spec: LabSpec) -> None:
 
 
 def _shape(spec: LabSpec) -> str:
-    return f"{len(spec.by_role('web'))} {spec.flavor} web hosts{' behind a bastion' if spec.bastion else ''}"
+    return (f"{len(spec.by_role('web'))} {spec.flavor} web hosts behind {spec.balancer}"
+            f"{' and a bastion' if spec.bastion else ''}")
 
 
 def _deploy_password(spec: LabSpec) -> str:
@@ -147,12 +148,12 @@ def _deploy_password(spec: LabSpec) -> str:
 
 
 def up(name: str, web: int, subnet: str | None, report: Report, flavor: str = "debian",
-       bastion: bool = False) -> LabSpec:
+       bastion: bool = False, balancer: str = "nginx") -> LabSpec:
     php = rootfs.detect_php_fpm()
-    _preflight(php, bastion)
+    _preflight(php, bastion, balancer)
     assert php is not None
     existing = load_spec(name)
-    wanted = build_spec(name, web, subnet, labs_dir(), flavor, bastion)
+    wanted = build_spec(name, web, subnet, labs_dir(), flavor, bastion, balancer)
     spec = existing or wanted
     if existing and _shape(existing) != _shape(wanted):
         raise OpsctlError(f"lab {name!r} is up with {_shape(existing)}; "

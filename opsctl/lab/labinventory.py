@@ -105,7 +105,7 @@ def render(spec: LabSpec, now: datetime) -> dict[str, str]:
     lb = dict(web, peak_qps=web["peak_qps"] * len(spec.by_role("web")),
               concurrency=web["concurrency"] * len(spec.by_role("web")))
     web_vars = {"opsctl_event": web, "opsctl_smoke_path": "/health.php", "opsctl_balancers": [
-        {"host": h.name, "type": "nginx", "upstream": UPSTREAM} for h in spec.by_role("lb")]}
+        {"host": h.name, "type": spec.balancer, "upstream": UPSTREAM} for h in spec.by_role("lb")]}
     files = {
         "hosts.yml": _dump(hosts_yml),
         "group_vars/web.yml": _dump(web_vars),

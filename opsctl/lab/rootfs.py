@@ -100,8 +100,9 @@ def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: st
     source = host.role == "web" and spec.flavor == "source"
     multi = host.role == "web" and spec.flavor == "multi"
     rhel = host.role == "web" and spec.flavor == "rhel"
+    haproxy = host.role == "lb" and spec.balancer == "haproxy"
     context = {"host": host, "php": php, "upstream": UPSTREAM, "webs": spec.by_role("web"), "source": source,
-               "multi": multi, "rhel": rhel, "multi_debian": MULTI_DEBIAN}
+               "multi": multi, "rhel": rhel, "multi_debian": MULTI_DEBIAN, "haproxy": haproxy}
     _write(upper / "etc/opsctl-lab/init.sh", env.get_template("init.sh.j2").render(context), 0o755)
     _write(upper / "etc/opsctl-lab/services.sh", env.get_template("services.sh.j2").render(context), 0o755)
     _write(upper / "etc/opsctl-lab/sshd_config", _sshd_config(host), 0o600)
@@ -117,6 +118,9 @@ def prepare(spec: LabSpec, host: LabHost, php: PhpInstall, controller_pubkey: st
         source_layout(upper, php)
     elif rhel:
         rhel_layout(upper, php)
+    elif haproxy:
+        _write(upper / "etc/haproxy/haproxy.cfg", env.get_template("lb-haproxy.cfg.j2").render(
+            context, stock=Path(HAPROXY_CFG).read_text()))
     else:
         site = "web-site.conf.j2" if host.role == "web" else "lb-site.conf.j2"
         _write(upper / "etc/nginx/sites-available/default", env.get_template(site).render(context))
@@ -166,6 +170,10 @@ def source_layout(upper: Path, php: PhpInstall) -> None:
     _write(nginx_prefix / "conf/nginx.conf", (source / "nginx.conf").read_text())
     _write(nginx_prefix / "conf/vhost/opsctl-lab.conf", (source / "vhost.conf").read_text())
     _whiteout_debian_packages(upper, php)
+
+
+# Debian's haproxy package's own configuration: the lab's HAProxy balancer starts from it.
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 
 
 # The users RHEL's httpd and nginx packages create (apache has the fixed uid 48).

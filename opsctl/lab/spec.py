@@ -22,6 +22,10 @@ UPSTREAM = "opsctl_web"
 # or Debian's packages with a second pool and a second master under a panel's root
 # (/www/server/php/74, its pool inside php-fpm.conf, php-src's init script as php-fpm-74).
 FLAVORS = ("debian", "source", "multi", "rhel")
+# What the lb host balances with: Debian's nginx (an upstream of the web hosts), or Debian's
+# HAProxy (the package's haproxy.cfg, its admin socket, a backend of the web hosts with an HTTP
+# health check) in its place.
+BALANCERS = ("nginx", "haproxy")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class LabSpec:
     root: str  # state directory of this lab
     flavor: str = "debian"  # one of FLAVORS, for every web host
     mgmt_subnet: str = ""   # a lab with a bastion: the management network behind it
+    balancer: str = "nginx"  # one of BALANCERS, for the lb host
 
     @property
     def bastion(self) -> LabHost | None:
@@ -137,10 +142,12 @@ def management_subnet(network: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
 
 
 def build_spec(name: str, web: int, subnet: str | None, root: Path, flavor: str = "debian",
-               bastion: bool = False) -> LabSpec:
+               bastion: bool = False, balancer: str = "nginx") -> LabSpec:
     validate_name(name)
     if flavor not in FLAVORS:
         raise OpsctlError(f"--flavor {flavor}: use one of {', '.join(FLAVORS)}")
+    if balancer not in BALANCERS:
+        raise OpsctlError(f"--balancer {balancer}: use one of {', '.join(BALANCERS)}")
     if not 1 <= web <= MAX_WEB:
         raise OpsctlError(f"--web {web}: a lab has 1 to {MAX_WEB} web hosts")
     try:
@@ -160,7 +167,7 @@ def build_spec(name: str, web: int, subnet: str | None, root: Path, flavor: str 
     hosts += [host("lb1", "lb", LB_OFFSET, 0)]
     hosts += [host(f"web{i}", "web", WEB_OFFSET + i, i) for i in range(1, web + 1)]
     spec = LabSpec(name=name, subnet=str(network), hosts=tuple(hosts), root=str(root / name), flavor=flavor,
-                   mgmt_subnet=str(management_subnet(network)) if bastion else "")
+                   mgmt_subnet=str(management_subnet(network)) if bastion else "", balancer=balancer)
     if not bastion:
         return spec
     # Every host but the bastion is reached (and its sshd listens) on the management network.

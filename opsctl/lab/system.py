@@ -25,9 +25,11 @@ REQUIRED = {
 }
 
 
-def missing_prerequisites(php_fpm: str | None, bastion: bool = False) -> list[str]:
+def missing_prerequisites(php_fpm: str | None, bastion: bool = False, balancer: str = "nginx") -> list[str]:
     """Debian packages to install, empty when everything is there."""
     packages = [pkg for binary, pkg in REQUIRED.items() if not shutil.which(binary)]
+    if balancer == "haproxy" and not shutil.which("/usr/sbin/haproxy"):
+        packages.append("haproxy")
     if bastion and not shutil.which("sudo"):   # the non-root user behind the bastion becomes root with it
         packages.append("sudo")
     if php_fpm is None:

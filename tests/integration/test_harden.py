@@ -7,15 +7,21 @@ import json
 import re
 import shutil
 import subprocess
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import access_log
+from opsctl.lab import remote
+from opsctl.lab.load import BackgroundLoad, run_load
 from tests.labtools import playbook, recap, ssh
 from tests.conftest import opsctl
 
 pytestmark = pytest.mark.lab
 
+ACCESS_LOG = "/var/log/nginx/access.log"
 SYSCTLS = ("net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_max_tw_buckets",
            "net.ipv4.tcp_tw_reuse")
 DROPIN = "/etc/sysctl.d/60-opsctl.conf"
@@ -103,6 +109,63 @@ def test_check_passes_after_harden(lab, hardened):
     failing = [(r["host"], r["check"], r["observed"]) for r in report["results"] if r["status"] in ("fail", "error")]
     assert proc.returncode == 0 and not failing, failing
     assert report["verdict"] == "ready"
+
+
+def _new_log_lines(lab, sizes: dict[str, int]) -> dict[str, list[str]]:
+    time.sleep(1)   # the buffers reach the file within flush=250ms
+    return {host: on_host(lab, host, f"tail -c +{size + 1} {ACCESS_LOG}").splitlines() for host, size in sizes.items()}
+
+
+def test_access_logs_hold_every_field_the_analysis_needs(lab, hardened):
+    """Requests through the balancer: every new line on the lb and the web hosts is opsctl_timing
+    with every field, the status counts are the load tool's, no query string is written, each
+    log keeps its path, `opsctl watch` still counts statuses, and the reader runs on a host as is."""
+    hosts = [h.name for h in lab.hosts]
+    sizes = {h: int(on_host(lab, h, f"stat -c %s {ACCESS_LOG}")) for h in hosts}
+    lb = lab.by_role("lb")[0].address
+    ok = run_load(lb, "/health.php?token=s3cr3t", seconds=20, concurrency=4, max_requests=120)
+    missing = run_load(lb, "/nope.html?q=1", seconds=20, concurrency=2, max_requests=30)
+    assert (ok.ok, ok.errors, missing.non_2xx, missing.errors) == (120, 0, 30, 0), (ok, missing)
+    new = _new_log_lines(lab, sizes)
+    timing, webs = access_log.opsctl_timing(), {h.address: h.name for h in lab.by_role("web")}
+    entries = {h: [timing.parse(line) for line in lines] for h, lines in new.items()}
+    assert all(None not in found for found in entries.values()), new     # every line is opsctl_timing
+    assert not any("s3cr3t" in line or "q=1" in line for lines in new.values() for line in lines)
+    on_lb = entries["lb1"]
+    assert Counter(e.status for e in on_lb) == {200: 120, 404: 30}
+    assert {e.path for e in on_lb} == {"/health.php", "/nope.html"} and {e.method for e in on_lb} == {"GET"}
+    assert all(e.upstream_addr[0].split(":")[0] in webs and e.upstream_status == (e.status,) and e.server == "_"
+               and None not in e.upstream_connect_time + e.upstream_header_time + e.upstream_response_time
+               and e.request_time is not None and e.host == lb and e.body_bytes is not None for e in on_lb)
+    on_webs = [e for h in webs.values() for e in entries[h]]
+    assert Counter(e.status for e in on_webs) == {200: 120, 404: 30}
+    assert all(e.upstream_addr == ("unix:/run/php/php8.2-fpm.sock",) and None not in e.upstream_response_time
+               for e in on_webs if e.status == 200)
+    assert all(e.upstream_addr == () for e in on_webs if e.status == 404)   # nginx's own 404: no upstream tried
+    for host in hosts:
+        # Each switched line keeps the path of the line it replaced, written after the mark.
+        conf = on_host(lab, host, "grep -h '^[[:space:]]*access_log' /etc/nginx/nginx.conf /etc/nginx/sites-enabled/*")
+        switched = [line.strip() for line in conf.splitlines()]
+        assert switched and all(line.split()[1] == line.split("was: access_log ")[1].split(";")[0].split()[0]
+                                and " opsctl_timing buffer=32k flush=250ms;" in line for line in switched), switched
+    # opsctl watch (whose sampler finds the status after the quoted request) counts every line.
+    with BackgroundLoad(lb, "/work.php?ms=10", seconds=30, concurrency=2) as load:
+        time.sleep(1)
+        watched = json.loads(opsctl("watch", "--inventory", lab.name, "--once", "--format", "json", check=True).stdout)
+        load.stop()
+    statuses = next(h for h in watched["hosts"] if h["host"] == "lb1")["figures"]["statuses"]
+    assert statuses.get("2xx", 0) > 0 and set(statuses) == {"2xx"}, statuses
+    # The reader is stdlib only: it runs on a host as it is (the later on-host aggregation).
+    time.sleep(1.5)
+    web1_lines = on_host(lab, "web1", f"cat {ACCESS_LOG}").splitlines()
+    source = Path(access_log.__file__).read_text() + (
+        "\nimport collections, itertools, json\n"
+        f"lines = itertools.islice(open({ACCESS_LOG!r}), {len(web1_lines)})\n"
+        "print(json.dumps(collections.Counter(e.status for e in Reader().entries(lines))))\n")
+    on_web1 = subprocess.run(remote.ssh_argv(lab, "web1", "python3 -"), input=source, capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+    here = Counter(e.status for e in access_log.Reader().entries(web1_lines))
+    assert json.loads(on_web1) == {str(status): n for status, n in here.items()} and here[200] >= 60
 
 
 def test_second_run_changes_nothing_through_opsctl_and_standalone(lab, hardened):

@@ -62,10 +62,94 @@ def test_read_timeout_is_capped_below_the_client_timeout():
     assert v["php_fpm.process_control_timeout"] == 5    # ceil(4.5)
 
 
-def test_no_whole_second_timeout_between_p99_and_client_timeout_is_an_error():
-    ev = with_(SHOP, request_time={"typical_ms": 100, "p99_ms": 1500}, client_timeout_s=2)
-    with pytest.raises(CapacityError, match="no whole-second upstream timeout"):
-        derive(ev, BIG)
+# --- timeouts finer than a second (upstream_timeouts.py) ---------------------------------------
+
+def _old_whole_second_rule(p99_s: float, client_s: float) -> dict:
+    """The model's timeouts before milliseconds, for profiles that fit in whole seconds."""
+    read = min(math.ceil(max(2 * p99_s, p99_s + 1)), math.ceil(client_s) - 1)
+    return {"nginx.upstream_read_timeout": read, "nginx.upstream_send_timeout": read,
+            "nginx.upstream_connect_timeout": min(2, read), "php_fpm.request_terminate_timeout": read,
+            "php_fpm.process_control_timeout": math.ceil(client_s),
+            "php_fpm.request_slowlog_timeout": max(1, min(math.ceil(p99_s), read - 1)),
+            "nginx.upstream_fail_timeout": max(10, 2 * read)}
+
+
+def test_whole_second_profiles_keep_their_plans():
+    checked = 0
+    for client in (2, 3, 5, 10, 30, 60, 4.5):
+        for p99 in (10, 50, 300, 400, 900, 1500, 2500, 3400, 8000, 29000):
+            old = _old_whole_second_rule(p99 / 1000, client)
+            if old["nginx.upstream_read_timeout"] * 1000 < p99 + 100:
+                continue   # no whole second leaves p99 a queue wait: milliseconds below
+            new = values(with_(SHOP, request_time={"typical_ms": min(80, p99), "p99_ms": p99},
+                               client_timeout_s=client))
+            assert {k: new[k] for k in old} == old, (client, p99)
+            assert all(type(new[k]) is int for k in old), (client, p99)
+            checked += 1
+    assert checked > 40
+
+
+def test_a_one_second_client_is_sized_in_milliseconds():
+    plan = derive(with_(LAB, client_timeout_s=1), BIG)
+    v = {k: d["value"] for k, d in plan.items()}
+    # 1 s - connect 100 ms - 100 ms for the 504 to reach the client; above p99 300 ms + 100 ms
+    assert v["nginx.upstream_read_timeout"] == v["nginx.upstream_send_timeout"] == 0.8
+    assert v["nginx.upstream_connect_timeout"] == 0.1
+    assert "no whole second fits" in plan["nginx.upstream_read_timeout"]["reason"]
+    # php-fpm counts whole seconds: nginx gives up at 800 ms (504), php-fpm kills the worker at 1 s
+    assert v["php_fpm.request_terminate_timeout"] == v["php_fpm.process_control_timeout"] == 1
+    assert "rounded up to whole seconds" in plan["php_fpm.request_terminate_timeout"]["reason"]
+    assert v["php_fpm.request_slowlog_timeout"] == 1
+    assert v["nginx.upstream_fail_timeout"] == 10
+    # Little's law on the 500 ms between p99 and the read timeout, counted in milliseconds
+    assert v["php_fpm.listen_backlog"] == 50 and v["nginx.limit_conn"] == v["php_fpm.pm_max_children"] + 50
+
+
+def test_milliseconds_where_no_whole_second_leaves_p99_a_queue_wait():
+    v = values(with_(SHOP, request_time={"typical_ms": 100, "p99_ms": 1500}, client_timeout_s=2))
+    # whole seconds: 1 s is below p99; milliseconds: 2 s - 200 ms
+    assert v["nginx.upstream_read_timeout"] == 1.8 and v["nginx.upstream_connect_timeout"] == 0.1
+    assert v["php_fpm.request_terminate_timeout"] == v["php_fpm.process_control_timeout"] == 2
+    assert v["php_fpm.request_slowlog_timeout"] == 1
+    # a read timeout 50 ms above p99 left no queue: milliseconds give it 800 ms
+    v = values(with_(SHOP, request_time={"typical_ms": 100, "p99_ms": 3950}, client_timeout_s=5))
+    assert v["nginx.upstream_read_timeout"] == 4.8 and v["php_fpm.request_terminate_timeout"] == 5
+
+
+@pytest.mark.parametrize("client, p99, words", [
+    (0.3, 50, "opsctl_event.client_timeout_s: 0.3 s is too short for p99 50 ms: it must hold connect 100 ms + "
+              "p99 50 ms + 100 ms queue wait + 100 ms for nginx's 504 to reach the client = 350 ms"),
+    (0.3, 10, "= 310 ms"),
+    (1, 750, "raise it to 1.05 or lower p99_ms"),
+    (1.0004, 50, "opsctl_event.client_timeout_s: 1.0004 has more than three decimals"),
+])
+def test_a_client_timeout_too_short_to_hold_the_request_is_refused_with_the_figures(client, p99, words):
+    event = with_(LAB, client_timeout_s=client, request_time={"typical_ms": min(50, p99), "p99_ms": p99})
+    with pytest.raises(CapacityError) as caught:
+        derive(event, BIG)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_shortest_accepted_client_timeout_is_p99_plus_300_ms():
+    v = values(with_(LAB, client_timeout_s=0.35, request_time={"typical_ms": 20, "p99_ms": 50}))
+    assert v["nginx.upstream_read_timeout"] == 0.15 and v["nginx.upstream_connect_timeout"] == 0.1
+    assert v["php_fpm.request_terminate_timeout"] == 1
+
+
+@pytest.mark.parametrize("event, given, value, terminate", [
+    (with_(LAB, client_timeout_s=1), 0.5, 0.5, 1), (with_(LAB, client_timeout_s=1), "0.5", 0.5, 1),
+    (SHOP, "3", 3, 3), (SHOP, 3.0, 3, 3), (SHOP, 2.5, 2.5, 3),
+])
+def test_timeout_overrides_take_seconds_to_the_millisecond(event, given, value, terminate):
+    plan = derive(event, BIG, {"nginx.upstream_read_timeout": given})
+    assert plan["nginx.upstream_read_timeout"]["value"] == value
+    assert type(plan["nginx.upstream_read_timeout"]["value"]) is type(value)
+    assert plan["php_fpm.request_terminate_timeout"]["value"] == terminate
+
+
+def test_timeout_overrides_finer_than_a_millisecond_are_refused():
+    with pytest.raises(CapacityError, match="to the millisecond"):
+        derive(SHOP, BIG, {"nginx.upstream_read_timeout": 0.0005})
 
 
 def test_php_backlog_is_littles_law_with_its_arithmetic_in_the_reason():
@@ -242,7 +326,7 @@ def test_bad_inputs_are_one_line_errors(event, facts, words):
 
 def test_derived_plans_satisfy_every_invariant_over_a_range_of_profiles():
     for qps in (1, 10, 100, 640, 5000, 50_000):
-        for p99, client in ((50, 1.5), (300, 5), (400, 10), (2500, 30)):
+        for p99, client in ((50, 1.5), (300, 5), (400, 10), (2500, 30), (300, 1), (50, 0.35), (1500, 2)):
             for memory in (1024, 8000, 64000):
                 event = with_(SHOP, peak_qps=qps, concurrency=None,
                               request_time={"typical_ms": min(80, p99), "p99_ms": p99}, client_timeout_s=client)

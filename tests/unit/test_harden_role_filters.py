@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ansible_collections.opsctl.fleet.plugins.filter import nginx_conf as conf
@@ -174,3 +176,84 @@ def test_a_main_file_whose_http_block_holds_the_server_is_edited_as_a_site():
     assert out.count("include /etc/nginx/snippets/opsctl-server.conf;") == 1
     assert "        include /etc/nginx/snippets/opsctl-server.conf;  # managed by opsctl" in out
     assert _site(out) == out   # idempotent
+
+
+# --- access logs (opsctl_nginx: issue 15) ------------------------------------------------------------
+
+LAB = Path(__file__).resolve().parents[2] / "opsctl/lab/assets"
+PARAMS = {"buffer": "32k", "flush": "250ms"}
+SITE_LOGS = """log_format shipper escape=json '{"s":$status}';
+log_format main '$remote_addr - $remote_user [$time_local] "$request" '
+                '$status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for"';
+server {
+	access_log /var/log/nginx/shop.log combined if=$loggable;  # the team's note
+	access_log /var/log/nginx/shop.gz.log main gzip=4;
+	access_log /var/log/nginx/shop.json shipper;
+	access_log /var/log/nginx/$host.log;
+	access_log /var/log/nginx/own.log combined buffer=8k;
+	access_log syslog:server=10.0.0.9 combined;
+	access_log off;
+	location /a { access_log /var/log/nginx/a.log; error_log /var/log/nginx/a.err; }
+}
+"""
+
+
+def _switch(text: str, stock: list[str]) -> str:
+    return conf.access_logs_set(text, "opsctl_timing", PARAMS, stock)
+
+
+@pytest.mark.parametrize("flavor, stock", [("rhel/nginx.conf", ["combined", "main"]),
+                                           ("source/nginx.conf", ["combined"])])
+def test_the_lab_main_files_switch_their_stock_log_and_put_it_back(flavor, stock):
+    text = (LAB / flavor).read_text()
+    assert conf.stock_log_formats([text]) == stock
+    out = conf.http_include_set(_switch(text, stock), "/etc/nginx/snippets/opsctl-log-format.conf")
+    switched = [line for line in out.splitlines() if "access_log" in line]
+    assert len(switched) == 1 and "opsctl_timing buffer=32k flush=250ms;  # managed by opsctl, was: access_log" in switched[0]
+    # The format is defined first in the http block, before the access_log that names it.
+    assert out.index("include /etc/nginx/snippets/opsctl-log-format.conf;") < out.index("opsctl_timing")
+    assert out.index("http {") < out.index("include /etc/nginx/snippets/opsctl-log-format.conf;")
+    assert conf.http_include_set(_switch(out, stock), "/etc/nginx/snippets/opsctl-log-format.conf") == out
+    assert conf.http_include_set(conf.access_logs_set(out, "", PARAMS, stock), "") == text
+
+
+def test_each_log_keeps_its_path_and_parameters_and_own_formats_stay():
+    stock = conf.stock_log_formats(["http {\n}\n", SITE_LOGS])
+    assert stock == ["combined", "main"]        # shipper: escape=json and its own layout
+    out = _switch(SITE_LOGS, stock).splitlines()
+    find = lambda word: next(line.split("  # managed")[0].strip() for line in out if word in line)  # noqa: E731
+    assert find("shop.log") == "access_log /var/log/nginx/shop.log opsctl_timing if=$loggable buffer=32k flush=250ms;"
+    assert "# the team's note" in next(line for line in out if "shop.log" in line)
+    # gzip brings its own buffer; a name with variables cannot be buffered at all; a buffer of
+    # the team's own stays.
+    assert find("shop.gz.log") == "access_log /var/log/nginx/shop.gz.log opsctl_timing gzip=4 flush=250ms;"
+    assert find("$host.log") == "access_log /var/log/nginx/$host.log opsctl_timing;"
+    assert find("own.log") == "access_log /var/log/nginx/own.log opsctl_timing buffer=8k flush=250ms;"
+    for kept in ("access_log /var/log/nginx/shop.json shipper;", "access_log syslog:server=10.0.0.9 combined;",
+                 "access_log off;", "location /a { access_log /var/log/nginx/a.log; error_log /var/log/nginx/a.err; }"):
+        assert any(line.strip() == kept for line in out), kept
+    assert conf.access_logs_kept(SITE_LOGS, "opsctl_timing", stock) == ["access_log /var/log/nginx/shop.json shipper;"]
+    assert conf.access_logs_set("\n".join(out), "", PARAMS, stock) == SITE_LOGS
+    # New parameters reach the lines switched before: each is made again from its earlier line.
+    again = conf.access_logs_set("\n".join(out), "opsctl_timing", {"buffer": "64k", "flush": "1s"}, stock)
+    assert "shop.log opsctl_timing if=$loggable buffer=64k flush=1s;  # managed by opsctl, was: access_log" in again
+    assert again == conf.access_logs_set(SITE_LOGS, "opsctl_timing", {"buffer": "64k", "flush": "1s"}, stock)
+
+
+def test_no_http_block_in_the_main_file_switches_nothing():
+    assert conf.stock_log_formats(["events {}\ninclude /etc/nginx/http.conf;\n", SITE_LOGS]) == []
+    assert conf.http_include_set("events {}\n", "/x.conf") == "events {}\n"
+
+
+def test_a_main_format_of_the_teams_own_is_not_stock():
+    custom = "http {\nlog_format main '$remote_addr $status $request_time';\n}\n"
+    assert conf.stock_log_formats([custom]) == ["combined"]
+
+
+def test_the_role_gets_the_format_the_reader_compiles():
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils import access_log
+
+    got = conf.log_format("opsctl")
+    assert got["name"] == "opsctl_timing" and "".join(got["lines"]) == access_log.opsctl_timing().definition
+    with pytest.raises(ValueError):
+        conf.log_format("json")

@@ -282,6 +282,8 @@ def test_the_cli_and_the_capacity_model_refuse_the_same_profile_with_the_same_li
     (r"is below typical_ms", "event_profile.py"),       # the event profile's schema
     (r"unknown key \{", "configvalues.py"),
     (r"longer than zero", "durations.py"),
+    (r'\}ms"', "durations.py"),                          # a timeout written as nginx reads it: 800ms
+    (r"def shortest_client_ms|is too short for p99", "upstream_timeouts.py"),
 ])
 def test_grep_finds_one_home_per_concept(pattern, home):
     # opsctl/lab only builds the lab's own inventory (a fixed zone); it reads nobody's input.

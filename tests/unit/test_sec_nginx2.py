@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from opsctl.checks.run import EventOverride, HostOutcome, _evaluate_host, load_checks
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.probe_facts import MAX_NGINX_DEPTH, MAX_NGINX_STATEMENTS, parse_nginx
@@ -218,7 +219,7 @@ def test_a_5000_digit_option_to_check_is_refused_without_echoing_it(args, tmp_pa
 from tests.unit.test_sec_input import _inventory, _one_line_error  # noqa: E402
 from tests.conftest import opsctl  # noqa: E402
 
-BAD_TYPES = ["../../x", "main", "nginx/../nginx", "Nginx", "nginx.yml", "haproxy", "/etc/passwd", "9" * 5000]
+BAD_TYPES = ["../../x", "main", "nginx/../nginx", "Nginx", "nginx.yml", "f5", "/etc/passwd", "9" * 5000]
 
 
 @pytest.mark.parametrize("kind", BAD_TYPES)
@@ -226,15 +227,19 @@ def test_a_balancer_type_that_is_no_shipped_driver_is_refused_at_inventory_load(
     inv = _inventory(tmp_path, f"opsctl_balancers: [{{host: lb1, type: {json.dumps(kind)}, upstream: app}}]\n")
     for args in (("reload", "php-fpm", "--rolling", "--check"), ("inventory",)):
         proc = opsctl(*args, "-i", str(inv))
-        _one_line_error(proc, "host web1: opsctl_balancers[0].type: ", "is not a balancer driver (known: nginx)")
+        _one_line_error(proc, "host web1: opsctl_balancers[0].type: ", "is not a balancer driver (known: nginx, haproxy, command)")
         assert len(proc.stderr) < 250, proc.stderr[:300]
 
 
-def test_the_cli_knows_the_drivers_from_the_drain_role_itself():
-    """opsctl reads the role's argument-spec choices; they are exactly the driver files the role ships."""
+def test_the_cli_the_role_and_its_argument_spec_know_the_same_drivers():
+    """One rule (plugin_utils/balancer_entries.py) for opsctl and the role; the argument spec's
+    choices and the driver files the role ships are exactly its drivers."""
     from opsctl.balancers import drivers
-    shipped = sorted(p.stem for p in (REPO / "ansible_collections/opsctl/fleet/roles/opsctl_drain/tasks").glob("*.yml") if p.stem != "main")
-    assert drivers() == ("nginx",) and list(drivers()) == shipped
+    role = REPO / "ansible_collections/opsctl/fleet/roles/opsctl_drain"
+    shipped = sorted(p.stem for p in (role / "tasks").glob("*.yml") if p.stem != "main")
+    spec = yaml.safe_load((role / "meta/argument_specs.yml").read_text())
+    choices = spec["argument_specs"]["main"]["options"]["opsctl_drain_balancers"]["options"]["type"]["choices"]
+    assert drivers() == ("nginx", "haproxy", "command") and sorted(drivers()) == shipped == sorted(choices)
 
 
 ROLES = REPO / "ansible_collections/opsctl/fleet/roles"
@@ -272,11 +277,11 @@ def test_ansible_playbook_on_the_drain_role_refuses_a_path_as_type_before_any_ch
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and not marker.exists(), out[-2000:]
     if validate:
-        assert "value of type must be one of: nginx" in out, out[-2000:]
+        assert "value of type must be one of: nginx, haproxy, command" in out, out[-2000:]
     else:
-        assert "is not a balancer driver the drain role ships (nginx)" in out, out[-2000:]
+        assert "is not a balancer driver (known: nginx, haproxy, command)" in out, out[-2000:]
 
 
 def test_ansible_playbook_on_the_drain_role_refuses_main_as_type(tmp_path):
     proc, _ = _drain_play(tmp_path, "main", validate=False)
-    assert proc.returncode != 0 and "is not a balancer driver the drain role ships" in proc.stdout, proc.stdout[-2000:]
+    assert proc.returncode != 0 and "is not a balancer driver (known: nginx, haproxy, command)" in proc.stdout, proc.stdout[-2000:]

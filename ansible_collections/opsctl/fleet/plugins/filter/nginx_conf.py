@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import access_log, durations
 
 _TIMEOUT = re.compile(r"^(?P<indent>\s*)(?P<name>(fastcgi|proxy)_(connect|send|read)_timeout)\s+(?P<value>[^;\s]+)\s*;")
 # A file of more lines than this is refused rather than edited line by line (seconds per 100 000
@@ -159,11 +159,16 @@ def _with_param(text: str, param: str, value: object | None) -> str:
     return f"{body};{comment}"
 
 
+def _http_opener(scanned: list[Line]) -> int | None:
+    """The index of the line that opens the file's http block, None without one."""
+    return next((i for i, line in enumerate(scanned) if line.depth == 0 and "{" in _code(line.text)
+                 and _code(line.text).split("{")[0].split() == ["http"]), None)
+
+
 def _server_depth(scanned: list[Line]) -> int:
     """How deep a file's server blocks open: 0 in a site file, 1 in a main file whose http block
     holds them itself (RHEL's nginx.conf, many source builds)."""
-    return int(any(line.depth == 0 and _code(line.text).split("{")[0].split() == ["http"]
-                   for line in scanned if "{" in line.text))
+    return int(_http_opener(scanned) is not None)
 
 
 def _set_listen_backlog(lines: list[str], backlog: object) -> None:
@@ -229,8 +234,109 @@ def site_set(content: str, listen_backlog: object, include: str, upstream: Mappi
     return "\n".join(lines) + "\n"
 
 
+# --- access logs --------------------------------------------------------------------------------
+
+# A switched access_log keeps the line it replaced after this mark, so that opting out puts it back.
+ACCESS_LOG_MARK = "# managed by opsctl, was: "
+_WORD = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[^\s;]+')
+_LOG_FORMAT = re.compile(r"(?:^|[;{}\s])log_format\s+(\S+)\s+((?:escape=\S+\s+)?)((?:'[^']*'|\"[^\"]*\"|\s)+);")
+# The formats a switch loses nothing of: nginx's built-in combined, and `main` as RHEL's and
+# nginx.org's packages define it (combined and X-Forwarded-For). opsctl_timing logs all of theirs.
+_STOCK = {" ".join(access_log.COMBINED.split()), " ".join(access_log.MAIN.split())}
+
+
+def stock_log_formats(texts: list[str]) -> list[str]:
+    """The format names whose access logs may be switched: combined and every log_format these
+    files define as a stock one. [] when the first text (nginx.conf) has no http block, where the
+    format would have to be defined before any access_log uses it."""
+    if _http_opener(_scan(texts[0].splitlines())) is None:
+        return []
+    names = ["combined"]
+    for text in texts:
+        for name, escape, parts in _LOG_FORMAT.findall("\n".join(_code(line) for line in text.splitlines())):
+            definition = "".join(part[1:-1] for part in re.findall(r"'[^']*'|\"[^\"]*\"", parts))
+            if not escape and " ".join(definition.split()) in _STOCK and name not in names:
+                names.append(name)
+    return names
+
+
+def _switched(words: list[str], fmt: str, params: Mapping[str, object], stock: list[str]) -> list[str] | None:
+    """An access_log's new arguments, or None when it stays: off, syslog, a format of its own."""
+    path = words[0].strip("'\"")
+    if path == "off" or path.startswith("syslog:") or (len(words) > 1 and words[1] not in stock):
+        return None
+    given = words[2:]
+    add = [f"{key}={value}" for key, value in params.items() if not any(w.startswith(f"{key}=") for w in given)]
+    if "$" in path:            # nginx buffers no log whose name holds variables
+        add = []
+    elif any(w == "gzip" or w.startswith("gzip=") for w in given):
+        add = [a for a in add if not a.startswith("buffer=")]   # gzip brings its own buffer
+    return [words[0], fmt, *given, *add]
+
+
+def _access_log_words(text: str) -> list[str]:
+    """The arguments of an access_log line, [] for any other line (one with several directives
+    is left alone)."""
+    parsed = _directive(text)
+    if not parsed or parsed[0] != "access_log" or _code(text).count(";") != 1:
+        return []
+    return _WORD.findall(parsed[1])
+
+
+def access_logs_set(content: str, fmt: str, params: Mapping[str, object], stock: list[str]) -> str:
+    """Every access_log to a file in a stock format (named or not) switched to `fmt` with the
+    `params` (buffer=, flush=) it does not set itself; its earlier line kept after ACCESS_LOG_MARK.
+    A line switched before is made again from that earlier line (new params apply). fmt "": the
+    switched lines put back as they were."""
+    lines = content.splitlines()
+    for i, text in enumerate(lines):
+        indent, original = _indent_of(text), text.strip()
+        if ACCESS_LOG_MARK in text:
+            original = text.split(ACCESS_LOG_MARK, 1)[1]
+            lines[i] = indent + original
+        words = _access_log_words(original) if fmt else []
+        new = _switched(words, fmt, params, stock) if words else None
+        if new is not None:
+            lines[i] = f"{indent}access_log {' '.join(new)};  {ACCESS_LOG_MARK}{original}"
+    return "\n".join(lines) + "\n"
+
+
+def access_logs_kept(content: str, fmt: str, stock: list[str]) -> list[str]:
+    """The access_log lines to files that keep a format of their own (neither stock nor `fmt`)."""
+    out = []
+    for text in content.splitlines():
+        words = _access_log_words(text) if ACCESS_LOG_MARK not in text else []
+        if len(words) > 1 and words[1] not in stock and words[1] != fmt and words[0] != "off":
+            out.append(_code(text).strip())
+    return out
+
+
+_INCLUDE_NOTE = "# managed by opsctl: the access-log format"
+
+
+def http_include_set(content: str, include: str) -> str:
+    """nginx.conf with `include PATH;` first in its http block (before any access_log there uses
+    what it defines); include "": that line removed. Without an http block: unchanged."""
+    lines = [text for text in content.splitlines() if not text.rstrip().endswith(_INCLUDE_NOTE)]
+    at = _http_opener(_scan(lines))
+    if include and at is not None:
+        following = lines[at + 1] if at + 1 < len(lines) else ""
+        indent = (_indent_of(following) if following.strip() else "") or "\t"
+        lines.insert(at + 1, f"{indent}include {include};  {_INCLUDE_NOTE}")
+    return "\n".join(lines) + "\n"
+
+
+def log_format(which: str) -> dict[str, object]:
+    """opsctl's access-log format ("opsctl"): its name and its text in pieces, one per line of the
+    file it goes in. Defined once, in plugin_utils/access_log.py, whose reader compiles the same text."""
+    if which != "opsctl":
+        raise ValueError(f"no access-log format {which!r}: only 'opsctl'")
+    return {"name": access_log.OPSCTL_TIMING_NAME, "lines": list(access_log.OPSCTL_TIMING)}
+
+
 def timeout_overrides(dump: str, limits: Mapping[str, object], skip: list[str]) -> list[str]:
-    """From `nginx -T`: every fastcgi/proxy timeout above its limit (seconds) in a file not in skip."""
+    """From `nginx -T`: every fastcgi/proxy timeout above its limit (seconds, to the millisecond)
+    in a file not in skip."""
     found, current = [], ""
     lines = dump.splitlines()
     _too_large(lines, MAX_DUMP_LINES)
@@ -242,7 +348,7 @@ def timeout_overrides(dump: str, limits: Mapping[str, object], skip: list[str]) 
         if match and current not in skip and match.group("name") in limits:
             name, value = match.group("name"), match.group("value")
             try:
-                above, note = seconds(value) > float(str(limits[name])), ""
+                above, note = durations.millis(seconds(value)) > durations.millis(float(str(limits[name]))), ""
             except durations.OutOfRange:   # above any limit; the figure shown cut, never whole
                 above, note = True, f" (more than {durations.MAX_SECONDS // 86400}d)"
             except ValueError:              # not a time: nginx -t refuses it, nothing to report
@@ -259,4 +365,10 @@ class FilterModule:
             "nginx_http_has": http_has,
             "nginx_site_set": site_set,
             "nginx_timeout_overrides": timeout_overrides,
+            "nginx_time": durations.time_text,   # 5 -> 5s, 0.8 -> 800ms
+            "nginx_stock_log_formats": stock_log_formats,
+            "nginx_access_logs_set": access_logs_set,
+            "nginx_access_logs_kept": access_logs_kept,
+            "nginx_http_include_set": http_include_set,
+            "nginx_log_format": log_format,
         }

@@ -12,7 +12,9 @@ CapacityError unless `force`.
 
 Decisions worth knowing (the failure modes are in FAILURE-MODES.md):
 - Upstream read timeout: above p99 with room for a queue wait (max(2 x p99, p99 + 1 s)), and
-  below the client timeout so nginx, not the client, sees a sick backend (F2).
+  below the client timeout so nginx, not the client, sees a sick backend (F2). Whole seconds
+  where they fit, else milliseconds (upstream_timeouts.py, the one rule); php-fpm's
+  request_terminate_timeout is its next whole second up, so nginx answers 504 first.
 - php-fpm listen.backlog: Little's law, arrival rate x acceptable queue wait (read timeout -
   p99, at most 1 s), never more than the pool can drain within that wait: a longer queue only
   holds requests nginx has already given up on (F1). An override above arrival rate x (read
@@ -40,7 +42,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import configvalues as _values
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import event_profile
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import event_profile, upstream_timeouts
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import ceil_seconds, millis, ms_text, seconds_of
 
 NR_OPEN = 1_048_576          # fs.nr_open default: no process limit may exceed it
 SOMAXCONN_FLOOR = 4096       # Linux default since 5.4; never lower it
@@ -55,6 +58,12 @@ MAX_QUEUE_WAIT_S = 1.0      # a request queued longer than this has already fail
 SOMAXCONN_MAX = 65535
 MAX_REQUESTS_BASE = 2000     # used only when pm is dynamic
 MAX_REQUESTS_SPREAD = 2000
+HAPROXY_FALL = 2             # one failed health check may be a blip; two in a row is a sick host
+HAPROXY_RISE = 2
+HAPROXY_RETRIES = 2          # connection attempts after the first, the last one to another server
+HAPROXY_CHECK_FLOOR_MS = 1000   # a health page answers in milliseconds; a host slower than this is sick
+HAPROXY_MIN_INTER_MS = 10      # sub-second clients (a 350 ms API) need checks this often
+HAPROXY_MAX_INTER_MS = 2000     # HAProxy's default interval: never check less often
 
 INT_KEYS = (
     "sysctl.net.core.somaxconn", "sysctl.net.ipv4.tcp_max_syn_backlog",
@@ -65,11 +74,16 @@ INT_KEYS = (
     "php_fpm.request_terminate_timeout", "php_fpm.process_control_timeout",
     "php_fpm.request_slowlog_timeout", "php_fpm.rlimit_files",
     "nginx.worker_connections", "nginx.worker_rlimit_nofile", "nginx.listen_backlog",
-    "nginx.upstream_connect_timeout", "nginx.upstream_send_timeout", "nginx.upstream_read_timeout",
     "nginx.upstream_max_fails", "nginx.upstream_fail_timeout", "nginx.limit_conn",
     "nginx.keepalive_timeout",
+) + (
+    "haproxy.timeout_connect_ms", "haproxy.timeout_server_ms", "haproxy.timeout_queue_ms",
+    "haproxy.timeout_client_ms", "haproxy.timeout_check_ms", "haproxy.check_inter_ms", "haproxy.check_fall",
+    "haproxy.check_rise", "haproxy.retries",
 )
-KEYS = INT_KEYS + ("php_fpm.pm", "nginx.worker_processes")
+# Seconds to the millisecond (2, or 0.8 where whole seconds do not fit: upstream_timeouts.py).
+TIMEOUT_KEYS = ("nginx.upstream_connect_timeout", "nginx.upstream_send_timeout", "nginx.upstream_read_timeout")
+KEYS = INT_KEYS + TIMEOUT_KEYS + ("php_fpm.pm", "nginx.worker_processes")
 OVERRIDES_VAR = "opsctl_capacity_overrides"
 MAX_OVERRIDE = 10 ** 12 - 1   # no capacity setting is larger; a longer figure is a typo
 # The largest figure of each host fact the model computes with (the event's: event_profile.py).
@@ -96,6 +110,7 @@ class Inputs:
     typical_s: float
     p99_s: float
     client_timeout_s: float
+    p99_ms: float
     worker_mb: float
     cpus: int
     memory_mb: int
@@ -167,7 +182,7 @@ def parse_inputs(event: Any, facts: Mapping) -> Inputs:
     return Inputs(
         peak_qps=profile.peak_qps, concurrency=profile.concurrency,
         typical_s=profile.typical_ms / 1000, p99_s=profile.p99_ms / 1000,
-        client_timeout_s=profile.client_timeout_s, worker_mb=profile.php_worker_memory_mb,
+        client_timeout_s=profile.client_timeout_s, p99_ms=profile.p99_ms, worker_mb=profile.php_worker_memory_mb,
         cpus=_cpus(facts), memory_mb=int(_number(facts, "memory_mb", "facts")),
         php_version=str(facts.get("php_version") or ""), host=str(facts.get("host") or ""),
         nofile_max=min(NR_OPEN, int(_number(facts, "nofile_max", "facts"))) if facts.get("nofile_max") else NR_OPEN,
@@ -189,6 +204,11 @@ def _check_override(key: str, value: Any) -> Any:
         return value
     if key == "nginx.worker_processes" and value == "auto":
         return value
+    if key in TIMEOUT_KEYS:
+        problem = _values.timeout_seconds(value, f"{OVERRIDES_VAR}[{key!r}]")
+        if problem:
+            raise CapacityError(problem)
+        return seconds_of(millis(float(value)))
     problem = _values.whole_number(value, f"{OVERRIDES_VAR}[{key!r}]", 0, MAX_OVERRIDE)
     if problem:
         raise CapacityError(problem)
@@ -215,32 +235,33 @@ class Plan:
 
 
 def _timeouts(p: Plan, i: Inputs) -> None:
-    ceiling = math.ceil(i.client_timeout_s) - 1     # whole seconds strictly below the client's
-    wanted = math.ceil(max(2 * i.p99_s, i.p99_s + 1))
-    read = min(wanted, ceiling)
-    if read <= i.p99_s:
-        raise CapacityError(
-            f"no whole-second upstream timeout fits between p99 {_fmt(i.p99_s)} s and client timeout "
-            f"{_fmt(i.client_timeout_s)} s: raise client_timeout_s or lower p99_ms")
-    why = (f"max(2 x p99, p99 + 1 s) = {wanted} s" if read == wanted
-           else f"capped at {ceiling} s, below the client timeout")
-    read = p.decide("nginx.upstream_read_timeout", read,
-                    f"{read} s: above p99 {_fmt(i.p99_s)} s, below client timeout {_fmt(i.client_timeout_s)} s "
-                    f"so nginx, not the client, sees a sick backend ({why})")
+    u = upstream_timeouts.derive(i.client_timeout_s, i.p99_ms)
+    p99, client = ms_text(i.p99_ms), ms_text(u.client_ms)
+    read = p.decide("nginx.upstream_read_timeout", seconds_of(u.read_ms),
+                    f"{ms_text(u.read_ms)}: above p99 {p99}, below client timeout {client} so nginx, not the "
+                    f"client, sees a sick backend ({u.read_why()})")
+    read_ms = millis(read)
     p.decide("nginx.upstream_send_timeout", read,
-             f"{read} s = upstream_read_timeout: sending a request never takes longer than answering it")
-    connect = min(2, read)
-    p.decide("nginx.upstream_connect_timeout", connect,
-             f"{connect} s: a healthy php-fpm accepts in milliseconds; a full queue should fail over fast, not wait")
-    p.decide("php_fpm.request_terminate_timeout", read,
-             f"{read} s = nginx.upstream_read_timeout: work after nginx gave up is wasted")
-    pct = math.ceil(i.client_timeout_s)
+             f"{ms_text(read_ms)} = upstream_read_timeout: sending a request never takes longer than answering it")
+    connect = u.connect_ms(read_ms)
+    p.decide("nginx.upstream_connect_timeout", seconds_of(connect),
+             f"{ms_text(connect)}: a healthy php-fpm accepts in milliseconds; a full queue should fail over fast, "
+             "not wait")
+    terminate = ceil_seconds(read_ms)
+    p.decide("php_fpm.request_terminate_timeout", terminate,
+             f"{terminate} s = nginx.upstream_read_timeout" + (
+                 ": work after nginx gave up is wasted" if terminate * 1000 == read_ms else
+                 f" {ms_text(read_ms)} rounded up to whole seconds (php-fpm takes no less): nginx answers 504 "
+                 "first, php-fpm kills the stuck worker within the second"))
+    pct = ceil_seconds(u.client_ms)
     p.decide("php_fpm.process_control_timeout", pct,
-             f"{pct} s = ceil(client timeout {_fmt(i.client_timeout_s)} s) >= request_terminate_timeout: "
+             f"{pct} s = ceil(client timeout {client}) >= request_terminate_timeout: "
              "a graceful reload never cuts a legitimate request")
-    slow = max(1, min(math.ceil(i.p99_s), read - 1))
+    slow = max(1, min(ceil_seconds(math.ceil(i.p99_ms)), terminate - 1))
     p.decide("php_fpm.request_slowlog_timeout", slow,
-             f"{slow} s: anything slower than p99 {_fmt(i.p99_s)} s is logged with its stack before it is terminated")
+             f"{slow} s: anything slower than p99 {p99} is logged with its stack" + (
+                 " before it is terminated" if slow < terminate else
+                 " (php-fpm's shortest, the terminate's own second: the same check logs the stack, then terminates)"))
 
 
 def _memory_for_php(i: Inputs) -> tuple[int, str]:
@@ -253,10 +274,10 @@ def _memory_for_php(i: Inputs) -> tuple[int, str]:
 def _pool(p: Plan, i: Inputs) -> None:
     free, free_why = _memory_for_php(i)
     by_memory = int(free // i.worker_mb)
-    needed = math.ceil(i.peak_qps * i.p99_s)
+    needed = workers_needed(i.peak_qps, i.p99_s)
     prefix = "" if i.php_version else "(no php-fpm on this host, not applied) "
     if by_memory >= needed:
-        children = max(needed, 2)
+        children = needed
         reason = (f"{children} = peak {_fmt(i.peak_qps)} qps x p99 {_fmt(i.p99_s)} s (Little's law); "
                   f"memory allows {by_memory} ({free_why}, / {_fmt(i.worker_mb)} MB per worker)")
     else:
@@ -278,6 +299,11 @@ def _pool(p: Plan, i: Inputs) -> None:
     _max_requests(p, i, pm)
 
 
+def workers_needed(peak_qps: float, p99_s: float) -> int:
+    """php-fpm workers a host needs at its peak: peak x p99 (Little's law), at least 2."""
+    return max(2, math.ceil(peak_qps * p99_s))
+
+
 def _max_requests(p: Plan, i: Inputs, pm: str) -> None:
     if pm == "static":
         p.decide("php_fpm.pm_max_requests", 0,
@@ -291,9 +317,21 @@ def _max_requests(p: Plan, i: Inputs, pm: str) -> None:
              "different counts, never together")
 
 
+def _room_s(read: float, i: Inputs) -> float:
+    """How long a request may wait in php-fpm's queue and still be answered within nginx's read
+    timeout: read - p99, in milliseconds (0.8 - 0.3 is 0.5000000000000001 in seconds)."""
+    return (millis(read) - i.p99_ms) / 1000
+
+
+def _queue_wait(p: Plan, i: Inputs) -> tuple[float, float]:
+    """(acceptable queue wait, read timeout - p99): how long a request may wait for a worker and
+    still be answered within the upstream timeout, at most MAX_QUEUE_WAIT_S."""
+    room = _room_s(p["nginx.upstream_read_timeout"], i)
+    return min(room, MAX_QUEUE_WAIT_S), room
+
+
 def _php_backlog(p: Plan, i: Inputs) -> None:
-    room = p["nginx.upstream_read_timeout"] - i.p99_s
-    wait = min(room, MAX_QUEUE_WAIT_S)
+    wait, room = _queue_wait(p, i)
     arrivals = math.ceil(i.peak_qps * wait)
     children = p["php_fpm.pm_max_children"]
     drain = math.ceil(children / i.typical_s * wait)
@@ -332,7 +370,7 @@ def _split(p: Plan, i: Inputs) -> None:
     weights = [pool.weight for pool in i.pools]
     whole = sum(weights)
     parts = {key: _apportion(p[f"php_fpm.{key}"], weights) for key in _SPLIT_KEYS}
-    wait = min(p["nginx.upstream_read_timeout"] - i.p99_s, MAX_QUEUE_WAIT_S)
+    wait = _queue_wait(p, i)[0]
     pools, lines = {}, []
     for k, pool in enumerate(i.pools):
         share = pool.weight / whole
@@ -394,7 +432,7 @@ def _nginx_upstream(p: Plan, i: Inputs) -> None:
     read = p["nginx.upstream_read_timeout"]
     p.decide("nginx.upstream_max_fails", 3,
              "3: one slow request does not eject a healthy backend, a broken one is out within seconds")
-    fail_timeout = max(10, 2 * read)
+    fail_timeout = max(10, ceil_seconds(2 * millis(read)))
     p.decide("nginx.upstream_fail_timeout", fail_timeout,
              f"{fail_timeout} s = max(10 s, 2 x read timeout): the window for max_fails and the time a failed backend rests")
     if i.php_version:
@@ -403,7 +441,7 @@ def _nginx_upstream(p: Plan, i: Inputs) -> None:
                "the upstream timeout, so the excess gets a cheap 503 at once")
     else:
         limit = math.ceil(i.peak_qps * read)
-        why = (f"{limit} = peak {_fmt(i.peak_qps)} qps x read timeout {read} s: the most requests in flight that "
+        why = (f"{limit} = peak {_fmt(i.peak_qps)} qps x read timeout {_fmt(read)} s: the most requests in flight that "
                "can still be answered; the excess gets a cheap 503 at once")
     p.decide("nginx.limit_conn", limit, why)
     b = i.balancer
@@ -415,6 +453,58 @@ def _nginx_upstream(p: Plan, i: Inputs) -> None:
     else:
         p.decide("nginx.keepalive_timeout", 15,
                  "15 s (default 75 s): idle client connections do not hold worker_connections at peak")
+
+
+def haproxy_ejection_ms(inter_ms: int, fastinter_ms: int, check_ms: int, fall: int) -> int:
+    """How long HAProxy keeps sending requests to a backend that stopped answering, at worst: the
+    next check starts within `inter`, each failing check lasts `timeout check`, and the checks of a
+    server on its way down follow each other after `fastinter` (HAProxy schedules the next check
+    when one ends). The one rule for harden's sizing and check's judgement."""
+    return inter_ms + fall * check_ms + (fall - 1) * fastinter_ms
+
+
+def _haproxy(p: Plan, i: Inputs) -> None:
+    """An HAProxy balancer's timeouts and health checks, below the client's timeout (F2)."""
+    client = millis(i.client_timeout_s)
+    server = p.decide("haproxy.timeout_server_ms", millis(p["nginx.upstream_read_timeout"]),
+                      f"{millis(p['nginx.upstream_read_timeout'])} ms = the upstream read timeout: above p99 "
+                      f"{_fmt(i.p99_s)} s, below the client timeout, so HAProxy answers 504 before the client gives up")
+    budget = client - server   # what the client waits beyond the server timeout: the queue and the attempts
+    wait = _queue_wait(p, i)[0]
+    queue = min(millis(wait), budget // 2)
+    capped = "" if queue == millis(wait) else f", at most half the {budget} ms the client waits beyond the server timeout"
+    queue = p.decide("haproxy.timeout_queue_ms", queue,
+                     f"{queue} ms = the acceptable queue wait (read timeout - p99, at most "
+                     f"{_fmt(MAX_QUEUE_WAIT_S)} s{capped}): a request waiting longer for a server slot (maxconn) gets a "
+                     "cheap 503 at once instead of an answer after its client left")
+    retries = HAPROXY_RETRIES if (budget - queue) // (HAPROXY_RETRIES + 1) >= 1 else 0
+    retries = p.decide("haproxy.retries", retries,
+                       f"{retries}: a refused or timed-out connection is tried again, the last time on "
+                       "another server (option redispatch); nothing was sent, so it is safe for any request")
+    connect = max(1, min(millis(p["nginx.upstream_connect_timeout"]), (budget - queue) // (retries + 1)))
+    connect = connect // 10 * 10 if connect >= 10 else connect
+    p.decide("haproxy.timeout_connect_ms", connect,
+             f"{connect} ms = (client {client} - server {server} - queue {queue} ms) / {retries + 1} attempts, at most "
+             f"the upstream connect timeout: every attempt and the answer fit in the client's wait")
+    p.decide("haproxy.timeout_client_ms", client,
+             f"{client} ms = the client timeout: a client silent longer than it waits itself is gone, its "
+             "connection is freed")
+    fall = p.decide("haproxy.check_fall", HAPROXY_FALL,
+                    f"{HAPROXY_FALL}: one failed health check may be a blip, {HAPROXY_FALL} in a row take the server out")
+    p.decide("haproxy.check_rise", HAPROXY_RISE,
+             f"{HAPROXY_RISE}: a server comes back after {HAPROXY_RISE} good checks in a row")
+    check = min(server, max(HAPROXY_CHECK_FLOOR_MS, millis(2 * i.p99_s)), max(10, client // (2 * fall)))
+    check = p.decide("haproxy.timeout_check_ms", check,
+                     f"{check} ms = max({HAPROXY_CHECK_FLOOR_MS} ms, 2 x p99), at most the server timeout and "
+                     "client / (2 x fall): a host that cannot answer the health page in that time is sick")
+    room = (client - fall * check) // (fall + 1)
+    step = 100 if room >= 1000 else 10   # round figures, and still room for a sub-second client
+    inter = max(HAPROXY_MIN_INTER_MS, min(HAPROXY_MAX_INTER_MS, room // step * step))
+    inter = p.decide("haproxy.check_inter_ms", inter,
+                     f"{inter} ms (also fastinter) = (client {client} - fall {fall} x check {check} ms) / {fall + 1}, "
+                     f"in steps of {step} ms, at most HAProxy's default {HAPROXY_MAX_INTER_MS} ms: a backend that stops "
+                     f"answering is DOWN within inter + fall x timeout check + (fall - 1) x fastinter = "
+                     f"{haproxy_ejection_ms(inter, inter, check, fall)} ms, within the client timeout {client} ms")
 
 
 def _sysctl(p: Plan, i: Inputs) -> None:
@@ -449,7 +539,7 @@ Check = tuple[tuple[str, ...], Callable[[Callable[[str], Any], Inputs], str]]
 
 def _inv_read(v: Callable[[str], Any], i: Inputs) -> str:
     read = v("nginx.upstream_read_timeout")
-    if not i.p99_s < read < i.client_timeout_s:
+    if not i.p99_ms < millis(read) < millis(i.client_timeout_s):
         return f"needs p99 {_fmt(i.p99_s)} s < upstream_read_timeout {read} s < client timeout {_fmt(i.client_timeout_s)} s (F2)"
     return ""
 
@@ -462,14 +552,16 @@ def _inv_other_timeouts(v: Callable[[str], Any], i: Inputs) -> str:
 
 
 def _inv_terminate(v: Callable[[str], Any], i: Inputs) -> str:
-    if v("php_fpm.request_terminate_timeout") != v("nginx.upstream_read_timeout"):
-        return (f"php_fpm.request_terminate_timeout {v('php_fpm.request_terminate_timeout')} s must equal "
-                f"nginx.upstream_read_timeout {v('nginx.upstream_read_timeout')} s: work after nginx gave up is wasted")
+    read = v("nginx.upstream_read_timeout")
+    if v("php_fpm.request_terminate_timeout") != ceil_seconds(millis(read)):
+        return (f"php_fpm.request_terminate_timeout {v('php_fpm.request_terminate_timeout')} s must be "
+                f"nginx.upstream_read_timeout {read} s rounded up to whole seconds: nginx answers 504 first, and "
+                "work after nginx gave up is wasted")
     return ""
 
 
 def _inv_control(v: Callable[[str], Any], i: Inputs) -> str:
-    pct, want = v("php_fpm.process_control_timeout"), math.ceil(i.client_timeout_s)
+    pct, want = v("php_fpm.process_control_timeout"), ceil_seconds(millis(i.client_timeout_s))
     if pct != want or pct < v("php_fpm.request_terminate_timeout"):
         return (f"php_fpm.process_control_timeout {pct} s must be ceil(client timeout) = {want} s and >= "
                 "request_terminate_timeout: a graceful reload would cut legitimate requests (F3)")
@@ -485,7 +577,7 @@ def _inv_backlogs(v: Callable[[str], Any], i: Inputs) -> str:
 
 
 def _inv_little(v: Callable[[str], Any], i: Inputs) -> str:
-    wait = v("nginx.upstream_read_timeout") - i.p99_s
+    wait = _room_s(v("nginx.upstream_read_timeout"), i)
     bound = math.ceil(i.peak_qps * max(wait, 0))
     if v("php_fpm.listen_backlog") > bound:
         return (f"php_fpm.listen_backlog {v('php_fpm.listen_backlog')} exceeds {bound} = peak {_fmt(i.peak_qps)} qps x "
@@ -524,6 +616,21 @@ def _inv_spares(v: Callable[[str], Any], i: Inputs) -> str:
     return ""
 
 
+def _inv_haproxy(v: Callable[[str], Any], i: Inputs) -> str:
+    client = millis(i.client_timeout_s)
+    spent = v("haproxy.timeout_queue_ms") + (v("haproxy.retries") + 1) * v("haproxy.timeout_connect_ms") \
+        + v("haproxy.timeout_server_ms")
+    if not millis(i.p99_s) < v("haproxy.timeout_server_ms") < client or spent > client:
+        return (f"haproxy: p99 {millis(i.p99_s)} ms < timeout server {v('haproxy.timeout_server_ms')} ms and queue + "
+                f"attempts x connect + server = {spent} ms must be below the client timeout {client} ms (F2)")
+    down = haproxy_ejection_ms(v("haproxy.check_inter_ms"), v("haproxy.check_inter_ms"), v("haproxy.timeout_check_ms"),
+                               v("haproxy.check_fall"))
+    if down > client or min(v("haproxy.check_fall"), v("haproxy.check_rise"), v("haproxy.timeout_check_ms")) < 1:
+        return (f"haproxy: a sick backend is DOWN after {down} ms (inter + fall x timeout check + (fall - 1) x "
+                f"fastinter), later than the client timeout {client} ms (F2)")
+    return ""
+
+
 def _inv_tw_reuse(v: Callable[[str], Any], i: Inputs) -> str:
     return "" if v("sysctl.net.ipv4.tcp_tw_reuse") in (0, 1, 2) else "sysctl.net.ipv4.tcp_tw_reuse must be 0, 1 or 2"
 
@@ -542,6 +649,8 @@ INVARIANTS: list[Check] = [
     (("php_fpm.pm", "php_fpm.pm_min_spare_servers", "php_fpm.pm_start_servers", "php_fpm.pm_max_spare_servers",
       "php_fpm.pm_max_children"), _inv_spares),
     (("sysctl.net.ipv4.tcp_tw_reuse",), _inv_tw_reuse),
+    (("haproxy.timeout_server_ms", "haproxy.timeout_queue_ms", "haproxy.timeout_connect_ms", "haproxy.retries",
+      "haproxy.check_inter_ms", "haproxy.timeout_check_ms", "haproxy.check_fall", "haproxy.check_rise"), _inv_haproxy),
 ]
 
 
@@ -564,7 +673,7 @@ def derive(event: Mapping, facts: Mapping, overrides: Mapping | None = None,
     if overrides is not None and not isinstance(overrides, Mapping):
         raise CapacityError(f"opsctl_capacity_overrides: expected a mapping, got {type(overrides).__name__}")
     plan = Plan(overrides or {})
-    for step in (_timeouts, _pool, _php_backlog, _split, _nginx, _sysctl):
+    for step in (_timeouts, _pool, _php_backlog, _split, _nginx, _haproxy, _sysctl):
         step(plan, inputs)
     where = f"{inputs.host}: " if inputs.host else ""
     for keys, why in violations(plan.out, inputs):

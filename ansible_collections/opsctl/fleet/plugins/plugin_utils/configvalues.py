@@ -19,7 +19,8 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, Callable
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import durations
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, millis
 
 
 # More digits than any setting has: refused before int() or str() (either raises past 4300 digits).
@@ -43,6 +44,10 @@ _POOL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _LIMITS_DOMAIN = re.compile(r"\*|%|[%@]?[A-Za-z0-9_][A-Za-z0-9_.-]*\$?|@?[0-9]*:[0-9]*")
 _UNIT = re.compile(r"[A-Za-z0-9:_@-][A-Za-z0-9:_.@-]*")
 _INTEGER = re.compile(r"-?[0-9]+")
+# Seconds to the millisecond, as a person or Ansible's -e writes them: 2, 0.8, 1.25.
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,3})?")
+MAX_TIMEOUT_S = 10 ** 9
+_NGINX_SIZE = re.compile(r"[0-9]{1,9}[kKmM]?")
 _WORD = re.compile(r"[a-z][a-z_-]*")
 
 Rule = Callable[[Any, str], "str | None"]
@@ -73,6 +78,22 @@ def _scalar(value: Any, where: str) -> str | None:
     bad = _CONTROL.search(str(value))
     if bad:
         return f"{where}: contains {_describe(bad.group())}, which would add lines to a configuration file"
+    return None
+
+
+def timeout_seconds(value: Any, where: str) -> str | None:
+    """The rule for a timeout in seconds, to the millisecond (2, 0.8, "1.25"): no finer than
+    nginx and HAProxy count (durations.time_text writes it). 0 passes, as a whole number from 0
+    does: the capacity model's invariants judge it."""
+    problem = _scalar(value, where)
+    if problem:
+        return problem
+    text = value.strip() if isinstance(value, str) else ""
+    if _SECONDS.fullmatch(text):
+        value = float(text)
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_TIMEOUT_S
+            or abs(value * 1000 - millis(value)) > 1e-6):
+        return f"{where}: expected seconds from 0 to {MAX_TIMEOUT_S}, to the millisecond (2, 0.8), got {clip(value)}"
     return None
 
 
@@ -122,6 +143,17 @@ def _integer(value: Any, where: str) -> str | None:
     if isinstance(value, int):
         return _scalar(value, where)
     return _matching(_INTEGER, "a whole number")(value, where)
+
+
+def _nginx_time_problem(text: str, where: str) -> str | None:
+    try:
+        durations.nginx_seconds(text)
+    except ValueError as exc:
+        return f"{where}: {exc}"
+    return None
+
+
+_nginx_time = _text_rule(_nginx_time_problem)
 
 
 def _optional_integer(value: Any, where: str) -> str | None:
@@ -215,11 +247,13 @@ VARIABLES: dict[str, Rule] = {
         "reload_wait_s")},
     "opsctl_nginx_worker_processes": _workers,
     **{f"opsctl_nginx_{name}": _integer for name in (
-        "worker_connections", "worker_rlimit_nofile", "listen_backlog", "upstream_connect_timeout",
-        "upstream_send_timeout", "upstream_read_timeout", "upstream_max_fails", "upstream_fail_timeout",
+        "worker_connections", "worker_rlimit_nofile", "listen_backlog", "upstream_max_fails", "upstream_fail_timeout",
         "limit_conn", "keepalive_timeout")},
+    **{f"opsctl_nginx_upstream_{name}_timeout": timeout_seconds for name in ("connect", "send", "read")},
     **{f"opsctl_nginx_{name}": _path for name in (
-        "conf", "tuning_conf", "server_snippet", "status_conf", "overload_root")},
+        "conf", "tuning_conf", "server_snippet", "status_conf", "overload_root", "log_format_conf")},
+    "opsctl_nginx_access_log_buffer": _matching(_NGINX_SIZE, "an nginx size such as 32k"),
+    "opsctl_nginx_access_log_flush": _nginx_time,
     "opsctl_nginx_sites": _list_of(_path),
     "opsctl_nginx_status_listen": _matching(
         _NGINX_LISTEN, "an nginx listen address (127.0.0.1:8080, [::1]:8080, 8080 or unix:/path)"),

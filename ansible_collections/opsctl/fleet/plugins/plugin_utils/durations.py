@@ -4,6 +4,10 @@ the times hosts' configurations hold (nginx: 60, 500ms, 1m30s; php-fpm: 30s, 1m;
 
 The CLI, the check engine, the probe's facts, log slots and the nginx role's filters all read
 a duration by the one rule here. Nothing else holds a unit table.
+
+Timeouts opsctl derives are whole milliseconds (millis): nginx and HAProxy take `800ms`, so a
+value is written in seconds while it is whole and in milliseconds where it is not (time_text);
+php-fpm counts whole seconds only, so its timeouts are the next second up (ceil_seconds).
 """
 
 from __future__ import annotations
@@ -106,9 +110,10 @@ def _sum_parts(parts: re.Pattern[str], text: str, unit: Callable[[str], str | No
         name = unit(match.group(2))
         if match.start() != pos or name is None:
             break
-        total += float(match.group(1)) * UNIT_SECONDS[name]
+        total += float(match.group(1)) * (UNIT_SECONDS[name] * 1000)
         pos = match.end()
-    return total if text and pos == len(text) else None
+    # Summed in milliseconds: 700ms is then 0.7 s, where 700 x 0.001 s is 0.7000000000000001.
+    return total / 1000 if text and pos == len(text) else None
 
 
 def nginx_seconds(value: object, bounded: bool = True) -> float:
@@ -141,6 +146,34 @@ def systemd_seconds(value: object, bounded: bool = True) -> float:
     if total is None:
         raise ValueError(f"{clip(text)} is not a systemd time span such as 30s, 5min or 1h 30min")
     return _bounded(total, "a systemd time span", text, bounded)
+
+
+def millis(seconds: float) -> int:
+    """Seconds as whole milliseconds, half a millisecond up: the one rounding of a timeout.
+    (1.1 * 1000 is 1100.0000000000002 and 0.3 * 1000 is 300.00000000000006: neither is 1101 or 301.)"""
+    return math.floor(float(seconds) * 1000 + 0.5)
+
+
+def seconds_of(ms: int) -> int | float:
+    """Whole milliseconds as the seconds a plan holds: an int while whole (2), else 0.8."""
+    return ms // 1000 if ms % 1000 == 0 else ms / 1000
+
+
+def ceil_seconds(ms: int) -> int:
+    """The next whole second at or above `ms`: php-fpm's timeouts take no fraction."""
+    return -(-ms // 1000)
+
+
+def time_text(seconds: float) -> str:
+    """A timeout as nginx and HAProxy read it: `5s` while whole, else `800ms` (both count in
+    milliseconds; nginx refuses `0.8s`)."""
+    ms = millis(seconds)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def ms_text(ms: float) -> str:
+    """Milliseconds as a person reads them in a reason: `800 ms`, `2 s`, `1.5 s`."""
+    return f"{ms:g} ms" if ms < 1000 else f"{ms / 1000:g} s"
 
 
 def format_duration(delta: timedelta) -> str:

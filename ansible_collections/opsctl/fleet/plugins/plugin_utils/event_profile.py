@@ -10,7 +10,9 @@ Schema (variable ``opsctl_event``; every figure is per host):
       request_time:
         typical_ms: 80             # median service time of a PHP request
         p99_ms: 400                # 99th percentile; the longest legitimate request
-      client_timeout_s: 10         # when the client (browser, app, balancer) gives up
+      client_timeout_s: 10         # when the client (browser, app, balancer) gives up; to the
+                                   # millisecond (1, 0.8); at least p99 + 300 ms (connect, a
+                                   # queue wait and nginx's 504 on its way back: upstream_timeouts.py)
       php_worker_memory_mb: 48     # resident memory of one php-fpm worker
       pools:                       # optional: how the host's peak splits between its php-fpm pools
         www: 8                     # relative weights, by pool name or listen address; a pool
@@ -33,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils import events
+from ansible_collections.opsctl.fleet.plugins.plugin_utils import events, upstream_timeouts
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.configvalues import unknown_key_problem
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.events import EventWindow
@@ -207,6 +209,9 @@ def parse_profile(value: Any, where: str = VAR_NAME) -> EventProfile:
         raise ProfileError(
             f"{where}.client_timeout_s: {client_timeout:g}s is not above the p99 request time "
             f"({p99:g} ms): clients would give up on legitimate requests")
+    too_short = upstream_timeouts.client_problem(client_timeout, p99)
+    if too_short:
+        raise ProfileError(f"{where}.client_timeout_s: {too_short}")
     concurrency = None
     if data.get("concurrency") is not None:
         concurrency = int(_number(data, "concurrency", where, integer=True, maximum=EVENT_LIMITS["concurrency"]))

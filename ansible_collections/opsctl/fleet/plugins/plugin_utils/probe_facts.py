@@ -758,8 +758,42 @@ def parse(raw: str | dict[str, Any]) -> dict[str, Any]:
         + fpm_log_paths(facts["php_fpm"].get("masters", [])), logrotate_patterns(out("logrotate"))), [])
     run("logs_due", lambda: {k: _int(v, 0) for k, v in (p.split("=") for p in out("logs_due").split())}, {})
     run("clock", lambda: parse_clock(out("clock")), {"synced": None, "source": "unknown"})
+    run("haproxy", lambda: parse_haproxy(out("haproxy")), {"present": False, "backends": [], "frontends": []})
     run("access_log", lambda: parse_access_log(out("access_log")), {"lines": 0, "share_499": 0.0, "share_5xx": 0.0})
     return facts
+
+
+def parse_haproxy(text: str) -> dict[str, Any]:
+    """probe.sh's haproxy section: the running HAProxy, `haproxy -c` of its files, their
+    backends as they run (haproxy_cfg.py), `show info` and the servers of `show stat`."""
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils import haproxy_cfg
+
+    out: dict[str, Any] = {"present": False, "binary": "", "config_files": [], "check_rc": None, "check": "",
+                           "backends": [], "frontends": [], "info": {}, "servers_up": [], "servers_down": []}
+    parts = re.split(r"^### ", text, flags=re.M)
+    files, api = [], {}
+    for part in parts[1:]:
+        head, _newline, body = part.partition("\n")
+        words = head.split()
+        if words[:1] == ["process"] and len(words) > 2:
+            out.update(present=True, binary=words[2], config_files=words[3:])
+        elif words[:1] == ["check"]:
+            out["check_rc"], out["check"] = _int(words[1] if len(words) > 1 else "", 1), body.strip()
+        elif words[:1] == ["file"]:
+            files.append(body)
+        elif words[:2] == ["api", "show"]:
+            api[" ".join(words[1:])] = body
+    config = haproxy_cfg.parse("\n".join(files))
+    out.update(backends=config["backends"], frontends=config["frontends"])
+    out["info"] = dict(line.split(": ", 1) for line in api.get("show info", "").splitlines() if ": " in line)
+    lines = api.get("show stat", "").splitlines()
+    if lines and lines[0].startswith("# "):
+        head = lines[0][2:].split(",")
+        for row in (dict(zip(head, line.split(","))) for line in lines[1:] if line):
+            if row.get("svname") not in ("FRONTEND", "BACKEND", None) and row.get("type") == "2":
+                up = row.get("status", "").startswith(("UP", "DRAIN", "no check"))
+                out["servers_up" if up else "servers_down"].append(f"{row['pxname']}/{row['svname']} {row.get('status')}")
+    return out
 
 
 def _shape(value: Any) -> str:
@@ -807,6 +841,7 @@ def capacity_facts(facts: dict[str, Any], host: str) -> dict[str, Any]:
     """What the capacity model and the roles read of a host (opsctl_capacity_host), from the
     probe's facts: its size, and the php-fpm and nginx masters discovery found running."""
     fpm, nginx, meta = facts.get("php_fpm", {}), facts.get("nginx", {}), facts.get("host", {})
+    haproxy = facts.get("haproxy", {})
     present = bool(fpm.get("present"))
     stopped = [m["binary"] for m in fpm.get("masters", []) if not m.get("running")]
     return {"cpus": int(meta.get("cpus") or 1),
@@ -819,6 +854,7 @@ def capacity_facts(facts: dict[str, Any], host: str) -> dict[str, Any]:
             "nginx_master": {k: v for k, v in nginx.get("master", {}).items() if k != "kind"} if nginx.get("running") else {},
             "nginx_layout": nginx.get("layout", {}) if nginx.get("running") else {},
             "systemd": bool(meta.get("systemd")),
+            "haproxy": {k: haproxy[k] for k in ("binary", "config_files")} if haproxy.get("present") else {},
             "nofile_max": meta.get("nofile_max") or None,
             "host": host}
 

@@ -3,12 +3,17 @@
 # no connection from the balancers to PORT and none held by php-fpm. nginx does not keep
 # upstream FastCGI connections alive by default, so both reach 0 when the host is idle.
 # Polls every 0.2 s for at most TIMEOUT seconds; exit 4 if still busy then.
-# Environment: PORT PEERS (the balancers' addresses) TIMEOUT
+# Environment: PORT PEERS (the balancers' addresses; * counts a connection from any address) TIMEOUT
 set -euo pipefail
+set -f   # PEERS may hold *: a word, never a file name pattern
 inflight() {
   local http=0 fpm=0 peer sock n
   for peer in $PEERS; do
-    n=$(ss -Htn state established "( sport = :$PORT )" dst "$peer" | wc -l)
+    if [ "$peer" = "*" ]; then
+      n=$(ss -Htn state established "( sport = :$PORT )" | wc -l)
+    else
+      n=$(ss -Htn state established "( sport = :$PORT )" dst "$peer" | wc -l)
+    fi
     http=$((http + n))
   done
   for sock in $(ss -Hlx | awk '$5 ~ /php.*fpm.*\.sock$/ {print $5}'); do

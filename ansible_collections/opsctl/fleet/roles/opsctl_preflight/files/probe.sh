@@ -20,7 +20,7 @@ SAMPLE_CS=${OPSCTL_PROBE_SAMPLE_CS:-100}   # the sampling interval, in 1/100 s
 # model reads (the host's size and the masters it runs): the opsctl_capacity role and harden's plan
 # read a host with this same probe, so discovery is written once.
 SECTIONS=${OPSCTL_PROBE_SECTIONS:-}
-[ "$SECTIONS" = capacity ] && SECTIONS="meta meminfo masters php_fpm_tt nginx_T"
+[ "$SECTIONS" = capacity ] && SECTIONS="meta meminfo masters php_fpm_tt nginx_T haproxy"
 MARK=$(printf '\036opsctl-')
 # Prefixes that bound a command that can block (NFS, D-Bus, a stuck socket), where timeout exists.
 T2="" T4=""
@@ -51,6 +51,67 @@ uptime_cs() {
 SAMPLE='awk "/^TcpExt:/ || /^cpu / || /^ctxt /" /proc/net/netstat /proc/stat
 read -r up _ </proc/uptime
 echo "$up"'
+
+# HAProxy: the first haproxy process of this mount namespace whose parent is none (the -D daemon
+# or the -W master); the files it was started with (-f; a directory: its *.cfg), `haproxy -c` of
+# them, their text, and `show info` / `show stat` from the admin socket they name (python3, which
+# every host Ansible manages has; none: no runtime figures).
+haproxy_probe() {
+	mnt=$(readlink /proc/self/ns/mnt)
+	for d in /proc/[0-9]*; do
+		read -r comm 2>/dev/null <"$d/comm" || continue
+		[ "$comm" = haproxy ] || continue
+		read -r _ _ _ ppid _ 2>/dev/null <"$d/stat"
+		read -r parent 2>/dev/null <"/proc/$ppid/comm"
+		[ "$parent" = haproxy ] && continue
+		ns=$(readlink "$d/ns/mnt" 2>/dev/null)
+		[ -n "$ns" ] && [ "$ns" != "$mnt" ] && continue
+		exe=$(readlink "$d/exe" 2>/dev/null) || exe=haproxy
+		files=""
+		# shellcheck disable=SC2046  # the process's arguments, as words
+		set -- $(tr '\0' ' ' <"$d/cmdline")
+		while [ $# -gt 1 ]; do
+			if [ "$1" = -f ]; then
+				if [ -d "$2" ]; then
+					for f in "$2"/*.cfg; do [ -f "$f" ] && files="$files $f"; done
+				else
+					files="$files $2"
+				fi
+				shift
+			fi
+			shift
+		done
+		echo "### process ${d#/proc/} ${exe% (deleted)}$files"
+		args=""
+		for f in $files; do args="$args -f $f"; done
+		# shellcheck disable=SC2086  # -f FILE pairs
+		out=$($T4 "${exe% (deleted)}" -c $args 2>&1)
+		echo "### check $?"
+		printf "%s\n" "$out" | grep -m 3 -E "ALERT|WARNING|valid"
+		for f in $files; do echo "### file $f"; cat "$f"; echo; done
+		# shellcheck disable=SC2086
+		sock=$(awk '$1 == "stats" && $2 == "socket" && ($0 !~ / level / || $0 ~ / level admin/) { sub(/^unix@/, "", $3); print $3; exit }' $files)
+		case $sock in /*) ;; *) return 0 ;; esac
+		command -v python3 >/dev/null 2>&1 || return 0
+		$T4 python3 - "$sock" <<"PY"
+import socket, sys
+for command in ("show info", "show stat"):
+    conn = socket.socket(socket.AF_UNIX)
+    conn.settimeout(2)
+    try:
+        conn.connect(sys.argv[1])
+        conn.sendall(command.encode() + b"\n")
+        print("### api " + command)
+        print(b"".join(iter(lambda: conn.recv(65536), b"")).decode(errors="replace"))
+    except OSError as exc:
+        print("### api error " + str(exc))
+    finally:
+        conn.close()
+PY
+		return 0
+	done
+	echo absent
+}
 
 probe() {
 	FOUND=$(discover)
@@ -163,6 +224,7 @@ done'
 		$T4 "$exe" ${2:+-p "$2"} ${1:+-c "$1"} -T 2>&1
 		echo "### rc $?")
 	section nginx_T 'printf "%s\n" "${NGINX_T%### rc *}"; exit "${NGINX_T##*### rc }"'
+	section haproxy haproxy_probe
 
 	section init_scripts '
 set --
