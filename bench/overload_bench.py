@@ -33,41 +33,24 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from opsctl.lab import fleet, remote  # noqa: E402
+from opsctl.lab.load import Burst, attempt, fpm_on_tcp, impatient_burst  # noqa: E402
 from opsctl.paths import collections_env  # noqa: E402
 
 SERVICE_MS = 200
 WORKERS_PER_HOST = 5          # Debian's stock pm.max_children, and what EVENT below sizes to
 FPM_PORT = 9000
-MAX_OUTSTANDING = 1500        # bounds the client's sockets whatever the server does
+PATH = f"/work.php?ms={SERVICE_MS}"
 # peak 20 qps x p99 0.25 s = 5 workers per host (Little's law), 200 ms typical: the model then
 # derives a 1 s upstream timeout (client gives up at 2 s), listen.backlog 15 and limit_conn 20.
 EVENT = {"name": "overload-bench", "peak_qps": 20, "concurrency": 200,
          "request_time": {"typical_ms": SERVICE_MS, "p99_ms": 250}, "client_timeout_s": 2,
          "php_worker_memory_mb": 32}
-
-
-@dataclass
-class Burst:
-    attempts: int = 0
-    ok: int = 0
-    shed: int = 0          # 503 answered at once
-    other: int = 0         # other non-200 answers
-    timeouts: int = 0      # the client gave up
-    errors: int = 0        # refused / reset
-    seconds: float = 0.0
-    ok_at: list[float] = field(default_factory=list)   # seconds into the burst of each 200
-
-    def late_goodput(self) -> float:
-        """Successes per second in the second half of the burst: the state the overload settles in."""
-        half = self.seconds / 2
-        return sum(1 for t in self.ok_at if t >= half) / half
 
 
 def ssh(spec, host, command: str) -> subprocess.CompletedProcess:
@@ -78,73 +61,13 @@ def opsctl(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "opsctl", *args], check=True, cwd=REPO, capture_output=True, timeout=600)
 
 
-async def attempt(address: str, timeout: float) -> int | str:
-    """Status code of one GET, or "timeout" / "error". The socket is closed either way."""
-    writer = None
-    try:
-        async def go() -> int:
-            nonlocal writer
-            reader, writer = await asyncio.open_connection(address, 80)
-            writer.write(f"GET /work.php?ms={SERVICE_MS} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
-            line = await reader.readline()
-            return int(line.split()[1])
-        return await asyncio.wait_for(go(), timeout)
-    except asyncio.TimeoutError:
-        return "timeout"
-    except (OSError, ValueError, IndexError):
-        return "error"
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-async def burst(address: str, rate: float, seconds: float, timeout: float) -> Burst:
-    """Attempts at a constant rate: every client that fails retries at once, so the attempt
-    rate stays rate whatever the answers are (bounded by MAX_OUTSTANDING sockets)."""
-    result = Burst()
-    outstanding: set[asyncio.Task] = set()
-
-    def done(task: asyncio.Task) -> None:
-        outstanding.discard(task)
-        if task.cancelled():   # still waiting when the burst ended: its client left
-            return
-        outcome = task.result()
-        if outcome == 200:
-            result.ok += 1
-            result.ok_at.append(time.monotonic() - start)
-        elif outcome == 503:
-            result.shed += 1
-        elif outcome == "timeout":
-            result.timeouts += 1
-        elif outcome == "error":
-            result.errors += 1
-        else:
-            result.other += 1
-
-    start = time.monotonic()
-    tick = 0.01
-    while (elapsed := time.monotonic() - start) < seconds:
-        due = int(elapsed * rate) - result.attempts
-        for _ in range(max(0, min(due, MAX_OUTSTANDING - len(outstanding)))):
-            task = asyncio.create_task(attempt(address, timeout))
-            task.add_done_callback(done)
-            outstanding.add(task)
-            result.attempts += 1
-        await asyncio.sleep(tick)
-    result.seconds = time.monotonic() - start
-    for task in list(outstanding):
-        task.cancel()   # the burst is over: its clients leave, their sockets close
-    await asyncio.gather(*outstanding, return_exceptions=True)
-    return result
-
-
 async def recovery(address: str, window: float, timeout: float) -> float | None:
     """Seconds until 3 requests in a row succeed again, or None within the window."""
     start = time.monotonic()
     streak, first = 0, None
     while time.monotonic() - start < window:
         sent = time.monotonic()
-        if await attempt(address, timeout) == 200:
+        if await attempt(address, PATH, timeout) == 200:
             first = first if streak else sent - start
             streak += 1
             if streak == 3:
@@ -171,9 +94,7 @@ def listen_on_tcp(spec) -> None:
     """php-fpm on 127.0.0.1:FPM_PORT, as in the seed (F1 was measured there): a TCP listener
     shows the dead connections php-fpm accepted as CLOSE_WAIT; a unix socket has no such state."""
     for host in spec.by_role("web"):
-        done = ssh(spec, host, f"sed -i 's|^listen = .*|listen = 127.0.0.1:{FPM_PORT}|' /etc/php/8.2/fpm/pool.d/www.conf && "
-                               f"sed -i 's|fastcgi_pass unix:[^;]*;|fastcgi_pass 127.0.0.1:{FPM_PORT};|' "
-                               "/etc/nginx/sites-available/default && nginx -t -q && "
+        done = ssh(spec, host, f"{fpm_on_tcp(f'127.0.0.1:{FPM_PORT}')} && "
                                "/etc/init.d/php8.2-fpm stop >/dev/null && /etc/init.d/php8.2-fpm start >/dev/null && "
                                "nginx -s reload")
         if done.returncode != 0:
@@ -184,7 +105,7 @@ def listen_on_tcp(spec) -> None:
 def run_one(spec, label: str, factor: float, seconds: float, window: float, timeout: float) -> dict:
     lb = spec.by_role("lb")[0].address
     capacity = len(spec.by_role("web")) * WORKERS_PER_HOST * 1000 / SERVICE_MS
-    result = asyncio.run(burst(lb, capacity * factor, seconds, timeout))
+    result = impatient_burst(lb, PATH, rate=capacity * factor, seconds=seconds, timeout=timeout)
     queued = queues(spec)
     recovered = asyncio.run(recovery(lb, window, timeout))
     return {"label": label, "capacity": capacity, "burst": result, "queues": queued, "recovered": recovered}

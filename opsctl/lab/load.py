@@ -6,6 +6,7 @@ second) and keep each outcome exact. Bounded in time and count; only for the lab
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import statistics
 import threading
@@ -144,3 +145,108 @@ class Orders:
             if order.startswith(prefix + "-"):
                 (begun if word == "begin" else committed if word == "commit" else set()).add(order)
         return cls(len(begun), len(committed), len(begun - committed))
+
+
+FPM_POOL = "/etc/php/8.2/fpm/pool.d/www.conf"            # a Debian lab web host's pool
+WEB_SITE = "/etc/nginx/sites-available/default"          # and its nginx site
+
+
+def fpm_on_tcp(address: str, backlog: int | None = None) -> str:
+    """A shell command for a Debian lab web host: its pool listens on ADDRESS (host:port), as in
+    the seed (a TCP listener's overflows count in /proc/net/netstat and the connections nginx gave
+    up on show as CLOSE_WAIT; a unix socket has neither), with an accept queue of BACKLOG if given,
+    and nginx passes to it; nginx -t checks the site. php-fpm must then be restarted (a reload
+    keeps its listener) and nginx reloaded."""
+    queue = f"\\nlisten.backlog = {backlog}" if backlog else ""
+    return (f"sed -i 's|^listen = .*|listen = {address}{queue}|' {FPM_POOL} && "
+            f"sed -i 's|fastcgi_pass unix:[^;]*;|fastcgi_pass {address};|' {WEB_SITE} && nginx -t -q")
+
+
+MAX_OUTSTANDING = 1500        # an impatient burst's open sockets, at most, whatever the server does
+
+
+@dataclass
+class Burst:
+    """What an impatient burst's clients got."""
+    attempts: int = 0
+    ok: int = 0            # 200
+    shed: int = 0          # 503
+    other: int = 0         # other answers
+    timeouts: int = 0      # the client gave up (nginx logs 499)
+    errors: int = 0        # refused / reset
+    seconds: float = 0.0
+    ok_at: list[float] = field(default_factory=list)   # seconds into the burst of each 200
+
+    def late_goodput(self) -> float:
+        """Successes per second in the second half of the burst: the state the overload settles in."""
+        half = self.seconds / 2
+        return sum(1 for t in self.ok_at if t >= half) / half
+
+
+async def attempt(address: str, path: str, timeout: float) -> int | str:
+    """Status code of one GET on a new connection, or "timeout" / "error". The socket is closed either way."""
+    writer = None
+    try:
+        async def go() -> int:
+            nonlocal writer
+            reader, writer = await asyncio.open_connection(address, 80)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n".encode())
+            line = await reader.readline()
+            return int(line.split()[1])
+        return await asyncio.wait_for(go(), timeout)
+    except asyncio.TimeoutError:
+        return "timeout"
+    except (OSError, ValueError, IndexError):
+        return "error"
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def _impatient(address: str, path: str, rate: float, seconds: float, timeout: float,
+                     wait_out: bool) -> Burst:
+    result = Burst()
+    outstanding: set[asyncio.Task] = set()
+
+    def done(task: asyncio.Task) -> None:
+        outstanding.discard(task)
+        if task.cancelled():   # still waiting when the burst ended: its client left
+            return
+        outcome = task.result()
+        if outcome == 200:
+            result.ok += 1
+            result.ok_at.append(time.monotonic() - start)
+        elif outcome == 503:
+            result.shed += 1
+        elif outcome == "timeout":
+            result.timeouts += 1
+        elif outcome == "error":
+            result.errors += 1
+        else:
+            result.other += 1
+
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = int(elapsed * rate) - result.attempts
+        for _ in range(max(0, min(due, MAX_OUTSTANDING - len(outstanding)))):
+            task = asyncio.create_task(attempt(address, path, timeout))
+            task.add_done_callback(done)
+            outstanding.add(task)
+            result.attempts += 1
+        await asyncio.sleep(0.01)
+    result.seconds = time.monotonic() - start
+    if not wait_out:
+        for task in list(outstanding):
+            task.cancel()   # the burst is over: its clients leave, their sockets close
+    await asyncio.gather(*outstanding, return_exceptions=True)
+    return result
+
+
+def impatient_burst(address: str, path: str, *, rate: float, seconds: float, timeout: float,
+                    wait_out: bool = False) -> Burst:
+    """GET PATH on ADDRESS at a constant RATE of new connections for SECONDS (at most 60), each
+    client giving up after TIMEOUT: as a flash sale's users do, they arrive whatever the server
+    answers (a failed client is replaced at once, so the rate holds); at most MAX_OUTSTANDING
+    sockets open. At the end the clients still waiting leave at once, or with WAIT_OUT wait for
+    their answer or their timeout, as they would after a sale's last arrivals."""
+    return asyncio.run(_impatient(address, path, rate, min(seconds, 60), timeout, wait_out))

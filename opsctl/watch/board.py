@@ -69,7 +69,7 @@ class Board:
         host.state, host.error, host.samples = "ok", "", host.samples + 1
         for name in SERIES:
             host.series[name].append(_point(fig, name))
-        return {"host": host.name, "time": event.at, "figures": fig.as_dict()}
+        return {"host": host.name, "time": event.at, "due": event.due, "figures": fig.as_dict()}
 
     def lost(self, name: str, now: float) -> bool:
         """Shown as lost: its session says so, or no sample for two intervals (and a bit)."""
@@ -77,6 +77,13 @@ class Board:
         if host.state in ("lost", "gave-up"):
             return True
         return host.last_at is not None and now - host.last_at > 2 * self.interval + 0.5
+
+    def refreshed(self, since: float) -> bool:
+        """Every host that answers has sent a sample since SINCE (epoch s; the tick that asked for
+        them): the screen can show a whole refresh. Hosts still connecting, lost or given up are
+        not waited for."""
+        return all(h.last_at is not None and h.last_at >= since for h in self.hosts.values()
+                   if h.state == "ok" and not self.lost(h.name, since))
 
     def lost_hosts(self, now: float) -> list[str]:
         return [name for name in self.hosts if self.lost(name, now)]

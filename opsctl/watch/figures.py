@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable, Mapping, Sequence
 
 URT_STEP = 1.15          # the sampler's histogram: bucket b holds times t (ms) with log(t+1)/log(1.15) in [b, b+1)
@@ -160,8 +160,11 @@ class Figures:
         return sum(self.statuses.get(c, 0) for c in ("502", "503", "504")) / self.requests
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["listeners"] = [asdict(item) for item in self.listeners]
+        # Field by field, not dataclasses.asdict: that deep-copies every value, and every sample
+        # of every host is turned into a record (a tenth of the controller's time on 100 hosts).
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["listeners"] = [dict(vars(item)) for item in self.listeners]
+        data["statuses"] = dict(self.statuses)
         data["urt"] = None if self.urt is None else {str(k): v for k, v in self.urt.items()}
         data["shares"] = {code: self.share(code) for code in ("2xx", *SHARE_CODES)}
         data["queue_ratio"] = round(self.queue_ratio, 4)

@@ -13,7 +13,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import click
 from rich.console import Console
@@ -73,18 +73,21 @@ def run_watch(opts: WatchOptions) -> int:
     board = Board([t.name for t in targets], opts.interval)
     with ExitStack() as stack:
         record = stack.enter_context(open(opts.record, "a", encoding="utf-8")) if opts.record else None
-        start_sessions(targets, connector, sampler_script(samples), opts.interval, events, stop, timeouts, books)
+        clock = time.monotonic()     # the sessions' ticks and the screen's redraws
+        start_sessions(targets, connector, sampler_script(samples), opts.interval, events, stop, timeouts, books,
+                       clock)
         stack.callback(connector.close)
         stack.callback(stop.set)
         if opts.once:
             return _once(board, events, record, opts.interval)
-        _live(board, events, record, opts, inv.source)
+        _live(board, events, record, opts, inv.source, clock)
     return EXIT_OK
 
 
-def _drain(board: Any, events: queue.Queue, record: IO[str] | None, until: float) -> None:
-    """Apply every event that arrives before UNTIL (time.monotonic)."""
-    while True:
+def _drain(board: Any, events: queue.Queue, record: IO[str] | None, until: float,
+           enough: Callable[[], bool] = lambda: False) -> None:
+    """Apply every event that arrives before UNTIL (time.monotonic), or until ENOUGH() says so."""
+    while not enough():
         left = until - time.monotonic()
         try:
             event = events.get(timeout=max(left, 0)) if left > 0 else events.get_nowait()
@@ -120,7 +123,9 @@ def _follow_terminal(console: Console) -> None:
         console.size = (size.columns, size.lines)
 
 
-def _live(board: Any, events: queue.Queue, record: IO[str] | None, opts: WatchOptions, source: str) -> None:
+def _live(board: Any, events: queue.Queue, record: IO[str] | None, opts: WatchOptions, source: str,
+          clock: float) -> None:
+    from opsctl.watch.sessions import epoch, next_tick
     from opsctl.watch.view import render
 
     console = Console()
@@ -136,12 +141,16 @@ def _live(board: Any, events: queue.Queue, record: IO[str] | None, opts: WatchOp
 
     with Live(screen(), console=console, screen=sys.stdout.isatty(), auto_refresh=False,
               redirect_stderr=False) as live:
-        tick = started
         try:
             while time.monotonic() < end:
-                tick = min(tick + opts.interval, end)
-                # Redraw half an interval after the sessions' tick: their samples have arrived.
-                _drain(board, events, record, tick + min(opts.interval / 2, 0.5))
+                # The sessions' next tick: until then nothing new is asked for.
+                tick = min(next_tick(clock, opts.interval), end)
+                _drain(board, events, record, tick)
+                # Redraw once every answering host has sent the sample this tick asked for (they
+                # arrive together, the last within a few hundred ms on 100 hosts), and at the
+                # latest just before the next tick: a slow host does not hold the screen back.
+                asked = epoch(tick)
+                _drain(board, events, record, tick + 0.9 * opts.interval, lambda: board.refreshed(asked))
                 board.tick_fleet(time.time())
                 live.update(screen(), refresh=True)
         except KeyboardInterrupt:   # Ctrl-C is how a watch ends: not an error

@@ -38,6 +38,18 @@ def sampler_script(max_samples: int) -> bytes:
     return head + discover + b"\n" + files("opsctl.watch").joinpath("sampler.sh").read_bytes()
 
 
+def next_tick(clock: float, interval: float) -> float:
+    """The next tick (time.monotonic) of the clock started at CLOCK, skipping ticks already past:
+    when every session asks for a sample, and after which the screen is redrawn."""
+    ticks = max(int((time.monotonic() - clock) / interval) + 1, 1)
+    return clock + ticks * interval
+
+
+def epoch(moment: float) -> float:
+    """A time.monotonic moment (a tick) as epoch seconds, as events and records give times."""
+    return time.time() - (time.monotonic() - moment)
+
+
 @dataclass(frozen=True)
 class Event:
     """What a session tells the watch loop: a sample line, or a change of state."""
@@ -46,6 +58,7 @@ class Event:
     line: str = ""              # a sample line (kind "sample")
     kind: str = "sample"        # sample | connecting | lost | gave-up | ended
     error: str = ""
+    due: float | None = None    # a sample: the tick that asked for it (epoch s); None for a session's first
 
 
 class LineReader:
@@ -89,8 +102,8 @@ class Session(threading.Thread):
         self.timeouts = timeouts
         self.failures = 0
 
-    def say(self, kind: str, line: str = "", error: str = "") -> None:
-        self.events.put(Event(self.target.name, time.time(), line, kind, error))
+    def say(self, kind: str, line: str = "", error: str = "", due: float | None = None) -> None:
+        self.events.put(Event(self.target.name, time.time(), line, kind, error, due))
 
     def run(self) -> None:
         if self.target.problem:
@@ -119,10 +132,7 @@ class Session(threading.Thread):
             self.own.close()
 
     def _next_tick(self) -> float:
-        """The next tick of the shared clock (time.monotonic), skipping ticks already past."""
-        now = time.monotonic()
-        ticks = max(int((now - self.start_at) / self.interval) + 1, 1)
-        return self.start_at + ticks * self.interval
+        return next_tick(self.start_at, self.interval)
 
     def _stream(self) -> None:
         """Connect, start the sampler, then one line per tick until stop; raises when the host
@@ -145,13 +155,14 @@ class Session(threading.Thread):
             reader = LineReader(channel)
             self._deliver(reader, time.monotonic() + FIRST_SAMPLE)
             while not self.stop.is_set():
-                if self.stop.wait(max(self._next_tick() - time.monotonic(), 0)):
+                tick = self._next_tick()
+                if self.stop.wait(max(tick - time.monotonic(), 0)):
                     break
                 channel.sendall(b"\n")
                 # The screen shows the host lost after two intervals without a sample (board.py);
                 # the session gives a slow sample (a status page that takes its 2 s timeout)
                 # longer before it drops a working connection.
-                self._deliver(reader, time.monotonic() + max(2 * self.interval, SLOW_SAMPLE))
+                self._deliver(reader, time.monotonic() + max(2 * self.interval, SLOW_SAMPLE), epoch(tick))
             channel.shutdown_write()     # the sampler reads EOF and exits
         finally:
             client.close()
@@ -167,13 +178,14 @@ class Session(threading.Thread):
         self.own = Connector(self.timeouts, self.books)
         return self.own
 
-    def _deliver(self, reader: LineReader, deadline: float) -> None:
-        """Read until one sample line (skipping other output) and hand it over."""
+    def _deliver(self, reader: LineReader, deadline: float, due: float | None = None) -> None:
+        """Read until one sample line (skipping other output) and hand it over, with the tick
+        (epoch s) that asked for it."""
         while True:
             line = reader.line(deadline)
             if line.startswith('{"watch":'):
                 self.failures = 0
-                self.say("sample", line)
+                self.say("sample", line, due=due)
                 return
             if line.strip():
                 self.say("noise", error=line.strip()[:200])
@@ -181,8 +193,9 @@ class Session(threading.Thread):
 
 def start_sessions(targets: list[Target], connector: Connector, script: bytes, interval: float,
                    events: queue.Queue, stop: threading.Event, timeouts: Timeouts,
-                   books: dict | None = None) -> list[Session]:
-    start = time.monotonic()
+                   books: dict | None = None, start: float | None = None) -> list[Session]:
+    """One session per target, ticking on the clock started at START (time.monotonic; now)."""
+    start = time.monotonic() if start is None else start
     sessions = [Session(t, connector, script, interval, start, events, stop, timeouts, books) for t in targets]
     for session in sessions:
         session.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -179,6 +180,9 @@ def run_sampler(bound: int, requests: int) -> tuple[list[str], int]:
     proc.stdin.flush()
     lines = [proc.stdout.readline().decode()]
     for _ in range(requests):
+        # Paced, as watch paces it (0.2 s at the shortest): /proc/uptime counts in 10 ms steps,
+        # and two samples within one step have no interval to rate.
+        time.sleep(0.05)
         try:
             proc.stdin.write(b"\n")
             proc.stdin.flush()
@@ -271,6 +275,7 @@ read_owners
 sample
 printf '%s' '{new}' >> {log}
 SEQ=1
+sleep 0.05   # /proc/uptime counts in 10 ms steps: two samples within one have no interval to rate
 sample
 """
     proc = subprocess.run(["sh", "-s"], input=script.encode(), capture_output=True, timeout=60)
@@ -283,3 +288,50 @@ sample
     assert sum(second.urt.values()) == 2                        # 0.012 and 1.000 (the last upstream's)
     fig = fg.figures("web1", 0.0, second, first)
     assert fig.p50_ms == pytest.approx(12, rel=0.1) and fig.p99_ms == pytest.approx(1000, rel=0.1)
+
+
+SS_STUB = """#!/bin/sh
+# ss with one state asked for: today's leaves out the State column (STATE empty), older ones print it
+p() {{ if [ "$1" = -p ]; then echo " users:((\\"$2\\",pid=10,fd=6))"; fi; }}
+echo "tcp {state} 3 511 0.0.0.0:80 0.0.0.0:*$(p "$1" nginx)"
+echo "u_str {state} 7 4096 /run/php/php8.2-fpm.sock 1234 * 0$(p "$1" php-fpm8.2)"
+echo "tcp {state} 0 128 0.0.0.0:22 0.0.0.0:*$(p "$1" sshd)"
+"""
+
+
+@pytest.mark.parametrize("state", ["", "LISTEN"])
+def test_the_sampler_reads_listeners_whether_ss_prints_the_state_column_or_not(tmp_path, state):
+    ss = tmp_path / "ss"
+    ss.write_text(SS_STUB.format(state=state))
+    ss.chmod(0o755)
+    script = sampler_script(10).decode().rstrip("\n").rsplit("\n", 1)[0] + f"""
+LISTENING={ss}; FOUND=""; LOGS=""; POOLS=""; SEQ=0
+read_owners
+sample
+"""
+    proc = subprocess.run(["sh", "-s"], input=script.encode(), capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    raw = fg.parse_line(proc.stdout.decode().strip())
+    assert raw.listeners == (fg.Listener("nginx", "0.0.0.0:80", 3, 511),
+                             fg.Listener("php-fpm", "/run/php/php8.2-fpm.sock", 7, 4096))
+    assert raw.close_wait is None      # php-fpm on a unix socket: no CLOSE_WAIT to count
+
+
+def test_a_sample_is_recorded_with_the_tick_that_asked_for_it():
+    board = Board(["web1"], interval=1.0)
+    assert board.apply(Event("web1", 10.02, line(seq=0, up=100)))["due"] is None   # a session's first: no tick
+    assert board.apply(Event("web1", 11.03, line(seq=1, up=101), due=11.0))["due"] == 11.0
+
+
+def test_the_screen_waits_for_every_answering_host_of_a_refresh_not_for_a_lost_one():
+    board = Board(["web1", "web2", "web3"], interval=1.0)
+    for name in ("web1", "web2"):
+        board.apply(Event(name, 10.0, line(seq=0, up=100)))
+    assert board.refreshed(9.5)                          # web3 still connecting: not waited for
+    board.apply(Event("web1", 11.02, line(seq=1, up=101), due=11.0))
+    assert not board.refreshed(10.5)                     # web2's sample of this tick is still to come
+    board.apply(Event("web2", 11.03, line(seq=1, up=101), due=11.0))
+    assert board.refreshed(10.5)
+    board.apply(Event("web2", 11.5, kind="lost", error="the sampler ended"))
+    board.apply(Event("web1", 12.02, line(seq=2, up=102), due=12.0))
+    assert board.refreshed(11.6)                         # a lost host holds nothing back
