@@ -56,11 +56,12 @@ def parse_expect(text: str) -> float:
     return factor
 
 
-def parse_since(text: str) -> float:
+def parse_span(text: str, option: str = "--since") -> float:
+    """Seconds of a duration option (--since 7d, --timeout 10m); bad input is one line."""
     try:
         return parse_positive_duration(text).total_seconds()
     except ValueError as exc:
-        raise OpsctlError(f"--since {clip(text)}: {exc}") from None
+        raise OpsctlError(f"{option} {clip(text)}: {exc}") from None
 
 
 def host_script(since_epoch: float, rate_mb: float, paths: tuple[str, ...] = ()) -> bytes:
@@ -196,3 +197,26 @@ def yaml_block(result: dict[str, Any]) -> str:
             + line("    ", "p99_ms", p["request_time"]["p99_ms"], "p99")
             + line("  ", "client_timeout_s", p["client_timeout_s"], ev["client_timeout_s"])
             + line("  ", "php_worker_memory_mb", p["php_worker_memory_mb"], ev["php_worker_memory_mb"]))
+
+
+def run_suggest(inventory: str, limit: str | None, vault: Any, opts: SuggestOptions, fmt: str) -> int:
+    """Measure, print in FMT; 0 when every host answered, 1 when one did not."""
+    import click
+    from rich.console import Console
+
+    from opsctl.errors import EXIT_FAILED, EXIT_OK
+    from opsctl.inventory import load_inventory
+    from opsctl.profile_view import print_suggestion
+
+    inv = load_inventory(inventory, limit, vault)
+    with Console(stderr=True).status(f"reading the access logs of {len(inv.hosts)} host(s)") as status:
+        figures = measure(inv, opts, on_host=lambda f: status.update(f"{f.name}: {'done' if f.ok else f.error}"))
+    result = suggest(figures, opts)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    elif fmt == "yaml":
+        click.echo(yaml_block(result), nl=False)
+    else:
+        print_suggestion(Console(), result)
+        click.echo("\n" + yaml_block(result), nl=False)
+    return EXIT_OK if all(f.ok for f in figures) else EXIT_FAILED
