@@ -137,3 +137,12 @@ def test_bad_expect_is_one_line(text):
     with pytest.raises(OpsctlError, match="--expect"):
         profile_suggest.parse_expect(text)
     assert profile_suggest.parse_expect("10x") == 10 and profile_suggest.parse_expect("2.5") == 2.5
+
+
+@pytest.mark.parametrize("args", [["--rate", "0"], ["--rate", "nan"], ["--since", "3q"], ["--timeout", "0s"],
+                                  ["--expect", "x"]])
+def test_bad_options_are_one_line_and_exit_2(args):
+    from tests.conftest import opsctl
+
+    proc = opsctl("profile", "suggest", "--inventory", "nosuch-inventory", *args)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and args[0] in proc.stderr
