@@ -146,3 +146,12 @@ def test_bad_options_are_one_line_and_exit_2(args):
 
     proc = opsctl("profile", "suggest", "--inventory", "nosuch-inventory", *args)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and args[0] in proc.stderr
+
+
+def test_the_logs_nginx_names_relative_ones_below_its_prefix():
+    config = ("http {\n    access_log /var/log/nginx/access.log opsctl_timing buffer=32k;\n"
+              "    server { access_log logs/shop.log; access_log off; }\n"
+              "    access_log syslog:server=10.0.0.1; access_log /var/log/$host.log;\n"
+              "    access_log \"/srv/quoted.log\"; # access_log /old.log;\n}\n")
+    assert log_profile.named_logs(config, "/usr/local/nginx/") == [
+        "/var/log/nginx/access.log", "/usr/local/nginx/logs/shop.log", "/srv/quoted.log"]

@@ -29,7 +29,7 @@ EXACT_BELOW_MS = 1000
 CHUNK = 1 << 20                 # the rate is kept per MiB read
 # Rotated siblings of a log: access.log.1, access.log.2.gz, access.log-20261206(.gz).
 _ROTATED = re.compile(r"\.\d+(\.gz)?$|-\d{8}(\d\d)?(\.gz)?$")
-_ACCESS_LOG = re.compile(r"^\s*access_log\s+([^\s;]+)")
+_ACCESS_LOG = re.compile(r"""(?:^|[;{}])\s*access_log\s+("[^"]*"|'[^']*'|[^\s;]+)""")
 DEFAULT_LOGS = "/var/log/nginx/*access*.log"
 
 
@@ -195,23 +195,38 @@ def _nginx_masters() -> List[List[str]]:
     return found
 
 
+def _run(command: List[str]) -> str:
+    """What a command prints on stdout and stderr (nginx -V writes to stderr); "" if it cannot run."""
+    try:
+        return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30,
+                              check=False).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def named_logs(config: str, prefix: str) -> List[str]:
+    """The access_log files of an `nginx -T` text; relative ones below nginx's prefix, as nginx
+    opens them (a source build's `logs/access.log` is /usr/local/nginx/logs/access.log)."""
+    paths = []
+    for line in config.splitlines():
+        for match in _ACCESS_LOG.finditer(line.split("#", 1)[0]):   # a comment names no log
+            path = match.group(1).strip("'\"")
+            if "$" in path or path == "off" or path.startswith(("syslog:", "/dev/")):
+                continue
+            paths.append(path if path.startswith("/") else os.path.join(prefix, path))
+    return paths
+
+
 def _config_logs(words: List[str]) -> List[str]:
     """The access_log files of the configuration a master runs (nginx -T with its -c and -p)."""
     if not words:
         return []
-    command = [words[0], "-T"] + [w for i, w in enumerate(words[1:], 1)
-                                  if w in ("-c", "-p") or (words[i - 1] in ("-c", "-p"))]
-    try:
-        text = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30,
-                              check=False).stdout.decode("utf-8", "replace")
-    except (OSError, subprocess.SubprocessError):
-        return []
-    paths = []
-    for line in text.splitlines():
-        match = _ACCESS_LOG.match(line)
-        if match and match.group(1).startswith("/") and "$" not in match.group(1):
-            paths.append(match.group(1))
-    return paths
+    given = [w for i, w in enumerate(words[1:], 1) if w in ("-c", "-p") or words[i - 1] in ("-c", "-p")]
+    prefix = given[given.index("-p") + 1] if "-p" in given[:-1] else ""
+    if not prefix:
+        built = re.search(r"--prefix=(\S+)", _run([words[0], "-V"]))
+        prefix = built.group(1) if built else "/etc/nginx"
+    return named_logs(_run([words[0], "-T"] + given), prefix)
 
 
 def with_rotated(paths: Iterable[str]) -> List[str]:
