@@ -84,7 +84,7 @@ def host_script(since_epoch: float, rate_mb: float, paths: tuple[str, ...] = ())
         "for _name, _text in SOURCES.items():\n"
         "    _mod = sys.modules[_name] = types.ModuleType(_name)\n"
         "    exec(compile(_text, _name + '.py', 'exec'), _mod.__dict__)\n"
-        f"sys.modules['log_profile'].main({json.dumps(params)}, sys.modules['access_log'].Reader())\n"
+        f"sys.modules['log_profile'].main({json.dumps(params)}, sys.modules['access_log'])\n"
     ).encode()
 
 

@@ -155,3 +155,12 @@ def test_the_logs_nginx_names_relative_ones_below_its_prefix():
               "    access_log \"/srv/quoted.log\"; # access_log /old.log;\n}\n")
     assert log_profile.named_logs(config, "/usr/local/nginx/") == [
         "/var/log/nginx/access.log", "/usr/local/nginx/logs/shop.log", "/srv/quoted.log"]
+
+
+def test_log_formats_of_nginx_T_are_read_whole():
+    config = ("# configuration file /etc/nginx/nginx.conf:\n"
+              "http {\n    log_format  main  '$remote_addr [$time_local] \"$request\" '\n"
+              "                      '$status rt=$request_time';\n"
+              "    log_format j escape=json \"{\\\"s\\\":$status}\";  # log_format old '$x';\n}\n")
+    assert log_profile.log_formats(config) == [
+        ("main", '$remote_addr [$time_local] "$request" $status rt=$request_time'), ("j", '{"s":$status}')]

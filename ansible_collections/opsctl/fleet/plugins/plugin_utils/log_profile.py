@@ -4,7 +4,7 @@ aggregates, and the resident memory of the running php-fpm workers. Only the agg
 the host: the busiest second and minute, and latency histograms; never a log line.
 
 Written to run on the hosts (`python3 -`, sent by opsctl/profile_suggest.py beside access_log.py):
-standard library only, Python 3.7 and later. The reader class is passed in, so this module
+standard library only, Python 3.7 and later. The access_log module is passed in, so this module
 imports nothing of the collection and the controller's tests run it as it is.
 
 Histograms count milliseconds exactly up to 1 s and to three significant digits above (a bucket
@@ -31,6 +31,11 @@ CHUNK = 1 << 20                 # the rate is kept per MiB read
 _ROTATED = re.compile(r"\.\d+(\.gz)?$|-\d{8}(\d\d)?(\.gz)?$")
 _ACCESS_LOG = re.compile(r"""(?:^|[;{}])\s*access_log\s+("[^"]*"|'[^']*'|[^\s;]+)""")
 DEFAULT_LOGS = "/var/log/nginx/*access*.log"
+# log_format NAME [escape=...] 'part' "part" ...;  (the parts may span lines)
+_QUOTED_PARTS = r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"'
+_LOG_FORMAT = re.compile(r"(?:^|[;{}])\s*log_format\s+(\w+)\s+(?:escape=\w+\s+)?((?:" + _QUOTED_PARTS + r"|\s+)+);", re.M)
+_PART = re.compile(_QUOTED_PARTS)
+_ESCAPE = re.compile(r"\\(.)")   # nginx reads \" in a quoted string as "
 
 
 # --- the pure part: histograms and peaks ---------------------------------------------------------
@@ -217,16 +222,21 @@ def named_logs(config: str, prefix: str) -> List[str]:
     return paths
 
 
-def _config_logs(words: List[str]) -> List[str]:
-    """The access_log files of the configuration a master runs (nginx -T with its -c and -p)."""
-    if not words:
-        return []
+def log_formats(config: str) -> List[Tuple[str, str]]:
+    """(name, definition) of every log_format of an `nginx -T` text, its quoted parts joined."""
+    text = "\n".join(line.split("#", 1)[0] for line in config.splitlines())
+    return [(m.group(1), "".join(_ESCAPE.sub(r"\1", part[1:-1]) for part in _PART.findall(m.group(2))))
+            for m in _LOG_FORMAT.finditer(text)]
+
+
+def _config(words: List[str]) -> Tuple[str, str]:
+    """(nginx -T text, prefix) of the configuration a master runs (with its -c and -p)."""
     given = [w for i, w in enumerate(words[1:], 1) if w in ("-c", "-p") or words[i - 1] in ("-c", "-p")]
     prefix = given[given.index("-p") + 1] if "-p" in given[:-1] else ""
     if not prefix:
         built = re.search(r"--prefix=(\S+)", _run([words[0], "-V"]))
         prefix = built.group(1) if built else "/etc/nginx"
-    return named_logs(_run([words[0], "-T"] + given), prefix)
+    return _run([words[0], "-T"] + given), prefix
 
 
 def with_rotated(paths: Iterable[str]) -> List[str]:
@@ -249,8 +259,8 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
-def access_logs() -> List[str]:
-    named = [p for words in _nginx_masters() for p in _config_logs(words)]
+def access_logs(configs: List[Tuple[str, str]]) -> List[str]:
+    named = [p for text, prefix in configs for p in named_logs(text, prefix)]
     return with_rotated(dict.fromkeys(named + sorted(glob.glob(DEFAULT_LOGS))))
 
 
@@ -272,6 +282,20 @@ def fpm_worker_rss_kb() -> List[int]:
     return sorted(out)
 
 
+def _compiled(access_log: Any, formats: Dict[str, str]) -> List[Any]:
+    """The site's formats as the reader's LogFormats; one that does not compile is left out (its
+    lines then read as opsctl_timing or combined, or count as unreadable)."""
+    out = []
+    for name, text in formats.items():
+        if name == access_log.OPSCTL_TIMING_NAME:
+            continue   # the reader has it already
+        try:
+            out.append(access_log.LogFormat(text, name))
+        except (re.error, ValueError, RecursionError):
+            continue
+    return out
+
+
 def _lower_priority() -> None:
     """Idle CPU and idle I/O class: what the host serves always goes first."""
     try:
@@ -285,11 +309,16 @@ def _lower_priority() -> None:
         pass
 
 
-def main(params: Dict[str, Any], reader: Any) -> None:
-    """Print one JSON object: the aggregates of this host's access logs and its workers' RSS."""
+def main(params: Dict[str, Any], access_log: Any) -> None:
+    """Print one JSON object: the aggregates of this host's access logs and its workers' RSS.
+    Lines are read by the site's own log_formats first (from nginx -T), then access_log's."""
     _lower_priority()
     started = time.monotonic()
-    paths = params.get("paths") or access_logs()
+    # Given paths (the tests'): read those, by access_log's formats only.
+    configs = [] if params.get("paths") else [_config(words) for words in _nginx_masters() if words]
+    formats = {name: text for config, _prefix in configs for name, text in log_formats(config)}
+    reader = access_log.Reader(_compiled(access_log, formats))
+    paths = params.get("paths") or access_logs(configs)
     out = scan(paths, float(params["since"]), reader, Throttle(float(params.get("rate", 0))))
     out.update(fpm_rss_kb=fpm_worker_rss_kb(), elapsed_s=round(time.monotonic() - started, 2),
                now=time.time())
