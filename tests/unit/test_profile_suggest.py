@@ -164,3 +164,12 @@ def test_log_formats_of_nginx_T_are_read_whole():
               "    log_format j escape=json \"{\\\"s\\\":$status}\";  # log_format old '$x';\n}\n")
     assert log_profile.log_formats(config) == [
         ("main", '$remote_addr [$time_local] "$request" $status rt=$request_time'), ("j", '{"s":$status}')]
+
+
+def test_a_truncated_gz_counts_what_was_read_and_says_so(tmp_path):
+    synth = synthetic(START, background=400, burst=10)
+    whole = gzip.compress(("\n".join(synth.lines) + "\n").encode())
+    path = tmp_path / "access.log.3.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    data = log_profile.scan([str(path)], 0, access_log.Reader(), log_profile.Throttle(0))
+    assert 0 < data["in_window"] < len(synth.lines) and len(data["errors"]) == 1 and str(path) in data["errors"][0]
