@@ -310,6 +310,43 @@ def logrotate_apply(inventory: str, limit: str | None, verbose: int, dry_run: bo
 
 
 @cli.group()
+def profile() -> None:
+    """The event profile (opsctl_event) measured from what the hosts served."""
+
+
+@profile.command("suggest")
+@inventory_options
+@click.option("--since", default="7d", show_default=True, metavar="DURATION",
+              help="Read the requests of this last stretch, e.g. 7d, 12h (by the log lines' own times).")
+@click.option("--expect", default="1x", show_default=True, metavar="FACTOR",
+              help="How many times the busiest second seen the event brings, e.g. 10x.")
+@click.option("--rate", "rate_mb", type=float, metavar="MB/S",
+              help="Read at most this many MB of log a second on each host, besides nice 19 and idle I/O "
+                   "(default 4: about a fifth of one core).")
+@click.option("--timeout", "timeout_s", default="10m", show_default=True, metavar="DURATION",
+              help="Give up on a host that has not answered within this long.")
+@click.option("--format", "fmt", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True,
+              help="table: figures with evidence, then the YAML block; yaml: the group_vars block only.")
+@handle_errors
+def profile_suggest(inventory: str, limit: str | None, verbose: int, since: str, expect: str, rate_mb: float | None,
+                    timeout_s: str, fmt: str, vault: VaultOptions) -> None:
+    """Propose the event profile from each host's access logs and php-fpm workers.
+
+    On every host (one SSH session each, in parallel) a small Python script reads the access
+    logs nginx writes, rotated ones too (.1, .2.gz), under nice 19 and the idle I/O class at
+    --rate, and sends back aggregates only, never a log line: the busiest second and minute,
+    and request / upstream time histograms. php-fpm worker memory is the p95 of the running
+    workers' RSS. Exit codes: 0 every host answered, 1 a host did not, 2 bad input.
+    """
+    from opsctl.profile_suggest import DEFAULT_RATE_MB, SuggestOptions, parse_expect, parse_rate, parse_span, run_suggest
+
+    opts = SuggestOptions(since_s=parse_span(since), expect=parse_expect(expect),
+                          rate_mb=DEFAULT_RATE_MB if rate_mb is None else parse_rate(rate_mb),
+                          timeout_s=parse_span(timeout_s, "--timeout"))
+    sys.exit(run_suggest(inventory, limit, vault, opts, fmt))
+
+
+@cli.group()
 def lab() -> None:
     """A local fleet of real hosts (sshd, nginx, php-fpm) in network namespaces.
 
