@@ -65,6 +65,8 @@ def test_a_command_balancer_drains_each_host_and_a_restart_under_load_loses_noth
     assert down(lab) == set()
     ledgers = "".join(ssh(lab, h, "cat /var/lib/opsctl-lab/orders.log", check=True).stdout for h in lab.by_role("web"))
     orders = Orders.from_ledger(ledgers, prefix)
+    print(f"\ncommand balancer restart under load: {load.result.sent} requests, {load.result.non_2xx} non-2xx, "
+          f"{load.result.errors} errors; orders {orders}")
     assert load.result.sent > 20 and load.result.non_2xx == 0 and load.result.errors == 0, load.result
     assert orders.begun > 20 and orders.orphaned == 0, orders
 
