@@ -323,12 +323,14 @@ def log_reading_options(func: Callable) -> Callable:
 @click.option("--since", required=True, metavar="TIME",
               help="Start of the window: 2026-12-06T10:00 (UTC unless a zone is given) or a duration ago, e.g. 2h.")
 @click.option("--until", metavar="TIME", help="End of the window (not included), as --since (default: now).")
+@click.option("--record", metavar="FILE",
+              help="An `opsctl watch --record` file: its accept queue, overflows and CLOSE_WAIT per host and minute beside the logs'.")
 @log_reading_options
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True,
               help="markdown: findings and tables for the incident ticket; json: every figure.")
 @handle_errors
-def report_cmd(inventory: str, limit: str | None, verbose: int, since: str, until: str | None, rate_mb: float | None,
-               timeout_s: str, fmt: str, vault: VaultOptions) -> None:
+def report_cmd(inventory: str, limit: str | None, verbose: int, since: str, until: str | None, record: str | None,
+               rate_mb: float | None, timeout_s: str, fmt: str, vault: VaultOptions) -> None:
     """The event afterwards, from every host's nginx access logs.
 
     On every host (one SSH session each, in parallel, as profile suggest) a small Python script
@@ -345,7 +347,7 @@ def report_cmd(inventory: str, limit: str | None, verbose: int, since: str, unti
 
     start, end = parse_window(since, until)
     opts = ReportOptions(since=start, until=end, rate_mb=DEFAULT_RATE_MB if rate_mb is None else parse_rate(rate_mb),
-                         timeout_s=parse_span(timeout_s, "--timeout"))
+                         timeout_s=parse_span(timeout_s, "--timeout"), record=record)
     sys.exit(run_report(inventory, limit, vault, opts, fmt))
 
 

@@ -42,6 +42,7 @@ class ReportOptions:
     until: float
     rate_mb: float = DEFAULT_RATE_MB
     timeout_s: float = 600.0
+    record: str | None = None   # an `opsctl watch --record` file for the timeline
 
 
 def parse_time(text: str, option: str, now: float) -> float:
@@ -181,8 +182,27 @@ def findings_for(subject: str, group: dict[str, Any]) -> list[str]:
     return out
 
 
-def build(figures: list[HostFigures], opts: ReportOptions, inventory: str = "") -> dict[str, Any]:
-    """The whole report: every grouping's figures and timelines, the findings, what was read."""
+def record_findings(record: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per host: the minute of the deepest accept queue, and the overflows when there were any."""
+    out = []
+    for host, minutes in record.items():
+        queued = [m for m in minutes if m["queue_max"]]
+        if queued:
+            top = max(queued, key=lambda m: (m["queue_max"] / max(m["queue_limit"] or 1, 1), m["queue_max"]))
+            out.append(f"{host}: accept queue peaked at {top['queue_max']} of {top['queue_limit']} "
+                       f"({top['queue_at']}) in the minute from {clock(top['epoch'])}")
+        overflowing = [m for m in minutes if m["overflows_ps_max"]]
+        if overflowing:
+            top = max(overflowing, key=lambda m: m["overflows_ps_max"])
+            out.append(f"{host}: the accept queue overflowed in {len(overflowing)} minute(s), at most "
+                       f"{top['overflows_ps_max']:g}/s in the minute from {clock(top['epoch'])}")
+    return out
+
+
+def build(figures: list[HostFigures], opts: ReportOptions, inventory: str = "",
+          record: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """The whole report: every grouping's figures and timelines, the findings, what was read;
+    RECORD (event_record.read_record): the watch timeline beside them."""
     result: dict[str, Any] = {"inventory": inventory, "since": opts.since, "until": opts.until,
                               "classes": list(CLASSES)}
     for name, grouping in GROUPINGS.items():
@@ -192,6 +212,12 @@ def build(figures: list[HostFigures], opts: ReportOptions, inventory: str = "") 
     findings = findings_for("fleet", fleet) if fleet and len(result["hosts"]) > 1 else []
     for host in result["hosts"]:
         findings += findings_for(host, result["hosts"][host])
+    if record is not None:
+        for minutes in record.values():
+            for row in minutes:
+                row["minute"] = minute_text(row["epoch"])
+        result["record"] = record
+        findings += record_findings(record)
     result["findings"] = findings
     result["read"] = [_read(f) for f in figures]
     return result
@@ -214,12 +240,14 @@ def run_report(inventory: str, limit: str | None, vault: Any, opts: ReportOption
     from rich.console import Console
 
     from opsctl.errors import EXIT_FAILED, EXIT_OK
+    from opsctl.event_record import read_record
     from opsctl.event_report_view import markdown
     from opsctl.inventory import load_inventory
 
+    record = read_record(opts.record, opts.since, opts.until) if opts.record else None
     inv = load_inventory(inventory, limit, vault)
     with Console(stderr=True).status(f"reading the access logs of {len(inv.hosts)} host(s)") as status:
         figures = measure(inv, opts, on_host=lambda f: status.update(f"{f.name}: {'done' if f.ok else f.error}"))
-    result = build(figures, opts, inventory)
+    result = build(figures, opts, inventory, record)
     click.echo(json.dumps(result, indent=2) if fmt == "json" else markdown(result), nl=fmt == "json")
     return EXIT_OK if all(f.ok for f in figures) else EXIT_FAILED

@@ -47,6 +47,17 @@ def _totals(title: str, groups: dict[str, dict[str, Any]], first: str, classes: 
     return [title, "", *_header(first, classes), *(_row(name, g, classes) for name, g in groups.items()), ""]
 
 
+def _record(record: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["## opsctl watch record per minute", "",
+             "| host | minute (UTC) | samples | accept queue max | of | listener | overflows/s max | CLOSE_WAIT max | lost |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for host, minutes in record.items():
+        lines += [f"| {markdown_cell(host)} | {m['minute'][11:16]} | {m['samples']} | {_num(m['queue_max'])} | "
+                  f"{_num(m['queue_limit'])} | {markdown_cell(_num(m['queue_at']))} | {_num(m['overflows_ps_max'])} | "
+                  f"{_num(m['close_wait_max'])} | {m['lost']} |" for m in minutes]
+    return lines + [""]
+
+
 def markdown(result: dict[str, Any]) -> str:
     classes = result["classes"]
     fleet = result["fleet"].get("fleet")
@@ -65,6 +76,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += _totals("## Per upstream", result["upstreams"], "upstream", classes)
     for host, group in result["hosts"].items():
         lines += _minutes(f"## {markdown_cell(host)} per minute", group, classes)
+    if "record" in result:
+        lines += _record(result["record"])
     failed = [r for r in read if not r["ok"]]
     if failed:
         lines += ["## Hosts not read", "", "| host | error |", "|---|---|"]

@@ -231,3 +231,43 @@ def test_window_times(since, until, want):
 def test_bad_window_is_one_clear_error(since, until, message):
     with pytest.raises(OpsctlError, match="^" + message.replace("(", r"\(")):
         event_report.parse_window(since, until, now=1796560000.0)
+
+
+def _sample(host: str, at: float, queue: int, overflows: float | None, close_wait: int) -> str:
+    figures = {"listeners": [{"kind": "nginx", "address": "0.0.0.0:80", "queue": queue, "limit": 511},
+                             {"kind": "php-fpm", "address": "/run/php/fpm.sock", "queue": 1, "limit": 4096}],
+               "overflows_ps": overflows, "close_wait": close_wait}
+    return json.dumps({"host": host, "time": at, "due": at, "figures": figures})
+
+
+def test_the_watch_record_joins_the_timeline_per_host_and_minute(tmp_path):
+    from opsctl.event_record import read_record
+
+    queues = [3, 40, 511, 200, 7, 0]   # one sample every 20 s from START - 20: the first is outside
+    lines = [_sample("web1", START - 20 + 20 * i, q, 12.5 if q == 511 else 0.0, 10 + i) for i, q in enumerate(queues)]
+    lines += [json.dumps({"host": "web2", "time": START + 61, "state": "lost", "error": "timed out"}), ""]
+    path = tmp_path / "watch.jsonl"
+    path.write_text("\n".join(lines))
+    record = read_record(str(path), START, START + 300)
+    assert record["web1"] == [
+        {"epoch": START, "samples": 3, "lost": 0, "queue_max": 511, "queue_limit": 511, "queue_at": "0.0.0.0:80",
+         "overflows_ps_max": 12.5, "close_wait_max": 13},
+        {"epoch": START + 60, "samples": 2, "lost": 0, "queue_max": 7, "queue_limit": 511, "queue_at": "0.0.0.0:80",
+         "overflows_ps_max": 0.0, "close_wait_max": 15}]
+    assert record["web2"][0]["lost"] == 1 and record["web2"][0]["samples"] == 0
+    result = event_report.build([HostFigures("web1", True, data=made([[START, "-", "-", "2xx", 5]]))], OPTS, record=record)
+    at = event_report.clock(START)
+    assert f"web1: accept queue peaked at 511 of 511 (0.0.0.0:80) in the minute from {at}" in result["findings"]
+    assert f"web1: the accept queue overflowed in 1 minute(s), at most 12.5/s in the minute from {at}" in result["findings"]
+    assert f"| web1 | {at} | 3 | 511 | 511 | 0.0.0.0:80 | 12.5 | 13 | 0 |" in markdown(result)
+
+
+def test_a_record_that_is_no_watch_record_is_one_clear_error(tmp_path):
+    from opsctl.event_record import read_record
+
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"host": "web1"}\n')
+    with pytest.raises(OpsctlError, match=r"line 1 is no `opsctl watch --record` line"):
+        read_record(str(path), START, START + 60)
+    with pytest.raises(OpsctlError, match="cannot read it"):
+        read_record(str(tmp_path / "missing"), START, START + 60)
