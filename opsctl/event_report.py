@@ -82,7 +82,8 @@ def minute_text(epoch: float) -> str:
 
 
 def clock(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M")
+    """HH:MM (UTC), with the seconds when EPOCH is no whole minute (a window's own ends)."""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M" if epoch % MINUTE == 0 else "%H:%M:%S")
 
 
 def percentiles(counts: dict[int, int]) -> dict[str, int | None]:
@@ -163,8 +164,9 @@ def _runs(minutes: list[dict[str, Any]], cls: str) -> list[list[dict[str, Any]]]
     return runs
 
 
-def findings_for(subject: str, group: dict[str, Any]) -> list[str]:
-    """The worst stretch of each failure class, in numbers; the worst minute's upstream p99."""
+def findings_for(subject: str, group: dict[str, Any], opts: ReportOptions) -> list[str]:
+    """The worst stretch of each failure class, in numbers (its ends within the window); the
+    worst minute's upstream p99."""
     out = []
     for cls in FAILURES:
         runs = _runs(group["minutes"], cls)
@@ -173,7 +175,8 @@ def findings_for(subject: str, group: dict[str, Any]) -> list[str]:
         worst = max(runs, key=lambda run: sum(r["status"][cls] for r in run))
         bad, total = sum(r["status"][cls] for r in worst), sum(r["requests"] for r in worst)
         out.append(f"{subject}: {100 * bad / total:.1f}% of requests ended in {cls} between "
-                   f"{clock(worst[0]['epoch'])} and {clock(worst[-1]['epoch'] + MINUTE)} ({bad} of {total})")
+                   f"{clock(max(worst[0]['epoch'], opts.since))} and {clock(min(worst[-1]['epoch'] + MINUTE, opts.until))} "
+                   f"({bad} of {total})")
     timed = [r for r in group["minutes"] if r["upstream_ms"]["p99"] is not None]
     if timed:
         top = max(timed, key=lambda r: r["upstream_ms"]["p99"])
@@ -209,9 +212,9 @@ def build(figures: list[HostFigures], opts: ReportOptions, inventory: str = "",
         result[name] = rollup(figures, grouping)
     fleet = result["fleet"].get("fleet")
     # With one host answering, the fleet's findings would repeat that host's.
-    findings = findings_for("fleet", fleet) if fleet and len(result["hosts"]) > 1 else []
+    findings = findings_for("fleet", fleet, opts) if fleet and len(result["hosts"]) > 1 else []
     for host in result["hosts"]:
-        findings += findings_for(host, result["hosts"][host])
+        findings += findings_for(host, result["hosts"][host], opts)
     if record is not None:
         for minutes in record.values():
             for row in minutes:

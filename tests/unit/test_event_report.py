@@ -192,13 +192,19 @@ def test_findings_state_the_worst_stretch_in_numbers():
         minute = START + 60 * i
         counts += [[minute, "shop.test", A, "2xx", 1000], [minute, "shop.test", A, "499", 75 if 2 <= i < 9 else 1]]
     data = made(counts, [[START + 120, "shop.test", A, {"4500": 3, "30": 97}]])
-    result = event_report.build([HostFigures("web3", True, data=data)], OPTS)
+    opts = event_report.ReportOptions(since=START, until=START + 600)
+    result = event_report.build([HostFigures("web3", True, data=data)], opts)
     at = event_report.clock
     assert (f"web3: 7.0% of requests ended in 499 between {at(START + 120)} and {at(START + 540)} (525 of 7525)"
             in result["findings"])
     assert f"web3: upstream response time p99 peaked at 4500 ms in the minute from {at(START + 120)} (max 4500 ms)" \
         in result["findings"]
     assert not [f for f in result["findings"] if "504" in f]
+    # a stretch reaching the window's end ends there, not at the next whole minute
+    cut = event_report.build([HostFigures("web3", True, data=data)],
+                             event_report.ReportOptions(since=START + 150, until=START + 500))
+    assert f"web3: 7.0% of requests ended in 499 between {at(START + 150)} and {at(START + 500)} (525 of 7525)" \
+        in cut["findings"] and at(START + 500).count(":") == 2
 
 
 def test_markdown_has_the_findings_and_tables_and_escapes_log_text(timing):
