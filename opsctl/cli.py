@@ -309,6 +309,48 @@ def logrotate_apply(inventory: str, limit: str | None, verbose: int, dry_run: bo
         explain=False, restart=False, fmt="table", vault=vault)))
 
 
+def log_reading_options(func: Callable) -> Callable:
+    """--rate and --timeout of the commands that read the access logs on the hosts."""
+    func = click.option("--timeout", "timeout_s", default="10m", show_default=True, metavar="DURATION",
+                        help="Give up on a host that has not answered within this long.")(func)
+    return click.option("--rate", "rate_mb", type=float, metavar="MB/S",
+                        help="Read at most this many MB of log a second on each host, besides nice 19 and idle I/O "
+                             "(default 4: about a fifth of one core).")(func)
+
+
+@cli.command("report")
+@inventory_options
+@click.option("--since", required=True, metavar="TIME",
+              help="Start of the window: 2026-12-06T10:00 (UTC unless a zone is given) or a duration ago, e.g. 2h.")
+@click.option("--until", metavar="TIME", help="End of the window (not included), as --since (default: now).")
+@click.option("--record", metavar="FILE",
+              help="An `opsctl watch --record` file: its accept queue, overflows and CLOSE_WAIT per host and minute beside the logs'.")
+@log_reading_options
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True,
+              help="markdown: findings and tables for the incident ticket; json: every figure.")
+@handle_errors
+def report_cmd(inventory: str, limit: str | None, verbose: int, since: str, until: str | None, record: str | None,
+               rate_mb: float | None, timeout_s: str, fmt: str, vault: VaultOptions) -> None:
+    """The event afterwards, from every host's nginx access logs.
+
+    On every host (one SSH session each, in parallel, as profile suggest) a small Python script
+    reads the access logs nginx writes, rotated ones too, under nice 19 and the idle I/O class
+    at --rate, and sends back per-minute counts by status class (2xx, 3xx, 499, 502, 503, 504,
+    other) and latency histograms per vhost and upstream; never a log line. The report rolls
+    them up fleet-wide, per host, per vhost and per upstream, with upstream response time
+    p50/p90/p99/max per minute and findings in numbers. Exit codes: 0 every host answered,
+    1 a host did not, 2 bad input.
+    """
+    from opsctl.event_report import ReportOptions, parse_window, run_report
+    from opsctl.host_logs import DEFAULT_RATE_MB, parse_rate
+    from opsctl.profile_suggest import parse_span
+
+    start, end = parse_window(since, until)
+    opts = ReportOptions(since=start, until=end, rate_mb=DEFAULT_RATE_MB if rate_mb is None else parse_rate(rate_mb),
+                         timeout_s=parse_span(timeout_s, "--timeout"), record=record)
+    sys.exit(run_report(inventory, limit, vault, opts, fmt))
+
+
 @cli.group()
 def profile() -> None:
     """The event profile (opsctl_event) measured from what the hosts served."""
@@ -320,11 +362,7 @@ def profile() -> None:
               help="Read the requests of this last stretch, e.g. 7d, 12h (by the log lines' own times).")
 @click.option("--expect", default="1x", show_default=True, metavar="FACTOR",
               help="How many times the busiest second seen the event brings, e.g. 10x.")
-@click.option("--rate", "rate_mb", type=float, metavar="MB/S",
-              help="Read at most this many MB of log a second on each host, besides nice 19 and idle I/O "
-                   "(default 4: about a fifth of one core).")
-@click.option("--timeout", "timeout_s", default="10m", show_default=True, metavar="DURATION",
-              help="Give up on a host that has not answered within this long.")
+@log_reading_options
 @click.option("--format", "fmt", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True,
               help="table: figures with evidence, then the YAML block; yaml: the group_vars block only.")
 @handle_errors
@@ -338,7 +376,8 @@ def profile_suggest(inventory: str, limit: str | None, verbose: int, since: str,
     and request / upstream time histograms. php-fpm worker memory is the p95 of the running
     workers' RSS. Exit codes: 0 every host answered, 1 a host did not, 2 bad input.
     """
-    from opsctl.profile_suggest import DEFAULT_RATE_MB, SuggestOptions, parse_expect, parse_rate, parse_span, run_suggest
+    from opsctl.host_logs import DEFAULT_RATE_MB, parse_rate
+    from opsctl.profile_suggest import SuggestOptions, parse_expect, parse_span, run_suggest
 
     opts = SuggestOptions(since_s=parse_span(since), expect=parse_expect(expect),
                           rate_mb=DEFAULT_RATE_MB if rate_mb is None else parse_rate(rate_mb),

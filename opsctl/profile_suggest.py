@@ -1,10 +1,8 @@
 """`opsctl profile suggest`: the event profile measured from what the hosts served.
 
-Each host of the inventory gets one small Python script over SSH (the path `check` uses: one
-session per host, in parallel, host keys checked, become with sudo): access_log.py and
-log_profile.py of the collection, which read the host's access logs where they are, under
-`nice 19` and the idle I/O class, at a bounded read rate, and answer with aggregates only.
-Here the hosts' answers become the proposed profile, with the evidence for every figure.
+Each host reads its own access logs (opsctl.host_logs: access_log.py and log_profile.py of the
+collection, at low priority and a bounded rate) and answers with aggregates only. Here the
+hosts' answers become the proposed profile, with the evidence for every figure.
 """
 
 from __future__ import annotations
@@ -12,21 +10,18 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import log_profile, upstream_timeouts
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip, parse_positive_duration
 
+from opsctl import host_logs
 from opsctl.errors import OpsctlError
+from opsctl.host_logs import DEFAULT_RATE_MB, HostFigures
 from opsctl.inventory import Inventory
-from opsctl.paths import collection_dir
-from opsctl.sshexec import ExecResult, Timeouts, run_many, targets_for
 
-# MB of log read a second at most, uncompressed: parsing runs at about 17 MB per CPU second, so
-# this holds the reader near a fifth of one core (measured: 18.5 MB in 4.6 s, 0.98 s of CPU).
-DEFAULT_RATE_MB = 4
 P_WORKER = 0.95             # a worker's memory: the 95th percentile of the running ones, not the mean
 
 
@@ -36,14 +31,6 @@ class SuggestOptions:
     expect: float = 1.0
     rate_mb: float = DEFAULT_RATE_MB
     timeout_s: float = 600.0
-
-
-@dataclass
-class HostFigures:
-    name: str
-    ok: bool
-    error: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_expect(text: str) -> float:
@@ -58,12 +45,6 @@ def parse_expect(text: str) -> float:
     return factor
 
 
-def parse_rate(mb: float) -> float:
-    if not (math.isfinite(mb) and 0 < mb <= 10_000):
-        raise OpsctlError(f"--rate {mb:g}: expected MB a second above 0 and at most 10000")
-    return mb
-
-
 def parse_span(text: str, option: str = "--since") -> float:
     """Seconds of a duration option (--since 7d, --timeout 10m); bad input is one line."""
     try:
@@ -73,46 +54,14 @@ def parse_span(text: str, option: str = "--since") -> float:
 
 
 def host_script(since_epoch: float, rate_mb: float, paths: tuple[str, ...] = ()) -> bytes:
-    """The two stdlib modules as modules of their own on the host, then main() with the window.
-    PATHS: these files instead of the access logs nginx names (tests)."""
-    plugin_utils = collection_dir() / "plugins" / "plugin_utils"
-    sources = {name: (plugin_utils / f"{name}.py").read_text(encoding="utf-8") for name in ("access_log", "log_profile")}
-    params = {"since": since_epoch, "rate": rate_mb * 1_000_000, "paths": list(paths)}
-    return (
-        "import sys, types\n"
-        f"SOURCES = {sources!r}\n"
-        "for _name, _text in SOURCES.items():\n"
-        "    _mod = sys.modules[_name] = types.ModuleType(_name)\n"
-        "    exec(compile(_text, _name + '.py', 'exec'), _mod.__dict__)\n"
-        f"sys.modules['log_profile'].main({json.dumps(params)}, sys.modules['access_log'])\n"
-    ).encode()
+    """access_log.py and log_profile.py with the window. PATHS: these files instead of the
+    access logs nginx names (tests)."""
+    return host_logs.host_script(("access_log", "log_profile"),
+                                 {"since": since_epoch, "rate": rate_mb * 1_000_000, "paths": list(paths)})
 
 
 def measure(inv: Inventory, opts: SuggestOptions, on_host: Callable[[HostFigures], None] | None = None) -> list[HostFigures]:
-    since = time.time() - opts.since_s
-    timeouts = Timeouts(host=opts.timeout_s, run=opts.timeout_s + 30)
-    figures: list[HostFigures] = []
-
-    def done(answer: ExecResult) -> None:
-        figures.append(_host_figures(answer))
-        if on_host:
-            on_host(figures[-1])
-
-    # python3 reads the script on stdin; it lowers its own priority first (log_profile.main).
-    run_many(targets_for(inv.hosts, inv.ssh), host_script(since, opts.rate_mb), "python3 -",
-             timeouts=timeouts, on_result=done)
-    order = {h.name: i for i, h in enumerate(inv.hosts)}
-    return sorted(figures, key=lambda f: order[f.name])
-
-
-def _host_figures(answer: ExecResult) -> HostFigures:
-    if not answer.ok:
-        return HostFigures(answer.host, False, answer.error)
-    try:
-        data = json.loads(answer.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return HostFigures(answer.host, False, f"the aggregation printed no JSON: {answer.stdout[:200]!r}")
-    return HostFigures(answer.host, True, data=data)
+    return host_logs.run_on_hosts(inv, host_script(time.time() - opts.since_s, opts.rate_mb), opts.timeout_s, on_host)
 
 
 def _when(epoch: float | None) -> str | None:

@@ -42,6 +42,11 @@ def plain(value: object) -> Text:
     return Text(visible(value))
 
 
+def markdown_cell(value: object) -> str:
+    """A Markdown table cell: one line, no column breaks, no HTML a ticket system would render."""
+    return visible(value).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+
+
 def xml_text(value: object) -> str:
     """`value` with nothing XML 1.0 forbids (ElementTree escapes &, < and > itself)."""
     return _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", visible(value))

@@ -5,6 +5,7 @@ times, a burst of known size in one second, and the figures computed from the li
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -26,10 +27,19 @@ def nearest_rank(values: list[float], q: float) -> float:
 
 
 def line(epoch: float, rt: float, urt: float, status: int = 200) -> str:
-    local = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(epoch))
-    return (f'10.0.0.9 - - [{local}] "GET /shop.php HTTP/1.1" {status} 512 "-" "synth" "-" '
-            f'{epoch:.3f} {rt:.3f} "shop.test" "_" "unix:/run/php/php-fpm.sock" "{status}" "0.000" '
-            f'"{urt:.3f}" {urt:.3f}')
+    return timing_line(epoch, rt, status, upstream="unix:/run/php/php-fpm.sock", urt=f"{urt:.3f}", ustatus=str(status))
+
+
+def local_time(epoch: float) -> str:
+    return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(epoch))
+
+
+def timing_line(epoch: float, rt: float, status: int, *, host: str = "shop.test", server: str = "_",
+                upstream: str = "-", ustatus: str = "-", urt: str = "-") -> str:
+    """One opsctl_timing line; the upstream fields as nginx writes them ("a, b : c" for retries)."""
+    uct = uht = "-" if upstream == "-" else re.sub(r"[\d.]+", "0.000", urt)
+    return (f'10.0.0.9 - - [{local_time(epoch)}] "GET /shop.php HTTP/1.1" {status} 512 "-" "synth" "-" '
+            f'{epoch:.3f} {rt:.3f} "{host}" "{server}" "{upstream}" "{ustatus}" "{uct}" "{uht}" {urt}')
 
 
 def synthetic(start: float, seed: int = 15, background: int = 3000, burst: int = 240) -> Synthetic:

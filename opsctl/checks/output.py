@@ -16,7 +16,7 @@ from opsctl.checks import grouped_view
 from opsctl.checks.grouped_view import one_line
 from opsctl.checks.grouping import ORDER, compress_hosts, group_report, natural_key
 from opsctl.checks.run import Report
-from opsctl.safetext import plain, visible, xml_text
+from opsctl.safetext import markdown_cell, plain, visible, xml_text
 
 STYLE = grouped_view.STYLE
 GROUPED_SUITE = "opsctl check: findings grouped across hosts"   # no inventory host is named so
@@ -149,20 +149,15 @@ def _junit_groups(suites: ET.Element, report: Report) -> None:
         ET.SubElement(summary, "system-out").text = xml_text("\n".join(grouped_view.plain_line(g) for g in groups))
 
 
-def _cell(text: str) -> str:
-    """A Markdown table cell: one line, no column breaks, no HTML a ticket system would render."""
-    return visible(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
-
-
 def _markdown_groups(report: Report) -> list[str]:
     groups = group_report(report)
     if not groups:
         return []
     lines = ["## Findings grouped across hosts", "", "| status | check | hosts | observed | expected | remediation |",
              "|---|---|---|---|---|---|"]
-    lines += [f"| {g.status} | {_cell(g.check + (' ' + g.item if g.item else '') if g.check else g.title)} | "
-              f"{len(g.hosts)}: {_cell(compress_hosts(g.hosts))} | {_cell(g.observed)} | {_cell(g.expected)} | "
-              f"{_cell(g.remediation)} |" for g in groups]
+    lines += [f"| {g.status} | {markdown_cell(g.check + (' ' + g.item if g.item else '') if g.check else g.title)} | "
+              f"{len(g.hosts)}: {markdown_cell(compress_hosts(g.hosts))} | {markdown_cell(g.observed)} | {markdown_cell(g.expected)} | "
+              f"{markdown_cell(g.remediation)} |" for g in groups]
     return lines + [""]
 
 
@@ -171,13 +166,13 @@ def markdown(report: Report) -> str:
     errors = [h for h in report.hosts if h.status == "error"]
     if errors:
         lines += ["## Hosts not checked", "", "| host | address | error |", "|---|---|---|"]
-        lines += [f"| {_cell(h.name)} | {_cell(h.address)} | {_cell(h.error)} |" for h in errors] + [""]
+        lines += [f"| {markdown_cell(h.name)} | {markdown_cell(h.address)} | {markdown_cell(h.error)} |" for h in errors] + [""]
     rows = _not_passed(report)
     if rows:
         lines += ["## Findings", "", "| status | host | check | mode | observed | expected | remediation |",
                   "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r.status} | {_cell(r.host)} | {_cell(r.check + (' ' + r.item if r.item else ''))} | "
-                  f"{r.failure_mode} | {_cell(r.observed)} | {_cell(r.expected)} | {_cell(r.remediation)} |"
+        lines += [f"| {r.status} | {markdown_cell(r.host)} | {markdown_cell(r.check + (' ' + r.item if r.item else ''))} | "
+                  f"{r.failure_mode} | {markdown_cell(r.observed)} | {markdown_cell(r.expected)} | {markdown_cell(r.remediation)} |"
                   for r in rows]
     return "\n".join(lines) + "\n"
 

@@ -171,5 +171,5 @@ def test_a_truncated_gz_counts_what_was_read_and_says_so(tmp_path):
     whole = gzip.compress(("\n".join(synth.lines) + "\n").encode())
     path = tmp_path / "access.log.3.gz"
     path.write_bytes(whole[: len(whole) // 2])
-    data = log_profile.scan([str(path)], 0, access_log.Reader(), log_profile.Throttle(0))
+    data = log_profile.scan([str(path)], log_profile.Aggregate(0), access_log.Reader(), log_profile.Throttle(0))
     assert 0 < data["in_window"] < len(synth.lines) and len(data["errors"]) == 1 and str(path) in data["errors"][0]

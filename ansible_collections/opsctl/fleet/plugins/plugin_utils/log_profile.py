@@ -119,48 +119,68 @@ def _lines(path: str, throttle: Throttle) -> Iterator[str]:
         throttle.account(pending)
 
 
-class Aggregate:
-    """Requests counted per second, request and upstream times per ms bucket, within a window."""
+class Window:
+    """The time filter every aggregation shares: lines written from `since` up to, not
+    including, `until` (None: no end); counts what it let through and its first and last."""
 
-    def __init__(self, since: float) -> None:
-        self.since = since
-        self.per_second: Counts = {}
-        self.request_ms: Counts = {}
-        self.upstream_ms: Counts = {}
+    def __init__(self, since: float, until: Optional[float] = None) -> None:
+        self.since, self.until = since, until
         self.in_window = 0
         self.first: Optional[float] = None
         self.last: Optional[float] = None
 
-    def add(self, entry: Any) -> None:
-        if entry.time is None or entry.time < self.since:
-            return
+    def admit(self, entry: Any) -> bool:
+        """Whether ENTRY is in the window (counted if so)."""
+        t = entry.time
+        if t is None or t < self.since or (self.until is not None and t >= self.until):
+            return False
         self.in_window += 1
+        self.first = t if self.first is None else min(self.first, t)
+        self.last = t if self.last is None else max(self.last, t)
+        return True
+
+    def summary(self) -> Dict[str, Any]:
+        return {"in_window": self.in_window, "first": self.first, "last": self.last}
+
+
+class Aggregate(Window):
+    """Requests counted per second, request and upstream times per ms bucket, within a window."""
+
+    def __init__(self, since: float, until: Optional[float] = None) -> None:
+        super().__init__(since, until)
+        self.per_second: Counts = {}
+        self.request_ms: Counts = {}
+        self.upstream_ms: Counts = {}
+
+    def add(self, entry: Any) -> None:
+        if not self.admit(entry):
+            return
         second = int(entry.time)
-        self.per_second[second] = self.per_second.get(second, 0) + 1
-        self.first = entry.time if self.first is None else min(self.first, entry.time)
-        self.last = entry.time if self.last is None else max(self.last, entry.time)
+        add_counts(self.per_second, second)
         if entry.request_time is not None:
-            key = bucket(entry.request_time * 1000)
-            self.request_ms[key] = self.request_ms.get(key, 0) + 1
+            add_counts(self.request_ms, bucket(entry.request_time * 1000))
         times = [t for t in entry.upstream_response_time or () if t is not None]
         if times:   # the time spent upstream: every attempt's (a retry's too)
-            key = bucket(sum(times) * 1000)
-            self.upstream_ms[key] = self.upstream_ms.get(key, 0) + 1
+            add_counts(self.upstream_ms, bucket(sum(times) * 1000))
 
     def summary(self) -> Dict[str, Any]:
         peak_1s, at_1s = busiest(self.per_second, 1)
         peak_1m, at_1m = busiest(self.per_second, 60)
-        return {"in_window": self.in_window, "first": self.first, "last": self.last,
+        return {**super().summary(),
                 "peak_1s": {"requests": peak_1s, "at": at_1s},
                 "peak_1m": {"requests": peak_1m, "at": at_1m},
                 "request_ms": {str(k): v for k, v in sorted(self.request_ms.items())},
                 "upstream_ms": {str(k): v for k, v in sorted(self.upstream_ms.items())}}
 
 
-def scan(paths: List[str], since: float, reader: Any, throttle: Throttle) -> Dict[str, Any]:
-    """Every file's lines through the reader into one Aggregate; a file last written before
-    `since` is skipped unread (rotated logs older than the window)."""
-    agg = Aggregate(since)
+def add_counts(counts: Counts, key: Any, n: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + n
+
+
+def scan(paths: List[str], agg: Any, reader: Any, throttle: Throttle) -> Dict[str, Any]:
+    """Every file's lines through the reader into AGG (a Window with add() and summary()); a
+    file last written before the window is skipped unread (rotated logs older than it)."""
+    since = agg.since
     files, errors = [], []
     for path in paths:
         try:
@@ -309,9 +329,10 @@ def _lower_priority() -> None:
         pass
 
 
-def main(params: Dict[str, Any], access_log: Any) -> None:
-    """Print one JSON object: the aggregates of this host's access logs and its workers' RSS.
-    Lines are read by the site's own log_formats first (from nginx -T), then access_log's."""
+def collect(params: Dict[str, Any], access_log: Any, agg: Any) -> Dict[str, Any]:
+    """This host's access logs through AGG, at low priority and the given rate: what every
+    command that reads the logs on the hosts shares (`profile suggest`, `report`). Lines are
+    read by the site's own log_formats first (from nginx -T), then access_log's."""
     _lower_priority()
     started = time.monotonic()
     # Given paths (the tests'): read those, by access_log's formats only.
@@ -319,7 +340,13 @@ def main(params: Dict[str, Any], access_log: Any) -> None:
     formats = {name: text for config, _prefix in configs for name, text in log_formats(config)}
     reader = access_log.Reader(_compiled(access_log, formats))
     paths = params.get("paths") or access_logs(configs)
-    out = scan(paths, float(params["since"]), reader, Throttle(float(params.get("rate", 0))))
-    out.update(fpm_rss_kb=fpm_worker_rss_kb(), elapsed_s=round(time.monotonic() - started, 2),
-               now=time.time())
+    out = scan(paths, agg, reader, Throttle(float(params.get("rate", 0))))
+    out.update(elapsed_s=round(time.monotonic() - started, 2), now=time.time())
+    return out
+
+
+def main(params: Dict[str, Any], access_log: Any) -> None:
+    """Print one JSON object: the aggregates of this host's access logs and its workers' RSS."""
+    out = collect(params, access_log, Aggregate(float(params["since"])))
+    out.update(fpm_rss_kb=fpm_worker_rss_kb())
     print(json.dumps(out))

@@ -1,0 +1,85 @@
+"""`opsctl report` as Markdown, for the incident ticket: findings first, then the fleet's and
+each host's minutes, then the window's totals per host, vhost and upstream."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from opsctl.safetext import markdown_cell
+
+LATENCY = ("p50", "p90", "p99", "max")
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _header(first: str, classes: list[str]) -> list[str]:
+    columns = [first, "requests", *classes, "499 %", "504 %", *(f"upstream {q} ms" for q in LATENCY)]
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def _row(label: str, figures: dict[str, Any], classes: list[str]) -> str:
+    cells = [markdown_cell(label), str(figures["requests"]), *(str(figures["status"][c]) for c in classes),
+             _pct(figures["share_pct"]["499"]), _pct(figures["share_pct"]["504"]),
+             *(_num(figures["upstream_ms"][q]) for q in LATENCY)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _minutes(title: str, group: dict[str, Any], classes: list[str]) -> list[str]:
+    lines = [title, "", *_header("minute (UTC)", classes)]
+    lines += [_row(m["minute"][11:16], m, classes) for m in group["minutes"]]
+    return lines + [_row("all", group, classes), ""]
+
+
+def _totals(title: str, groups: dict[str, dict[str, Any]], first: str, classes: list[str]) -> list[str]:
+    if not groups:
+        return []
+    return [title, "", *_header(first, classes), *(_row(name, g, classes) for name, g in groups.items()), ""]
+
+
+def _record(record: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["## opsctl watch record per minute", "",
+             "| host | minute (UTC) | samples | accept queue max | of | listener | overflows/s max | CLOSE_WAIT max | lost |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for host, minutes in record.items():
+        lines += [f"| {markdown_cell(host)} | {m['minute'][11:16]} | {m['samples']} | {_num(m['queue_max'])} | "
+                  f"{_num(m['queue_limit'])} | {markdown_cell(_num(m['queue_at']))} | {_num(m['overflows_ps_max'])} | "
+                  f"{_num(m['close_wait_max'])} | {m['lost']} |" for m in minutes]
+    return lines + [""]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    classes = result["classes"]
+    fleet = result["fleet"].get("fleet")
+    read = result["read"]
+    ok = [r for r in read if r["ok"]]
+    lines = [f"# opsctl report: {markdown_cell(result['inventory'])}", "",
+             f"{_when(result['since'])} to {_when(result['until'])}: "
+             f"{fleet['requests'] if fleet else 0} requests on {len(ok)} of {len(read)} host(s) "
+             f"({sum(r['lines'] for r in ok)} log lines read, {sum(r['unreadable'] for r in ok)} unreadable). "
+             "499: the client gave up; 504: nginx gave up on the upstream. Upstream times are every attempt's.", ""]
+    lines += ["## Findings", ""] + [f"- {markdown_cell(f)}" for f in result["findings"] or ["no failures in the window"]] + [""]
+    if fleet:
+        lines += _minutes("## Fleet per minute", fleet, classes)
+    lines += _totals("## Per host", result["hosts"], "host", classes)
+    lines += _totals("## Per vhost", result["vhosts"], "vhost", classes)
+    lines += _totals("## Per upstream", result["upstreams"], "upstream", classes)
+    for host, group in result["hosts"].items():
+        lines += _minutes(f"## {markdown_cell(host)} per minute", group, classes)
+    if "record" in result:
+        lines += _record(result["record"])
+    failed = [r for r in read if not r["ok"]]
+    if failed:
+        lines += ["## Hosts not read", "", "| host | error |", "|---|---|"]
+        lines += [f"| {markdown_cell(r['host'])} | {markdown_cell(r['error'])} |" for r in failed] + [""]
+    return "\n".join(lines)
