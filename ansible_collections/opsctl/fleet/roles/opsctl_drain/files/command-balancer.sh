@@ -10,10 +10,14 @@
 # Environment: MODE COMMAND STEP_TIMEOUT WAIT_TIMEOUT (wait) and the OPSCTL_* variables above.
 set -uo pipefail
 
+last_line() {  # the last line of $1 that is not blank
+  printf '%s\n' "$1" | grep -v '^[[:space:]]*$' | tail -n 1
+}
+
 # "failed (exit N): <its last line of output>" or "hung: stopped after N s".
 why() {
   local rc=$1 out=$2 last
-  last=$(printf '%s\n' "$out" | grep -v '^[[:space:]]*$' | tail -n 1 | cut -c1-200)
+  last=$(last_line "$out" | cut -c1-200)
   case $rc in
     124|137) echo "hung: stopped after ${STEP_TIMEOUT} s" ;;
     *) echo "failed (exit $rc)${last:+: $last}" ;;
@@ -39,7 +43,7 @@ while :; do
     why "$rc" "$out"
     exit 3
   fi
-  open=$(printf '%s\n' "$out" | grep -v '^[[:space:]]*$' | tail -n 1 | tr -d '[:space:]')
+  open=$(last_line "$out" | tr -d '[:space:]')
   case $open in
     ''|*[!0-9]*) echo "printed '$(printf '%s' "$open" | cut -c1-60)', not a number of sessions"; exit 3 ;;
   esac
