@@ -39,6 +39,18 @@ def lab_name() -> str:
     return os.environ.get("OPSCTL_TEST_LAB", "t")
 
 
+@pytest.hookimpl(tryfirst=True)   # before -m selects by the marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `own_lab` the lab modules that bring up no shared lab, only labs of their own:
+    scripts/test runs them in a second pytest beside the rest. The modules that share the
+    session's `lab` stay in one run, in their usual order, since they build on one another's
+    state (the stock lab is checked before test_harden hardens it)."""
+    sharing = {item.path for item in items if "lab" in getattr(item, "fixturenames", ())}
+    for item in items:
+        if item.path.parent.name == "integration" and item.path not in sharing:
+            item.add_marker(pytest.mark.own_lab)
+
+
 def fresh_lab(name: str, web: int = 2, flavor: str = "debian", *options: str):
     """Bring a lab up from scratch for the tests, yield its spec, and take it down afterwards.
     OPTIONS: more `opsctl lab up` options (--bastion)."""

@@ -16,7 +16,7 @@ from typing import Callable
 from opsctl.errors import OpsctlError
 from opsctl.lab import labinventory, rootfs, system
 from opsctl.lab.health import HostHealth, check_fleet, sshd_answers
-from opsctl.lab.spec import LabHost, LabSpec, build_spec, validate_name
+from opsctl.lab.spec import LabHost, LabSpec, build_spec, default_subnets, validate_name
 from opsctl.paths import labs_dir
 
 Report = Callable[[str], None]
@@ -46,6 +46,15 @@ def _check_subnet_free(spec: LabSpec) -> None:
         for iface, cidr in system.addresses_in_use():
             if iface != spec.bridge and ipaddress.ip_interface(cidr).network.overlaps(network):
                 raise OpsctlError(f"subnet {subnet} overlaps {cidr} on {iface}: pick another with --subnet")
+
+
+def _free_subnet(name: str) -> str:
+    """The first of NAME's subnets that no address on this machine is in (a new lab)."""
+    in_use = [ipaddress.ip_interface(cidr).network for _, cidr in system.addresses_in_use()]
+    for subnet in default_subnets(name):
+        if not any(ipaddress.ip_network(subnet).overlaps(network) for network in in_use):
+            return subnet
+    raise OpsctlError("every 10.213.x.0/24 is in use: give the lab a network with --subnet")
 
 
 def _controller_key(spec: LabSpec) -> str:
@@ -153,7 +162,8 @@ def up(name: str, web: int, subnet: str | None, report: Report, flavor: str = "d
     _preflight(php, bastion, balancer)
     assert php is not None
     existing = load_spec(name)
-    wanted = build_spec(name, web, subnet, labs_dir(), flavor, bastion, balancer)
+    wanted = build_spec(name, web, subnet or (None if existing else _free_subnet(name)), labs_dir(), flavor,
+                        bastion, balancer)
     spec = existing or wanted
     if existing and _shape(existing) != _shape(wanted):
         raise OpsctlError(f"lab {name!r} is up with {_shape(existing)}; "

@@ -6,6 +6,7 @@ import ipaddress
 import json
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -129,10 +130,12 @@ def validate_name(name: str) -> str:
     return name
 
 
-def default_subnet(name: str) -> str:
-    """A /24 per lab name, so that several labs can run side by side."""
-    third = 0 if name == "lab" else zlib.crc32(name.encode()) % 250 + 1
-    return f"10.213.{third}.0/24"
+def default_subnets(name: str) -> Iterator[str]:
+    """The /24s a lab of NAME may take, best first: its own (from a hash of the name, so that
+    several labs run side by side), then the next ones round, for when two names hash alike."""
+    first = 0 if name == "lab" else zlib.crc32(name.encode()) % 250 + 1
+    for step in range(251):
+        yield f"10.213.{(first + step) % 251}.0/24"
 
 
 def management_subnet(network: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
@@ -151,7 +154,7 @@ def build_spec(name: str, web: int, subnet: str | None, root: Path, flavor: str 
     if not 1 <= web <= MAX_WEB:
         raise OpsctlError(f"--web {web}: a lab has 1 to {MAX_WEB} web hosts")
     try:
-        network = ipaddress.ip_network(subnet or default_subnet(name))
+        network = ipaddress.ip_network(subnet or next(default_subnets(name)))
     except ValueError as exc:
         raise OpsctlError(f"--subnet: {exc}") from None
     if network.version != 4 or network.prefixlen > 24:
