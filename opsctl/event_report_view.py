@@ -15,6 +15,10 @@ def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def window_text(result: dict[str, Any]) -> str:
+    return f"{_when(result['since'])} to {_when(result['until'])}"
+
+
 def _num(value: Any) -> str:
     return "-" if value is None else str(value)
 
@@ -64,7 +68,7 @@ def markdown(result: dict[str, Any]) -> str:
     read = result["read"]
     ok = [r for r in read if r["ok"]]
     lines = [f"# opsctl report: {markdown_cell(result['inventory'])}", "",
-             f"{_when(result['since'])} to {_when(result['until'])}: "
+             f"{window_text(result)}: "
              f"{fleet['requests'] if fleet else 0} requests on {len(ok)} of {len(read)} host(s) "
              f"({sum(r['lines'] for r in ok)} log lines read, {sum(r['unreadable'] for r in ok)} unreadable). "
              "499: the client gave up; 504: nginx gave up on the upstream. Upstream times are every attempt's.", ""]
