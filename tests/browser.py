@@ -1,6 +1,7 @@
 """Headless Chromium (Debian's `chromium`) driven over the DevTools protocol on a pipe, with the
-standard library only: open a local page, wait for it to load, and return the console errors,
-the uncaught exceptions, what a script evaluated in the page found, and a screenshot.
+standard library only: open local pages, wait for each to load, and return its console errors,
+uncaught exceptions and failed loads, what a script evaluated in the page found, and a
+screenshot.
 
 --remote-debugging-pipe: Chromium reads commands on fd 3 and writes answers and events on
 fd 4, each a JSON message ended by NUL. The browser's own connection opens a page target and
@@ -48,8 +49,9 @@ class Loaded:
 
 
 class _Pipe:
-    def __init__(self, proc: subprocess.Popen, to_browser: int, from_browser: int, deadline: float) -> None:
-        self.proc, self.out, self.inp, self.deadline = proc, to_browser, from_browser, deadline
+    def __init__(self, proc: subprocess.Popen, to_browser: int, from_browser: int) -> None:
+        self.proc, self.out, self.inp = proc, to_browser, from_browser
+        self.deadline = 0.0
         self.buffer = b""
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
@@ -80,8 +82,8 @@ class _Pipe:
                 return answer.get("result", {})
             self.events.append(answer)
 
-    def wait_for(self, method: str) -> None:
-        while not any(e.get("method") == method for e in self.events):
+    def wait_for(self, method: str, session: str) -> None:
+        while not any(e.get("method") == method and e.get("sessionId") == session for e in self.events):
             self.events.append(self._message())
 
 
@@ -99,46 +101,64 @@ def _errors(events: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def load(page: Path, probe: str = "null", height: int = 2400, timeout: float = 60.0, settle: float = 0.5) -> Loaded:
-    """Open PAGE (a local file), wait for its load event and SETTLE seconds more (plots draw
-    after load's promise chain), evaluate PROBE (a JavaScript expression whose value is JSON),
-    and take a screenshot of the top HEIGHT pixels at WIDTH."""
-    to_browser_r, to_browser_w = os.pipe()
-    from_browser_r, from_browser_w = os.pipe()
+class Chromium:
+    """One headless browser for a test module: `with Chromium() as browser: browser.load(...)`;
+    each page opens in a tab of its own (a launch costs about 2.5 s; a page, its own load)."""
 
-    with tempfile.TemporaryDirectory(prefix="opsctl-chromium-") as profile:
-        argv = [chromium(), *FLAGS, f"--user-data-dir={profile}", f"--window-size={WIDTH},{height}"]
+    def __init__(self, height: int = 2400) -> None:
+        binary = chromium()
+        self.height = height
+        self._profile = tempfile.TemporaryDirectory(prefix="opsctl-chromium-")
+        to_browser_r, to_browser_w = os.pipe()
+        from_browser_r, from_browser_w = os.pipe()
+        argv = [binary, *FLAGS, f"--user-data-dir={self._profile.name}", f"--window-size={WIDTH},{height}"]
         # bash (dash takes no fd above 9) puts the pipe's ends on fds 3 and 4, where chromium looks.
         proc = subprocess.Popen(["bash", "-c", f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w}', "bash", *argv],
                                 pass_fds=(to_browser_r, from_browser_w), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_browser_r)
         os.close(from_browser_w)
-        pipe = _Pipe(proc, to_browser_w, from_browser_r, time.monotonic() + timeout)
+        self._pipe = _Pipe(proc, to_browser_w, from_browser_r)
+
+    def __enter__(self) -> Chromium:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        pipe = self._pipe
+        pipe.deadline = time.monotonic() + 10
         try:
-            target = pipe.call("Target.createTarget", url="about:blank")["targetId"]
-            session = pipe.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-            for domain in ("Runtime", "Log", "Page"):
-                pipe.call(f"{domain}.enable", session)
-            pipe.call("Emulation.setDeviceMetricsOverride", session, width=WIDTH, height=height,
-                      deviceScaleFactor=1, mobile=False)
-            pipe.call("Page.navigate", session, url=page.resolve().as_uri())
-            pipe.wait_for("Page.loadEventFired")
-            time.sleep(settle)
-            value = pipe.call("Runtime.evaluate", session, expression=f"JSON.stringify({probe})",
-                              returnByValue=True, awaitPromise=True)
-            shot = pipe.call("Page.captureScreenshot", session, format="png")["data"]
-            found = json.loads(value["result"]["value"]) if value.get("result", {}).get("value") else None
-            return Loaded(errors=_errors(pipe.events), found=found, png=base64.b64decode(shot))
-        finally:
-            try:
-                pipe.call("Browser.close")
-            except (OSError, TimeoutError, ConnectionError, RuntimeError):
-                pass
-            os.close(to_browser_w)
-            os.close(from_browser_r)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            pipe.call("Browser.close")
+        except (OSError, TimeoutError, ConnectionError, RuntimeError):
+            pass
+        os.close(pipe.out)
+        os.close(pipe.inp)
+        try:
+            pipe.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pipe.proc.kill()
+            pipe.proc.wait()
+        self._profile.cleanup()
+
+    def load(self, page: Path, probe: str = "null", timeout: float = 60.0, settle: float = 0.5) -> Loaded:
+        """Open PAGE (a local file), wait for its load event and SETTLE seconds more (plots draw
+        after load's promise chain), evaluate PROBE (a JavaScript expression whose value is
+        JSON), and take a screenshot of the top HEIGHT pixels at WIDTH."""
+        pipe = self._pipe
+        pipe.deadline = time.monotonic() + timeout
+        pipe.events = []
+        target = pipe.call("Target.createTarget", url="about:blank")["targetId"]
+        session = pipe.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Runtime", "Log", "Page"):
+            pipe.call(f"{domain}.enable", session)
+        pipe.call("Emulation.setDeviceMetricsOverride", session, width=WIDTH, height=self.height,
+                  deviceScaleFactor=1, mobile=False)
+        pipe.call("Page.navigate", session, url=page.resolve().as_uri())
+        pipe.wait_for("Page.loadEventFired", session)
+        time.sleep(settle)
+        value = pipe.call("Runtime.evaluate", session, expression=f"JSON.stringify({probe})",
+                          returnByValue=True, awaitPromise=True)
+        shot = pipe.call("Page.captureScreenshot", session, format="png")["data"]
+        pipe.call("Target.closeTarget", targetId=target)
+        found = json.loads(value["result"]["value"]) if value.get("result", {}).get("value") else None
+        return Loaded(errors=_errors([e for e in pipe.events if e.get("sessionId") == session]), found=found,
+                      png=base64.b64decode(shot))
