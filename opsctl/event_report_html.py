@@ -20,6 +20,7 @@ from opsctl.event_report_view import LATENCY, window_text
 from opsctl.safetext import visible
 
 WORST_HOSTS = 8     # hosts with a plot of their own; every host is in the tables
+FINDINGS_SHOWN = 20  # findings listed open at the top (the fleet's come first); the rest one click away
 FAILED = ("499", "502", "503", "504")
 COLOURS = {"2xx": "#59a14f", "3xx": "#a0cbe8", "499": "#f28e2b", "502": "#b07aa1", "503": "#edc948",
            "504": "#e15759", "other": "#bab0ac"}
@@ -97,7 +98,7 @@ def timeline_figure(title: str, group: dict[str, Any], classes: list[str]) -> go
                       margin={"l": 60, "r": 20, "t": 70, "b": 40}, legend={"orientation": "v"})
     _minute_ticks(fig, len(rows))
     fig.update_yaxes(rangemode="tozero", row=2, col=1)
-    fig.update_yaxes(type="log", row=3, col=1)
+    fig.update_yaxes(type="log", tickformat="~s", row=3, col=1)
     return fig
 
 
@@ -197,6 +198,14 @@ def _intro(result: dict[str, Any]) -> str:
             "Upstream times are every attempt's.</p>")
 
 
+def _findings(findings: list[str]) -> str:
+    def items(some: list[str]) -> str:
+        return '<ul class="findings">' + "".join(f"<li>{_e(f)}</li>" for f in some) + "</ul>"
+    out = items(findings[:FINDINGS_SHOWN])
+    rest = findings[FINDINGS_SHOWN:]
+    return out + (f"<details><summary>{len(rest)} more findings</summary>{items(rest)}</details>" if rest else "")
+
+
 def page(result: dict[str, Any]) -> str:
     """The whole report as one HTML document."""
     classes = result["classes"]
@@ -205,8 +214,7 @@ def page(result: dict[str, Any]) -> str:
     worst = sorted(hosts, key=lambda h: failed_share(hosts[h]), reverse=True)
     plotted = worst[:WORST_HOSTS] if len(hosts) > 1 else []
     parts = [f"<h1>opsctl report: {_e(result['inventory'])}</h1>", _intro(result), "<h2>Findings</h2>",
-             '<ul class="findings">' + "".join(f"<li>{_e(f)}</li>" for f in result["findings"] or
-                                              ["no failures in the window"]) + "</ul>"]
+             _findings(result["findings"] or ["no failures in the window"])]
     if fleet:
         parts += ["<h2>Fleet per minute</h2>", _plot(timeline_figure("fleet", fleet, classes), "plot-fleet"),
                   "<details><summary>fleet per minute, table</summary>", _minutes_table(fleet, classes), "</details>"]

@@ -13,7 +13,7 @@ import pytest
 
 from opsctl import event_report
 from opsctl.event_record import read_record
-from opsctl.event_report_html import WORST_HOSTS, failed_share
+from opsctl.event_report_html import FINDINGS_SHOWN, WORST_HOSTS, failed_share
 from opsctl.host_logs import HostFigures
 from tests import browser
 from tests.unit.test_event_report import OPTS, START, host_run, made, timing_log
@@ -95,10 +95,18 @@ def test_many_hosts_plot_only_the_worst(report):
     names = [f"web{i:03}" for i in range(40)]
     figures = [HostFigures(name, True, data=made([[START, "shop.test", "-", "2xx", 100], [START, "shop.test", "-", "504", i]]))
                for i, name in enumerate(names)]
-    text = event_report.render(event_report.build(figures, OPTS, "big"), "html")
+    result = event_report.build(figures, OPTS, "big")
+    text = event_report.render(result, "html")
     plotted = re.findall(r"<details><summary>(web\d+) per minute", text)
     assert plotted == names[::-1][:WORST_HOSTS]
     assert all(f"<td>{name}</td>" in text for name in names)
+    # the first findings open (the fleet's first), the rest one click away
+    top, rest = result["findings"][:FINDINGS_SHOWN], result["findings"][FINDINGS_SHOWN:]
+    # the fleet's and web002-web039's 504 (web001's 1 of 101 is under 1%): 39 findings
+    assert top[0].startswith("fleet: ") and len(result["findings"]) == 39 and len(rest) == 39 - FINDINGS_SHOWN
+    listed = re.findall(r'<ul class="findings">(.*?)</ul>', text)
+    assert listed == ["".join(f"<li>{f}</li>" for f in top), "".join(f"<li>{f}</li>" for f in rest)]
+    assert f"<details><summary>{len(rest)} more findings</summary>" in text
 
 
 @pytest.fixture(scope="module")
