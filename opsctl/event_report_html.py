@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from opsctl.event_report_view import LATENCY, window_text
+from opsctl.event_report_view import LATENCY, RECORD_COLUMNS, columns, window_text
 from opsctl.safetext import visible
 
 WORST_HOSTS = 8     # hosts with a plot of their own; every host is in the tables
@@ -65,6 +65,13 @@ def failed_share(group: dict[str, Any]) -> float:
     return 100 * sum(group["status"][c] for c in FAILED) / group["requests"] if group["requests"] else 0.0
 
 
+def _share(row: dict[str, Any], cls: str) -> float | None:
+    """CLS's share of ROW's requests in %: the result's own where it has one (499, 504)."""
+    if cls in row["share_pct"]:
+        return row["share_pct"][cls]
+    return 100 * row["status"][cls] / row["requests"] if row["requests"] else None
+
+
 def _x(rows: list[dict[str, Any]]) -> list[str]:
     return [m["minute"][:16].replace("T", " ") for m in rows]
 
@@ -86,7 +93,7 @@ def timeline_figure(title: str, group: dict[str, Any], classes: list[str]) -> go
         fig.add_trace(go.Bar(x=x, y=[m["status"][cls] for m in rows], name=cls, legendgroup=cls,
                              marker_color=COLOURS.get(cls)), row=1, col=1)
     for cls in FAILED:
-        share = [100 * m["status"][cls] / m["requests"] if m["requests"] else None for m in rows]
+        share = [_share(m, cls) for m in rows]
         fig.add_trace(go.Scatter(x=x, y=share, name=f"{cls} %", legendgroup=cls, showlegend=False, mode="lines+markers",
                                  line_color=COLOURS[cls], hovertemplate=f"{cls}: %{{y:.1f}}%<extra></extra>"),
                       row=2, col=1)
@@ -95,7 +102,7 @@ def timeline_figure(title: str, group: dict[str, Any], classes: list[str]) -> go
                                  line_color=LATENCY_COLOURS[q], hovertemplate=f"{q}: %{{y}} ms<extra></extra>"),
                       row=3, col=1)
     fig.update_layout(title=title, barmode="stack", bargap=0.1, template="plotly_white", hovermode="x unified",
-                      margin={"l": 60, "r": 20, "t": 70, "b": 40}, legend={"orientation": "v"})
+                      margin={"l": 60, "r": 20, "t": 70, "b": 40})
     _minute_ticks(fig, len(rows))
     fig.update_yaxes(rangemode="tozero", row=2, col=1)
     fig.update_yaxes(type="log", tickformat="~s", row=3, col=1)
@@ -123,7 +130,7 @@ def record_figure(record: dict[str, list[dict[str, Any]]]) -> go.Figure:
             fig.add_trace(go.Scatter(x=_x(rows), y=[m[key] for m in rows], name=name, legendgroup=name,
                                      showlegend=row == 1, mode="lines+markers", line_color=colour,
                                      customdata=[m["queue_limit"] for m in rows] if row == 1 else None,
-                                     hovertemplate=f"{name}: %{{y}}" + (" of %{customdata}" if row == 1 else "")
+                                     hovertemplate="%{fullData.name}: %{y}" + (" of %{customdata}" if row == 1 else "")
                                      + "<extra></extra>"), row=row, col=1)
     shown = f"{len(hosts)} of {len(record)} host(s)" if len(record) > len(hosts) else f"{len(hosts)} host(s)"
     fig.update_layout(title=f"opsctl watch record per minute ({shown}, worst first)", template="plotly_white",
@@ -146,7 +153,10 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
 
 
 def _header(first: str, classes: list[str]) -> list[str]:
-    return [first, "requests", *classes, "499 %", "504 %", "499+5xx %", *(f"upstream {q} ms" for q in LATENCY)]
+    """The Markdown's columns, and the share of 499 and 5xx (what the hosts are ranked by) after 504 %."""
+    names = columns(first, classes)
+    at = names.index("504 %") + 1
+    return [*names[:at], "499+5xx %", *names[at:]]
 
 
 def _cells(label: str, figures: dict[str, Any], classes: list[str]) -> list[str]:
@@ -169,12 +179,10 @@ def _totals(title: str, groups: dict[str, dict[str, Any]], first: str, classes: 
 
 
 def _record_table(record: dict[str, list[dict[str, Any]]]) -> str:
-    header = ["host", "minute (UTC)", "samples", "accept queue max", "of", "listener", "overflows/s max",
-              "CLOSE_WAIT max", "lost"]
     rows = ([_e(host), m["minute"][11:16], str(m["samples"]), _num(m["queue_max"]), _num(m["queue_limit"]),
              _num(m["queue_at"]), _num(m["overflows_ps_max"]), _num(m["close_wait_max"]), str(m["lost"])]
             for host, minutes in record.items() for m in minutes)
-    return _table(header, rows)
+    return _table(RECORD_COLUMNS, rows)
 
 
 def _events_table(events: Any) -> str:
