@@ -33,8 +33,9 @@ h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 1.6em; border-bot
 .findings li { margin: .2em 0; }
 .plot { height: 640px; margin: 1em 0; } .plot.record { height: 560px; }
 table { border-collapse: collapse; margin: .5em 0 1em; font-variant-numeric: tabular-nums; }
+.table { overflow-x: auto; }
 th, td { padding: 2px 8px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
-th { background: #f4f4f4; position: sticky; top: 0; } td:first-child, th:first-child { text-align: left; }
+th { background: #f4f4f4; white-space: normal; vertical-align: bottom; min-width: 3em; } td:first-child, th:first-child { text-align: left; }
 tr:nth-child(even) td { background: #fafafa; } .bad { color: #b03020; font-weight: 600; }
 details { margin: .5em 0; } summary { cursor: pointer; color: #345; }
 .note { color: #666; }
@@ -149,7 +150,7 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     """Cells are HTML already (escaped by the caller)."""
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _header(first: str, classes: list[str]) -> list[str]:
