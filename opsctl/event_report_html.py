@@ -20,7 +20,7 @@ from opsctl.event_report_view import LATENCY, RECORD_COLUMNS, columns, window_te
 from opsctl.safetext import visible
 
 WORST_HOSTS = 8     # hosts with a plot of their own; every host is in the tables
-FINDINGS_SHOWN = 20  # findings listed open at the top (the fleet's come first); the rest one click away
+FINDINGS_SHOWN = 20  # findings listed open at the top (the fleet's, then the worst hosts'); the rest one click away
 FAILED = ("499", "502", "503", "504")
 COLOURS = {"2xx": "#59a14f", "3xx": "#a0cbe8", "499": "#f28e2b", "502": "#b07aa1", "503": "#edc948",
            "504": "#e15759", "other": "#bab0ac"}
@@ -207,6 +207,13 @@ def _intro(result: dict[str, Any]) -> str:
             "Upstream times are every attempt's.</p>")
 
 
+def ranked(findings: list[str], subjects: list[str]) -> list[str]:
+    """FINDINGS with the fleet's first, then each host's in the order of SUBJECTS (most 499
+    and 5xx first), at 500 hosts the ones to read; the rest as they came."""
+    rank = {subject: i for i, subject in enumerate(subjects)}
+    return sorted(findings, key=lambda f: rank.get(f.split(": ", 1)[0], len(rank)))
+
+
 def _findings(findings: list[str]) -> str:
     def items(some: list[str]) -> str:
         return '<ul class="findings">' + "".join(f"<li>{_e(f)}</li>" for f in some) + "</ul>"
@@ -223,7 +230,7 @@ def page(result: dict[str, Any]) -> str:
     worst = sorted(hosts, key=lambda h: failed_share(hosts[h]), reverse=True)
     plotted = worst[:WORST_HOSTS] if len(hosts) > 1 else []
     parts = [f"<h1>opsctl report: {_e(result['inventory'])}</h1>", _intro(result), "<h2>Findings</h2>",
-             _findings(result["findings"] or ["no failures in the window"])]
+             _findings(ranked(result["findings"], ["fleet", *worst]) or ["no failures in the window"])]
     if fleet:
         parts += ["<h2>Fleet per minute</h2>", _plot(timeline_figure("fleet", fleet, classes), "plot-fleet"),
                   "<details><summary>fleet per minute, table</summary>", _minutes_table(fleet, classes), "</details>"]
