@@ -326,8 +326,9 @@ def log_reading_options(func: Callable) -> Callable:
 @click.option("--record", metavar="FILE",
               help="An `opsctl watch --record` file: its accept queue, overflows and CLOSE_WAIT per host and minute beside the logs'.")
 @log_reading_options
-@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True,
-              help="markdown: findings and tables for the incident ticket; json: every figure.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "html", "json"]), default="markdown", show_default=True,
+              help="markdown: findings and tables for the incident ticket; html: one self-contained page with "
+                   "plots (opens with no network); json: every figure.")
 @handle_errors
 def report_cmd(inventory: str, limit: str | None, verbose: int, since: str, until: str | None, record: str | None,
                rate_mb: float | None, timeout_s: str, fmt: str, vault: VaultOptions) -> None:

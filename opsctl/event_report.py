@@ -235,16 +235,28 @@ def _read(fig: HostFigures) -> dict[str, Any]:
             "errors": d["errors"], "elapsed_s": d["elapsed_s"], "throttled_s": d["throttled_s"]}
 
 
-def run_report(inventory: str, limit: str | None, vault: Any, opts: ReportOptions, fmt: str) -> int:
-    """Measure, print in FMT; 0 when every host answered, 1 when one did not."""
+def render(result: dict[str, Any], fmt: str) -> str:
+    """RESULT as FMT: markdown, html or json."""
     import json
 
+    if fmt == "json":
+        return json.dumps(result, indent=2)
+    if fmt == "html":
+        from opsctl.event_report_html import page
+
+        return page(result)
+    from opsctl.event_report_view import markdown
+
+    return markdown(result)
+
+
+def run_report(inventory: str, limit: str | None, vault: Any, opts: ReportOptions, fmt: str) -> int:
+    """Measure, print in FMT; 0 when every host answered, 1 when one did not."""
     import click
     from rich.console import Console
 
     from opsctl.errors import EXIT_FAILED, EXIT_OK
     from opsctl.event_record import read_record
-    from opsctl.event_report_view import markdown
     from opsctl.inventory import load_inventory
 
     record = read_record(opts.record, opts.since, opts.until) if opts.record else None
@@ -252,5 +264,5 @@ def run_report(inventory: str, limit: str | None, vault: Any, opts: ReportOption
     with Console(stderr=True).status(f"reading the access logs of {len(inv.hosts)} host(s)") as status:
         figures = measure(inv, opts, on_host=lambda f: status.update(f"{f.name}: {'done' if f.ok else f.error}"))
     result = build(figures, opts, inventory, record)
-    click.echo(json.dumps(result, indent=2) if fmt == "json" else markdown(result), nl=fmt == "json")
+    click.echo(render(result, fmt), nl=fmt == "json")
     return EXIT_OK if all(f.ok for f in figures) else EXIT_FAILED

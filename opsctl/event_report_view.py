@@ -15,6 +15,10 @@ def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def window_text(result: dict[str, Any]) -> str:
+    return f"{_when(result['since'])} to {_when(result['until'])}"
+
+
 def _num(value: Any) -> str:
     return "-" if value is None else str(value)
 
@@ -23,9 +27,18 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def columns(first: str, classes: list[str]) -> list[str]:
+    """A table of groups' or minutes' figures: what each row shows (the HTML's too)."""
+    return [first, "requests", *classes, "499 %", "504 %", *(f"upstream {q} ms" for q in LATENCY)]
+
+
+RECORD_COLUMNS = ("host", "minute (UTC)", "samples", "accept queue max", "of", "listener", "overflows/s max",
+                  "CLOSE_WAIT max", "lost")
+
+
 def _header(first: str, classes: list[str]) -> list[str]:
-    columns = [first, "requests", *classes, "499 %", "504 %", *(f"upstream {q} ms" for q in LATENCY)]
-    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    names = columns(first, classes)
+    return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
 
 
 def _row(label: str, figures: dict[str, Any], classes: list[str]) -> str:
@@ -48,9 +61,8 @@ def _totals(title: str, groups: dict[str, dict[str, Any]], first: str, classes: 
 
 
 def _record(record: dict[str, list[dict[str, Any]]]) -> list[str]:
-    lines = ["## opsctl watch record per minute", "",
-             "| host | minute (UTC) | samples | accept queue max | of | listener | overflows/s max | CLOSE_WAIT max | lost |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["## opsctl watch record per minute", "", "| " + " | ".join(RECORD_COLUMNS) + " |",
+             "|" + "---|" * len(RECORD_COLUMNS)]
     for host, minutes in record.items():
         lines += [f"| {markdown_cell(host)} | {m['minute'][11:16]} | {m['samples']} | {_num(m['queue_max'])} | "
                   f"{_num(m['queue_limit'])} | {markdown_cell(_num(m['queue_at']))} | {_num(m['overflows_ps_max'])} | "
@@ -64,7 +76,7 @@ def markdown(result: dict[str, Any]) -> str:
     read = result["read"]
     ok = [r for r in read if r["ok"]]
     lines = [f"# opsctl report: {markdown_cell(result['inventory'])}", "",
-             f"{_when(result['since'])} to {_when(result['until'])}: "
+             f"{window_text(result)}: "
              f"{fleet['requests'] if fleet else 0} requests on {len(ok)} of {len(read)} host(s) "
              f"({sum(r['lines'] for r in ok)} log lines read, {sum(r['unreadable'] for r in ok)} unreadable). "
              "499: the client gave up; 504: nginx gave up on the upstream. Upstream times are every attempt's.", ""]

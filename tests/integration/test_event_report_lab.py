@@ -1,7 +1,7 @@
 """`opsctl report` on a real lab balancer after real traffic: its per-minute counts by status
 class, per upstream, and its upstream p99 per minute equal those computed here from the same log
 lines read over SSH, and the lines themselves hold what the load tool sent (2xx, 404, and the
-clients that gave up: 499)."""
+clients that gave up: 499); its HTML page opens in headless Chromium with its plot drawn."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 import pytest
 
 from opsctl.lab.load import run_load
+from tests import browser
 from tests.conftest import opsctl
 from tests.labtools import ssh
 from tests.logsynth import nearest_rank
@@ -64,7 +65,7 @@ def _minute(line: str) -> tuple[int, int] | None:
     return None
 
 
-def test_report_counts_and_p99_per_minute_equal_the_log_lines(quiet_lb):
+def test_report_counts_and_p99_per_minute_equal_the_log_lines(quiet_lb, tmp_path):
     lab, lb = quiet_lb
     address = lab.by_role("lb")[0].address
     start = time.time()
@@ -124,3 +125,19 @@ def test_report_counts_and_p99_per_minute_equal_the_log_lines(quiet_lb):
     text = opsctl("report", "--inventory", lab.name, "--limit", lb, "--since", since_text, "--until", until_text,
                   timeout=120, check=True).stdout
     assert "## Findings" in text and re.search(rf"- {lb}: \d+\.\d% of requests ended in 499 between", text), text
+
+    # The same window as HTML: it opens in headless Chromium with no console error and draws the
+    # fleet's plot (one host: no per-host plot) with this run's minutes.
+    began = time.monotonic()
+    page = tmp_path / "report.html"
+    page.write_text(opsctl("report", "--inventory", lab.name, "--limit", lb, "--since", since_text, "--until",
+                           until_text, "--format", "html", timeout=120, check=True).stdout)
+    with browser.Chromium() as chrome:
+        loaded = chrome.load(page, "({plots: document.querySelectorAll('.js-plotly-plot').length, "
+                                    "bars: [...document.querySelectorAll('#plot-fleet .barlayer .point path')]"
+                                    ".filter(p => p.getBoundingClientRect().height > 0).length})")
+    assert loaded.errors == [] and loaded.found["plots"] == 1, (loaded.errors, loaded.found)
+    assert loaded.found["bars"] >= sum(1 for m in minutes if m["requests"]), loaded.found
+    (tmp_path / "report.png").write_bytes(loaded.png)
+    print(f"report --format html: {page.stat().st_size} bytes, {time.monotonic() - began:.1f} s with the browser, "
+          f"screenshot {tmp_path / 'report.png'}")
