@@ -124,6 +124,16 @@ def test_the_php_fpm_logs_are_found_by_the_probes_own_tt(tmp_path):
                                               (START, "slowlog", "www (php-fpm 8.2)", "/srv/x.php", 1)}
 
 
+def test_the_host_header_reads_as_the_access_logs_host():
+    from ansible_collections.opsctl.fleet.plugins.plugin_utils.error_log import host_name, upstream_address
+
+    assert [host_name(h) for h in ("Shop.Test:8081", "10.0.0.1", "[::1]:80", "[::1]")] == [
+        "shop.test", "10.0.0.1", "[::1]", "[::1]"]
+    assert [upstream_address(u) for u in ("http://10.0.0.3:80/x?q=1", "fastcgi://unix:/run/php/fpm.sock:",
+                                          "http://unix:/tmp/a.sock:/x", "http://backend/x")] == [
+        "10.0.0.3:80", "unix:/run/php/fpm.sock", "unix:/tmp/a.sock", "backend"]
+
+
 def test_error_logs_of_nginx_T_and_the_built_in_default(tmp_path):
     config = ("error_log /var/log/nginx/error.log warn;\nhttp {\n  error_log logs/http.log;\n"
               "  server { error_log stderr; error_log memory:32m; error_log syslog:server=1.2.3.4; }\n"

@@ -56,6 +56,7 @@ _NGINX_KIND = (
 _SERVER = re.compile(r", server: ([^,]*)")
 _HOST = re.compile(r', host: "([^"]*)"')
 _UPSTREAM = re.compile(r', upstream: "([^"]*)"')
+_PORT = re.compile(r":\d+$")
 # [06-Dec-2026 10:00:01] WARNING: [pool www] ...  (log_level debug adds .micro seconds)
 _FPM_STAMP = r"\[(\d\d)-([A-Z][a-z]{2})-(\d{4}) (\d\d:\d\d:\d\d)(?:\.\d+)?\]"
 _FPM_LINE = re.compile(r"^" + _FPM_STAMP + r" (\w+): (.*)$")
@@ -90,6 +91,12 @@ def upstream_address(text: str) -> str:
     if rest.startswith("unix:"):
         return "unix:" + rest[5:].split(":", 1)[0]
     return rest.split("/", 1)[0] or NONE
+
+
+def host_name(header: str) -> str:
+    """The Host header as the access log's $host has it: lower case, without the port."""
+    name = _PORT.sub("", header.strip())
+    return name.lower()
 
 
 class _Reader:
@@ -152,7 +159,7 @@ class NginxErrors(_Reader):
         when = self.local_epoch(int(match.group(1)), int(match.group(2)), int(match.group(3)), match.group(4))
         upstream, server, host = _UPSTREAM.search(message), _SERVER.search(message), _HOST.search(message)
         return Event(when, kind, upstream_address(upstream.group(1)) if upstream else NONE,
-                     server=server.group(1) if server else None, host=host.group(1) if host else None)
+                     server=server.group(1) if server else None, host=host_name(host.group(1)) if host else None)
 
 
 def _fpm_epoch(reader: _Reader, match: "re.Match[str]") -> float:
