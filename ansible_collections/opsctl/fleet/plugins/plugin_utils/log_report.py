@@ -87,8 +87,8 @@ class Events:
     """Error-log events counted per (minute, kind, subject, detail) within a log_profile.Window;
     nginx's detail is the vhost, by the access log's rule (vhost())."""
 
-    def __init__(self, window: Any, error_log: Any) -> None:
-        self.window, self.since = window, window.since
+    def __init__(self, window: Any, log_profile: Any, error_log: Any) -> None:
+        self.window, self.since, self.lp = window, window.since, log_profile
         self.nginx_kinds = error_log.NGINX_KINDS
         self.counts: Dict[Tuple[int, str, str, str], int] = {}
 
@@ -97,7 +97,7 @@ class Events:
             return
         detail = vhost(event) if event.kind in self.nginx_kinds else event.detail
         key = (int(event.time) // MINUTE * MINUTE, event.kind, event.subject, detail)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        self.lp.add_counts(self.counts, key)
 
     def summary(self) -> Dict[str, Any]:
         return {**self.window.summary(), "rows": [list(k) + [n] for k, n in sorted(self.counts.items())]}
@@ -138,7 +138,7 @@ def event_sources(params: Dict[str, Any], configs: List[Any], log_profile: Any, 
 def read_events(params: Dict[str, Any], configs: List[Any], throttle: Any, log_profile: Any,
                 error_log: Any) -> Dict[str, Any]:
     """The `events` of the host's answer: the rows, and what was read (each file once)."""
-    counts = Events(log_profile.Window(float(params["since"]), float(params["until"])), error_log)
+    counts = Events(log_profile.Window(float(params["since"]), float(params["until"])), log_profile, error_log)
     files: List[Dict[str, Any]] = []
     errors: List[str] = []
     lines = unreadable = 0
