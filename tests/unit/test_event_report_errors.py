@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import timedelta, timezone
 
@@ -87,7 +88,7 @@ def test_the_window_keeps_since_and_leaves_until_out(tmp_path):
                            (START + 60, "slowlog", "www", "/var/www/slow.php"): 2})
 
 
-def test_the_php_fpm_logs_are_found_by_the_probes_own_tt(tmp_path):
+def test_the_php_fpm_logs_are_found_by_the_probes_own_tt(tmp_path, monkeypatch):
     """Two masters (a source build and a panel's PHP 7.4): each one's error_log and its pools'
     slowlog, from the -tt text the probe prints; pools named with their master's version."""
     for name in ("a-error.log", "b-error.log"):
@@ -110,14 +111,12 @@ def test_the_php_fpm_logs_are_found_by_the_probes_own_tt(tmp_path):
         ("NginxErrors", "", []), ("FpmErrors", "php-fpm 8.2", ["a-error.log"]),
         ("SlowLog", "php-fpm 8.2", ["www-slow.log"]), ("FpmErrors", "php-fpm 7.4", ["b-error.log"]),
         ("SlowLog", "php-fpm 7.4", [])]
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = TZ
+    monkeypatch.setenv("TZ", TZ)   # this process stands for the host: its zone is the logs' zone
+    time.tzset()
     try:
-        import time
-        time.tzset()
         got = log_report.read_events(params, [], log_profile.Throttle(0), log_profile, error_log)["events"]
     finally:
-        os.environ.pop("TZ") if old is None else os.environ.__setitem__("TZ", old)
+        monkeypatch.undo()
         time.tzset()
     assert {tuple(r) for r in got["rows"]} == {(START, "max_children", "www (php-fpm 8.2)", "5", 1),
                                               (START, "max_children", "www (php-fpm 7.4)", "5", 1),
