@@ -200,6 +200,8 @@ def findings_for(subject: str, group: dict[str, Any], opts: ReportOptions) -> li
 EVENT_FINDINGS = {
     "upstream_disabled": "{host}: nginx marked {subject} failed {count} time(s) in {minutes} minute(s) {between}",
     "upstream_timed_out": "{host}: upstream {subject} timed out (110) {count} time(s) in {minutes} minute(s) {between}",
+    "upstream_backlog_full": "{host}: the listen backlog of {subject} was full (connect() failed, 11) {count} time(s) "
+                             "in {minutes} minute(s) {between}",
     "upstream_connect_failed": "{host}: connect() to {subject} failed {count} time(s) in {minutes} minute(s) {between}",
     "no_live_upstreams": "{host}: no live upstreams in {subject} {count} time(s) in {minutes} minute(s) {between}",
     "upstream_closed": "{host}: upstream {subject} closed or reset the connection {count} time(s) in {minutes} "

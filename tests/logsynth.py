@@ -65,6 +65,8 @@ NGINX_MESSAGES = {   # kind -> (level, message as nginx writes it before `, clie
     "upstream_timed_out": ("error", "upstream timed out (110: Connection timed out) while reading response header "
                                     "from upstream"),
     "upstream_connect_failed": ("error", "connect() failed (111: Connection refused) while connecting to upstream"),
+    "upstream_backlog_full": ("error", "connect() to {upstream} failed (11: Resource temporarily unavailable) while "
+                                       "connecting to upstream"),
     "no_live_upstreams": ("error", "no live upstreams while connecting to upstream"),
     "upstream_closed": ("error", "upstream prematurely closed connection while reading response header from upstream"),
     "upstream_disabled": ("warn", "upstream server temporarily disabled while connecting to upstream"),
@@ -79,6 +81,7 @@ def nginx_error(epoch: float, zone: tzinfo, kind: str, upstream: str, server: st
     """One error-log line of an upstream failure; UPSTREAM as the event names it (10.0.0.3:80,
     unix:/run/php.sock, an upstream group's name)."""
     level, message = NGINX_MESSAGES[kind]
+    message = message.format(upstream=upstream)
     url = f"fastcgi://{upstream}:" if upstream.startswith("unix:") else f"http://{upstream}/shop.php?id=7"
     return (f"{_local(epoch, zone, '%Y/%m/%d %H:%M:%S')} [{level}] 812#812: *{int(epoch) % 9973} {message}, "
             f'client: 10.0.0.9, server: {server}, request: "GET /shop.php?id=7 HTTP/1.1", upstream: "{url}", '
@@ -130,8 +133,8 @@ def error_logs(start: float, zone: tzinfo, seed: int = 15, minutes: int = 5) -> 
         which = rng.random()
         if which < 0.5:
             kind = rng.choice(list(NGINX_MESSAGES))
-            upstream = "backend" if kind == "no_live_upstreams" else rng.choice(
-                ("10.213.5.3:80", "10.213.5.4:80", "unix:/run/php/php8.2-fpm.sock"))
+            upstream = {"no_live_upstreams": "backend", "upstream_backlog_full": "unix:/run/php/php8.2-fpm.sock"}.get(
+                kind) or rng.choice(("10.213.5.3:80", "10.213.5.4:80", "unix:/run/php/php8.2-fpm.sock"))
             vhost, server = rng.choice(("shop.test", "api.test")), rng.choice(("named", "_"))
             nginx.append((epoch, nginx_error(epoch, zone, kind, upstream, vhost if server == "named" else "_", vhost)))
             expected[minute, kind, upstream, vhost] += 1

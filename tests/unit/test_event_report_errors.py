@@ -71,7 +71,7 @@ def test_rotated_and_gzipped_siblings_are_read_each_once(tmp_path):
     assert [os.path.basename(f["path"]) for f in data["events"]["files"]] == ["nginx.2.gz", "nginx.1", "nginx"]
 
 
-NGINX = ("upstream_timed_out", "upstream_connect_failed", "no_live_upstreams", "upstream_closed", "upstream_disabled")
+NGINX = ("upstream_timed_out", "upstream_backlog_full", "upstream_connect_failed", "no_live_upstreams", "upstream_closed", "upstream_disabled")
 
 
 def test_the_window_keeps_since_and_leaves_until_out(tmp_path):
@@ -163,6 +163,7 @@ def test_rollups_findings_and_markdown_state_the_events_in_numbers():
     web += [[START + 60, "slowlog", "www", "/var/www/slow.php", 7], [START + 60, "slowlog", "www", "/var/www/a.php", 2]]
     lb = [[START + 60 * i, "upstream_disabled", "10.213.5.3:80", "shop.test", 4] for i in range(3)]
     lb += [[START, "upstream_timed_out", "10.213.5.3:80", "api.test", 9]]
+    web += [[START + 120, "upstream_backlog_full", "unix:/run/php/php8.2-fpm.sock", "shop.test", 31]]
     result = event_report.build([_figures("web1", web), _figures("lb1", lb),
                                  HostFigures("web2", False, error="unreachable")], OPTS, "lab")
     at = event_report.clock
@@ -172,6 +173,8 @@ def test_rollups_findings_and_markdown_state_the_events_in_numbers():
             f"{at(START + 180)}") in result["findings"]
     assert (f"web1: php-fpm pool www traced 9 slow request(s) into its slow log in 1 minute(s) between "
             f"{at(START + 60)} and {at(START + 120)}; most: /var/www/slow.php (7)") in result["findings"]
+    assert (f"web1: the listen backlog of unix:/run/php/php8.2-fpm.sock was full (connect() failed, 11) 31 time(s) "
+            f"in 1 minute(s) between {at(START + 120)} and {at(START + 180)}") in result["findings"]
     ev = result["events"]
     assert ev["subjects"]["10.213.5.3:80"] == {"upstream_disabled": 12, "upstream_timed_out": 9}
     assert [m["counts"] for m in ev["minutes"]][0] == {"max_children": 20, "upstream_disabled": 4,

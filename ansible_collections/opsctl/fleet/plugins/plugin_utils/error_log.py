@@ -2,7 +2,7 @@
 about what (an upstream, a pool), with the vhost or the script beside it; never the line itself.
 
 nginx writes a line for every upstream it gave up on: timed out (errno 110), connect() failed
-(111: refused; 11: a unix socket's backlog full), no live upstreams (every server of the group
+(111: refused; 11 on a unix socket: its listen backlog full, a kind of its own), no live upstreams (every server of the group
 marked failed), closed or reset by the upstream, and `upstream server temporarily disabled` when
 a peer reached max_fails and nginx stops sending to it for fail_timeout. php-fpm's master writes
 `server reached pm.max_children setting (N)` when a pool had no idle worker left (once per such
@@ -26,6 +26,7 @@ from typing import Dict, Iterable, Iterator, Optional, Tuple
 # The kinds, in the report's order: code -> what it means.
 NGINX_KINDS = {
     "upstream_timed_out": "upstream timed out (110)",
+    "upstream_backlog_full": "connect() to a unix socket failed (11): its listen backlog was full",
     "upstream_connect_failed": "connect() to the upstream failed",
     "no_live_upstreams": "no live upstreams",
     "upstream_closed": "upstream closed or reset the connection",
@@ -50,6 +51,8 @@ _NGINX_KIND = (
     ("upstream_disabled", re.compile(r"upstream server temporarily disabled")),
     ("upstream_timed_out", re.compile(r"upstream timed out")),
     ("no_live_upstreams", re.compile(r"no live upstreams")),
+    # EAGAIN on a unix socket: the listener's accept queue (php-fpm's listen.backlog) was full.
+    ("upstream_backlog_full", re.compile(r"connect\(\) to unix:\S+ failed \(11: .*upstream")),
     ("upstream_connect_failed", re.compile(r"connect\(\) (?:to \S+ )?failed .*upstream")),
     ("upstream_closed", re.compile(r"upstream prematurely closed|\(104: Connection reset by peer\).*upstream")),
 )
