@@ -1,8 +1,10 @@
-"""`opsctl report`: the event afterwards, from the hosts' nginx access logs.
+"""`opsctl report`: the event afterwards, from the hosts' nginx access logs, nginx's error logs
+and php-fpm's error and slow logs.
 
 Each host counts its own requests per minute x vhost x upstream x status class and keeps latency
-histograms per minute (log_report.py, sent by opsctl.host_logs); here those aggregates are rolled
-up fleet-wide, per host, per vhost and per upstream, and the findings are stated in numbers.
+histograms per minute, and counts its error-log events per minute x kind x subject (log_report.py,
+sent by opsctl.host_logs); here those aggregates are rolled up fleet-wide, per host, per vhost and
+per upstream, and the findings are stated in numbers.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ from typing import Any, Callable, Iterable
 
 from ansible_collections.opsctl.fleet.plugins.plugin_utils import events, log_profile
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.durations import clip
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.error_log import KINDS
 from ansible_collections.opsctl.fleet.plugins.plugin_utils.log_report import CLASSES, MINUTE
 
 from opsctl import host_logs
 from opsctl.errors import OpsctlError
 from opsctl.host_logs import DEFAULT_RATE_MB, HostFigures
 from opsctl.inventory import Inventory
+from opsctl.probe import probe_script
 from opsctl.profile_suggest import parse_span
 
+FPM_SECTIONS = "masters php_fpm_tt"   # what the hosts' php-fpm log paths are read from
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 FAILURES = ("499", "502", "503", "504")   # the classes a finding is stated for
 FINDING_SHARE = 0.01    # a minute counts towards a finding when this share of its requests failed so
@@ -66,11 +71,17 @@ def parse_window(since: str, until: str | None, now: float | None = None) -> tup
     return start, end
 
 
-def host_script(opts: ReportOptions, paths: tuple[str, ...] = ()) -> bytes:
-    """PATHS: these files instead of the access logs nginx names (tests)."""
-    return host_logs.host_script(("access_log", "log_profile", "log_report"),
-                                 {"since": opts.since, "until": opts.until, "rate": opts.rate_mb * 1_000_000,
-                                  "paths": list(paths)})
+def host_script(opts: ReportOptions, paths: tuple[str, ...] = (),
+                error_paths: dict[str, list[str]] | None = None) -> bytes:
+    """PATHS: these files instead of the access logs nginx names, ERROR_PATHS (reader name:
+    nginx, fpm, slow -> files) instead of the error and slow logs (tests). Without PATHS the
+    host finds its php-fpm masters by the readiness probe's discovery, sent along."""
+    params: dict[str, Any] = {"since": opts.since, "until": opts.until, "rate": opts.rate_mb * 1_000_000,
+                              "paths": list(paths), "error_paths": error_paths or {}}
+    if not paths:
+        params["fpm_probe"] = probe_script(FPM_SECTIONS).decode()
+    return host_logs.host_script(("access_log", "log_profile", "error_log", "log_report"), params,
+                                 needs=("durations", "hosttext", "fpm_facts", "log_facts"))
 
 
 def measure(inv: Inventory, opts: ReportOptions, on_host: Callable[[HostFigures], None] | None = None) -> list[HostFigures]:
@@ -185,6 +196,80 @@ def findings_for(subject: str, group: dict[str, Any], opts: ReportOptions) -> li
     return out
 
 
+# How a finding states each kind of event: {host}, {subject}, {count}, {minutes}, {between}, {detail}.
+EVENT_FINDINGS = {
+    "upstream_disabled": "{host}: nginx marked {subject} failed {count} time(s) in {minutes} minute(s) {between}",
+    "upstream_timed_out": "{host}: upstream {subject} timed out (110) {count} time(s) in {minutes} minute(s) {between}",
+    "upstream_backlog_full": "{host}: the listen backlog of {subject} was full (connect() failed, 11) {count} time(s) "
+                             "in {minutes} minute(s) {between}",
+    "upstream_connect_failed": "{host}: connect() to {subject} failed {count} time(s) in {minutes} minute(s) {between}",
+    "no_live_upstreams": "{host}: no live upstreams in {subject} {count} time(s) in {minutes} minute(s) {between}",
+    "upstream_closed": "{host}: upstream {subject} closed or reset the connection {count} time(s) in {minutes} "
+                       "minute(s) {between}",
+    "max_children": "{host}: php-fpm pool {subject} reached pm.max_children ({detail}) in {minutes} minute(s) "
+                    "{between}, {count} warning(s)",
+    "slow_warning": "{host}: php-fpm pool {subject} logged {count} request(s) executing too slow in {minutes} "
+                    "minute(s) {between}; most: {detail}",
+    "terminated": "{host}: php-fpm pool {subject} terminated {count} request(s) (request_terminate_timeout) in "
+                  "{minutes} minute(s) {between}; most: {detail}",
+    "slowlog": "{host}: php-fpm pool {subject} traced {count} slow request(s) into its slow log in {minutes} "
+               "minute(s) {between}; most: {detail}",
+}
+
+
+def error_events(figures: list[HostFigures]) -> dict[str, Any]:
+    """The hosts' error-log events: every row (host x minute x kind x subject x detail), their
+    totals per host x kind x subject, per subject fleet-wide, per minute x kind fleet-wide, and
+    what was read on each host."""
+    rows = [{"host": f.name, "epoch": minute, "minute": minute_text(minute), "kind": kind, "subject": subject,
+             "detail": detail, "count": n}
+            for f in figures if f.ok for minute, kind, subject, detail, n in f.data.get("events", {}).get("rows", [])]
+    totals: dict[tuple[str, str, str], dict[str, Any]] = {}
+    subjects: dict[str, dict[str, int]] = {}
+    minutes: dict[int, dict[str, int]] = {}
+    seen: dict[tuple[str, str, str], set[int]] = {}
+    for row in rows:
+        total = totals.setdefault((row["host"], row["kind"], row["subject"]), {
+            "host": row["host"], "kind": row["kind"], "subject": row["subject"], "count": 0, "minutes": 0,
+            "first": row["epoch"], "last": row["epoch"], "details": {}})
+        total["count"] += row["count"]
+        log_profile.add_counts(total["details"], row["detail"], row["count"])
+        total["first"], total["last"] = min(total["first"], row["epoch"]), max(total["last"], row["epoch"])
+        log_profile.add_counts(subjects.setdefault(row["subject"], {}), row["kind"], row["count"])
+        log_profile.add_counts(minutes.setdefault(row["epoch"], {}), row["kind"], row["count"])
+        seen.setdefault((row["host"], row["kind"], row["subject"]), set()).add(row["epoch"])
+    for key, total in totals.items():
+        total["minutes"] = len(seen[key])
+    order = list(KINDS)
+    return {"kinds": dict(KINDS),
+            "rows": rows,
+            "totals": sorted(totals.values(), key=lambda t: (t["host"], order.index(t["kind"]), t["subject"])),
+            "subjects": {name: subjects[name] for name in sorted(subjects)},
+            "minutes": [{"epoch": m, "minute": minute_text(m), "counts": minutes[m]} for m in sorted(minutes)],
+            "read": [_events_read(f) for f in figures if f.ok]}
+
+
+def _events_read(fig: HostFigures) -> dict[str, Any]:
+    ev = fig.data.get("events", {})
+    return {"host": fig.name, "lines": ev.get("lines", 0), "in_window": ev.get("in_window", 0),
+            "unreadable": ev.get("unreadable", 0), "files": [f["path"] for f in ev.get("files", []) if f["read"]],
+            "errors": ev.get("errors", [])}
+
+
+def event_findings(found: dict[str, Any], opts: ReportOptions) -> list[str]:
+    """One finding per host x kind x subject, in numbers; the detail the most frequent one (a
+    pool's pm.max_children setting, the script most often slow)."""
+    out = []
+    for total in found["totals"]:
+        between = (f"between {clock(max(total['first'], opts.since))} and "
+                   f"{clock(min(total['last'] + MINUTE, opts.until))}")
+        detail = max(total["details"].items(), key=lambda item: (item[1], item[0]))
+        out.append(EVENT_FINDINGS[total["kind"]].format(
+            host=total["host"], subject=total["subject"], count=total["count"], minutes=total["minutes"],
+            between=between, detail=detail[0] if total["kind"] == "max_children" else f"{detail[0]} ({detail[1]})"))
+    return out
+
+
 def record_findings(record: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Per host: the minute of the deepest accept queue, and the overflows when there were any."""
     out = []
@@ -215,6 +300,8 @@ def build(figures: list[HostFigures], opts: ReportOptions, inventory: str = "",
     findings = findings_for("fleet", fleet, opts) if fleet and len(result["hosts"]) > 1 else []
     for host in result["hosts"]:
         findings += findings_for(host, result["hosts"][host], opts)
+    result["events"] = error_events(figures)
+    findings += event_findings(result["events"], opts)
     if record is not None:
         for minutes in record.values():
             for row in minutes:

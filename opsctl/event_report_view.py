@@ -1,5 +1,6 @@
 """`opsctl report` as Markdown, for the incident ticket: findings first, then the fleet's and
-each host's minutes, then the window's totals per host, vhost and upstream."""
+each host's minutes, then the window's totals per host, vhost and upstream, then the error-log
+events (nginx's upstream failures, php-fpm's max_children and slow requests)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,33 @@ def _record(record: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines + [""]
 
 
+def _events(found: dict[str, Any]) -> list[str]:
+    """Each host x kind x subject's total, then every minute's counts."""
+    kinds = found["kinds"]
+    lines = ["## Error-log events", ""]
+    if not found["totals"]:
+        lines += ["No upstream failures in nginx's error logs and no max_children or slow-request events in "
+                  "php-fpm's logs in the window.", ""]
+    else:
+        lines += ["| host | event | subject | count | minutes | first (UTC) | last (UTC) |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {markdown_cell(t['host'])} | {markdown_cell(kinds[t['kind']])} | {markdown_cell(t['subject'])} | "
+                  f"{t['count']} | {t['minutes']} | {_clock(t['first'])} | {_clock(t['last'])} |" for t in found["totals"]]
+        lines += ["", "## Error-log events per minute", "",
+                  "| minute (UTC) | host | event | subject | vhost / script / setting | count |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['minute'][11:16]} | {markdown_cell(r['host'])} | {markdown_cell(kinds[r['kind']])} | "
+                  f"{markdown_cell(r['subject'])} | {markdown_cell(r['detail'])} | {r['count']} |"
+                  for r in sorted(found["rows"], key=lambda r: (r["epoch"], r["host"]))]
+        lines += [""]
+    read = found["read"]
+    lines += [f"Error and slow logs: {sum(len(r['files']) for r in read)} file(s), {sum(r['lines'] for r in read)} "
+              f"line(s) read, {sum(r['unreadable'] for r in read)} unreadable.", ""]
+    return lines
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M")
+
+
 def markdown(result: dict[str, Any]) -> str:
     classes = result["classes"]
     fleet = result["fleet"].get("fleet")
@@ -88,6 +116,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += _totals("## Per upstream", result["upstreams"], "upstream", classes)
     for host, group in result["hosts"].items():
         lines += _minutes(f"## {markdown_cell(host)} per minute", group, classes)
+    if "events" in result:
+        lines += _events(result["events"])
     if "record" in result:
         lines += _record(result["record"])
     failed = [r for r in read if not r["ok"]]

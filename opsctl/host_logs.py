@@ -38,17 +38,31 @@ class HostFigures:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def host_script(modules: tuple[str, ...], params: dict[str, Any]) -> bytes:
+# The package the plugin_utils modules import each other by, defined on the host too.
+PACKAGE = "ansible_collections.opsctl.fleet.plugins.plugin_utils"
+
+
+def host_script(modules: tuple[str, ...], params: dict[str, Any], needs: tuple[str, ...] = ()) -> bytes:
     """MODULES (plugin_utils names) as modules of their own on the host, then the last one's
-    main(PARAMS, *the others in order)."""
+    main(PARAMS, *the others in order). NEEDS: modules defined before them, not passed in (those
+    the modules import, by their plugin_utils name). Each is defined under its own name and
+    under PACKAGE, so `from ansible_collections...plugin_utils import X` works on the host."""
     plugin_utils = collection_dir() / "plugins" / "plugin_utils"
-    sources = {name: (plugin_utils / f"{name}.py").read_text(encoding="utf-8") for name in modules}
+    sources = {name: (plugin_utils / f"{name}.py").read_text(encoding="utf-8") for name in needs + modules}
     helpers = ", ".join(f"sys.modules[{name!r}]" for name in modules[:-1])
     return (
         "import sys, types\n"
+        f"PACKAGE = {PACKAGE!r}\n"
+        "_parts = PACKAGE.split('.')\n"
+        "for _i in range(1, len(_parts) + 1):\n"
+        "    _pkg = sys.modules.setdefault('.'.join(_parts[:_i]), types.ModuleType('.'.join(_parts[:_i])))\n"
+        "    _pkg.__path__ = []\n"
+        "    if _i > 1:\n"
+        "        setattr(sys.modules['.'.join(_parts[:_i - 1])], _parts[_i - 1], _pkg)\n"
         f"SOURCES = {sources!r}\n"
         "for _name, _text in SOURCES.items():\n"
-        "    _mod = sys.modules[_name] = types.ModuleType(_name)\n"
+        "    _mod = sys.modules[_name] = sys.modules[PACKAGE + '.' + _name] = types.ModuleType(PACKAGE + '.' + _name)\n"
+        "    setattr(sys.modules[PACKAGE], _name, _mod)\n"
         "    exec(compile(_text, _name + '.py', 'exec'), _mod.__dict__)\n"
         f"sys.modules[{modules[-1]!r}].main({json.dumps(params)}, {helpers})\n"
     ).encode()

@@ -57,7 +57,8 @@ def host_script(since_epoch: float, rate_mb: float, paths: tuple[str, ...] = ())
     """access_log.py and log_profile.py with the window. PATHS: these files instead of the
     access logs nginx names (tests)."""
     return host_logs.host_script(("access_log", "log_profile"),
-                                 {"since": since_epoch, "rate": rate_mb * 1_000_000, "paths": list(paths)})
+                                 {"since": since_epoch, "rate": rate_mb * 1_000_000, "paths": list(paths)},
+                                 needs=("log_facts",))
 
 
 def measure(inv: Inventory, opts: SuggestOptions, on_host: Callable[[HostFigures], None] | None = None) -> list[HostFigures]:

@@ -1,6 +1,8 @@
 """A synthetic access log whose figures are known: opsctl_timing lines with seeded request
 times, a burst of known size in one second, and the figures computed from the lines themselves
-(sorted values, counted seconds) for the tests to compare `profile suggest` with."""
+(sorted values, counted seconds) for the tests to compare `profile suggest` with. And synthetic
+nginx error logs, php-fpm error and slow logs in a given local zone, with their events counted
+from the generator's own values (error_logs), for `report`."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 
 
 @dataclass(frozen=True)
@@ -53,3 +56,101 @@ def synthetic(start: float, seed: int = 15, background: int = 3000, burst: int =
     minutes = Counter(int(t) // 60 for t in times)
     return Synthetic(lines, nearest_rank(rts, 0.5) * 1000, nearest_rank(rts, 0.99) * 1000,
                      max(seconds.values()), max(minutes.values()), sorted(times))
+
+
+# --- error and slow logs ----------------------------------------------------------------------
+# Their times have no zone: written here in the zone given, as the host's local time.
+
+NGINX_MESSAGES = {   # kind -> (level, message as nginx writes it before `, client: ...`)
+    "upstream_timed_out": ("error", "upstream timed out (110: Connection timed out) while reading response header "
+                                    "from upstream"),
+    "upstream_connect_failed": ("error", "connect() failed (111: Connection refused) while connecting to upstream"),
+    "upstream_backlog_full": ("error", "connect() to {upstream} failed (11: Resource temporarily unavailable) while "
+                                       "connecting to upstream"),
+    "no_live_upstreams": ("error", "no live upstreams while connecting to upstream"),
+    "upstream_closed": ("error", "upstream prematurely closed connection while reading response header from upstream"),
+    "upstream_disabled": ("warn", "upstream server temporarily disabled while connecting to upstream"),
+}
+
+
+def _local(epoch: float, zone: tzinfo, layout: str) -> str:
+    return datetime.fromtimestamp(epoch, zone).strftime(layout)
+
+
+def nginx_error(epoch: float, zone: tzinfo, kind: str, upstream: str, server: str = "_", host: str = "shop.test") -> str:
+    """One error-log line of an upstream failure; UPSTREAM as the event names it (10.0.0.3:80,
+    unix:/run/php.sock, an upstream group's name)."""
+    level, message = NGINX_MESSAGES[kind]
+    message = message.format(upstream=upstream)
+    url = f"fastcgi://{upstream}:" if upstream.startswith("unix:") else f"http://{upstream}/shop.php?id=7"
+    return (f"{_local(epoch, zone, '%Y/%m/%d %H:%M:%S')} [{level}] 812#812: *{int(epoch) % 9973} {message}, "
+            f'client: 10.0.0.9, server: {server}, request: "GET /shop.php?id=7 HTTP/1.1", upstream: "{url}", '
+            f'host: "{host}"')
+
+
+def fpm_error(epoch: float, zone: tzinfo, kind: str, pool: str, detail: str) -> str:
+    """One php-fpm error-log line: max_children (DETAIL: the setting), slow_warning or terminated
+    (DETAIL: the script)."""
+    text = {"max_children": f"WARNING: [pool {pool}] server reached pm.max_children setting ({detail}), consider "
+                            "raising it",
+            "slow_warning": f"WARNING: [pool {pool}] child 4242, script '{detail}' (request: \"GET /slow.php?a=1\") "
+                            "executing too slow (1.012345 sec), logging",
+            "terminated": f"WARNING: [pool {pool}] child 4242, script '{detail}' (request: \"GET /slow.php?a=1\") "
+                          "execution timed out (60.123456 sec), terminating"}[kind]
+    return f"[{_local(epoch, zone, '%d-%b-%Y %H:%M:%S')}] {text}"
+
+
+def slow_entry(epoch: float, zone: tzinfo, pool: str, script: str) -> list[str]:
+    """One slow-log trace: its blank line, head, script and two frames."""
+    return ["", f"[{_local(epoch, zone, '%d-%b-%Y %H:%M:%S')}]  [pool {pool}] pid 4242",
+            f"script_filename = {script}", f"[0x00007f3c1a213e40] usleep() {script}:4",
+            f"[0x00007f3c1a213d10] main() {script}:9"]
+
+
+@dataclass(frozen=True)
+class ErrorLogs:
+    nginx: list[str]
+    fpm: list[str]
+    slow: list[str]
+    # (minute epoch, kind, subject, detail) -> count: what the report must show
+    expected: Counter
+    unreadable: int
+
+
+def error_logs(start: float, zone: tzinfo, seed: int = 15, minutes: int = 5) -> ErrorLogs:
+    """Events over MINUTES minutes from START (UTC epoch), counted from the generator's own values:
+    nginx upstream failures on two upstreams and a unix socket, two vhosts (one through the
+    catch-all server, named by its Host); php-fpm max_children, slow and terminated warnings
+    and slow-log traces for two pools; lines of no event (read, not counted) and junk (unreadable)."""
+    rng = random.Random(seed)
+    expected: Counter = Counter()
+    nginx: list[tuple[float, str]] = []
+    fpm: list[tuple[float, str]] = []
+    slow: list[tuple[float, list[str]]] = []
+    for _ in range(60 * minutes):
+        epoch = start + rng.uniform(0, 60 * minutes)
+        minute = int(epoch) // 60 * 60
+        which = rng.random()
+        if which < 0.5:
+            kind = rng.choice(list(NGINX_MESSAGES))
+            upstream = {"no_live_upstreams": "backend", "upstream_backlog_full": "unix:/run/php/php8.2-fpm.sock"}.get(
+                kind) or rng.choice(("10.213.5.3:80", "10.213.5.4:80", "unix:/run/php/php8.2-fpm.sock"))
+            vhost, server = rng.choice(("shop.test", "api.test")), rng.choice(("named", "_"))
+            nginx.append((epoch, nginx_error(epoch, zone, kind, upstream, vhost if server == "named" else "_", vhost)))
+            expected[minute, kind, upstream, vhost] += 1
+        elif which < 0.8:
+            kind, pool = rng.choice(("max_children", "slow_warning", "terminated")), rng.choice(("www", "api"))
+            detail = {"www": "5", "api": "12"}[pool] if kind == "max_children" else rng.choice(
+                ("/var/www/slow.php", "/var/www/order.php"))
+            fpm.append((epoch, fpm_error(epoch, zone, kind, pool, detail)))
+            expected[minute, kind, pool, detail] += 1
+        else:
+            pool, script = rng.choice(("www", "api")), rng.choice(("/var/www/slow.php", "/var/www/order.php"))
+            slow.append((epoch, slow_entry(epoch, zone, pool, script)))
+            expected[minute, "slowlog", pool, script] += 1
+    noise_at = start + 30
+    nginx.append((noise_at, f"{_local(noise_at, zone, '%Y/%m/%d %H:%M:%S')} [notice] 811#811: signal process started"))
+    fpm.append((noise_at, f"[{_local(noise_at, zone, '%d-%b-%Y %H:%M:%S')}] NOTICE: fpm is running, pid 811"))
+    junk = ["this is no log line", "2026/13/45 99:99:99 [error] 1#1: *1 upstream timed out (110) while x"]
+    return ErrorLogs([t for _e, t in sorted(nginx)] + junk, [t for _e, t in sorted(fpm)] + junk[:1],
+                     [line for _e, entry in sorted(slow) for line in entry] + junk[:1], expected, 4)

@@ -1,16 +1,26 @@
 """`opsctl report` on a real lab balancer after real traffic: its per-minute counts by status
 class, per upstream, and its upstream p99 per minute equal those computed here from the same log
 lines read over SSH, and the lines themselves hold what the load tool sent (2xx, 404, and the
-clients that gave up: 499); its HTML page opens in headless Chromium with its plot drawn."""
+clients that gave up: 499); its HTML page opens in headless Chromium with its plot drawn.
+Then real error-log events: slow requests above pm.max_children on web1 (php-fpm's max_children
+and `executing too slow` warnings, its slow log), a balancer server with a 1 s read timeout
+(nginx's upstream timed out) and one whose first peer is a port of web2 where nothing listens,
+as a stopped backend (the lb's connect() failed and `temporarily disabled`): the report's counts per minute x kind x
+subject equal this test's own count of the lines in the hosts' real logs."""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
+import socket
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -141,3 +151,143 @@ def test_report_counts_and_p99_per_minute_equal_the_log_lines(quiet_lb, tmp_path
     (tmp_path / "report.png").write_bytes(loaded.png)
     print(f"report --format html: {page.stat().st_size} bytes, {time.monotonic() - began:.1f} s with the browser, "
           f"screenshot {tmp_path / 'report.png'}")
+
+# --- error-log events ------------------------------------------------------------------------------
+
+SLOW_LOG = "/var/log/opsctl-test-www-slow.log"
+POOL_DROPIN = "zz-report-test.conf"
+LB_DROPIN = "/etc/nginx/conf.d/zz-report-errors.conf"
+FPM_RELOAD = "for f in /run/php/php*-fpm.pid; do kill -USR2 $(cat $f); done"
+SLOW_MS = 1200   # over the pool's 1 s request_slowlog_timeout and the lb server's 1 s proxy_read_timeout
+# This test's own reading of the lines: nginx's and php-fpm's timestamps, the kinds, the subject.
+NGINX_EVENT = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[\w+\] .*?(upstream timed out|connect\(\) failed|"
+                         r"upstream server temporarily disabled).*, upstream: \"\w+://([^/\"]+)")
+NGINX_KIND = {"upstream timed out": "upstream_timed_out", "connect() failed": "upstream_connect_failed",
+              "upstream server temporarily disabled": "upstream_disabled"}
+FPM_EVENT = re.compile(r"^\[(\d\d-\w{3}-\d{4} \d\d:\d\d:\d\d)\] WARNING: \[pool (\w+)\] (?:server reached pm\.max_children|"
+                       r"child \d+, script .* (executing too slow))")
+SLOW_HEAD = re.compile(r"^\[(\d\d-\w{3}-\d{4} \d\d:\d\d:\d\d)\]  \[pool (\w+)\] pid \d+$")
+
+
+def _events_in(lab, host: str, since: float, until: float) -> Counter:
+    """(minute, kind, subject) -> count of this host's nginx error log, php-fpm log and this
+    test's slow log, read over SSH and counted here; local times by the host's own offset."""
+    out = ssh(lab, host, f"date +%z; cat /var/log/nginx/error.log /var/log/php*-fpm.log {SLOW_LOG} 2>/dev/null; true",
+              check=True).stdout.splitlines()
+    offset = datetime.strptime(out[0], "%z").utcoffset() or timedelta(0)
+    found: Counter = Counter()
+
+    def count(stamp: str, layout: str, kind: str, subject: str) -> None:
+        epoch = (datetime.strptime(stamp, layout) - offset).replace(tzinfo=timezone.utc).timestamp()
+        if since <= epoch < until:
+            found[int(epoch) // 60 * 60, kind, subject] += 1
+
+    for line in out[1:]:
+        if m := NGINX_EVENT.match(line):
+            count(m.group(1), "%Y/%m/%d %H:%M:%S", NGINX_KIND[m.group(2)], m.group(3))
+        elif m := FPM_EVENT.match(line):
+            count(m.group(1), "%d-%b-%Y %H:%M:%S", "slow_warning" if m.group(3) else "max_children", m.group(2))
+        elif m := SLOW_HEAD.match(line):
+            count(m.group(1), "%d-%b-%Y %H:%M:%S", "slowlog", m.group(2))
+    return found
+
+
+def _get(url: str, results: list) -> None:
+    try:
+        urllib.request.urlopen(url, timeout=10).read()
+        results.append(200)
+    except urllib.error.HTTPError as exc:
+        results.append(exc.code)
+    except OSError as exc:   # no answer at all: the assertion shows it
+        results.append(str(exc))
+
+
+def _listening(address: str, port: int, seconds: float = 5) -> None:
+    """Until ADDRESS:PORT accepts (nginx -s reload returns before the master opens a new listener)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((address, port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{address}:{port} not listening after {seconds} s"
+            time.sleep(0.05)
+
+
+def _provoke(lab, lb, web1, web2, children: int) -> None:
+    """CHILDREN + 1 slow requests at once on web1, and through a server the lb gets for this
+    test (its error log at `warn`: stock `error` leaves out `upstream server temporarily
+    disabled`): two that wait 1 s for web1, four to a pair whose first server is a port of web2
+    where nothing listens (a stopped backend: refused, marked failed, retried on web1)."""
+    server = (f"error_log /var/log/nginx/error.log warn;\n"
+              f"upstream report_pair {{ server {web2.address}:81; server {web1.address}:80; }}\n"
+              f"server {{ listen 8081;\n  location /wait/ {{ proxy_pass http://{web1.address}:80/; proxy_read_timeout 1s; }}\n"
+              f"  location /pair/ {{ proxy_pass http://report_pair/; }}\n}}\n")
+    ssh(lab, lb.name, f"echo {base64.b64encode(server.encode()).decode()} | base64 -d > {LB_DROPIN} && "
+                      "nginx -t -q && nginx -s reload", check=True)
+    try:
+        _listening(lb.address, 8081)
+        through_lb: list = []
+        paths = [f"/wait/work.php?ms={SLOW_MS}"] * 2 + ["/pair/work.php?ms=5"] * 4
+        clients = [threading.Thread(target=_get, args=(f"http://{lb.address}:8081{path}", through_lb)) for path in paths]
+        for client in clients:
+            client.start()
+        busy = run_load(web1.address, f"/work.php?ms={SLOW_MS}", seconds=15, concurrency=children + 1,
+                        max_requests=children + 1, timeout=10)
+        for client in clients:
+            client.join()
+    finally:
+        ssh(lab, lb.name, f"rm -f {LB_DROPIN} && nginx -t -q && nginx -s reload", check=True)
+    assert busy.ok == children + 1 and sorted(through_lb, key=str) == [200] * 4 + [504] * 2, (busy, through_lb)
+
+
+def test_report_error_log_events_equal_the_lines(lab):
+    lb, web1, web2 = lab.by_role("lb")[0], *lab.by_role("web")[:2]
+    start = time.time()
+    pool_d = ssh(lab, web1.name, "ls -d /etc/php/*/fpm/pool.d | head -n 1", check=True).stdout.strip()
+    children = 4
+    try:
+        # web1's pool www (whatever an earlier module made of it): dynamic with 4 workers, all
+        # started up front (php-fpm checks its pools once a second: spawning would lag the load),
+        # tracing requests over 1 s.
+        settings = (f"[www]\\npm = dynamic\\npm.max_children = {children}\\npm.start_servers = {children}\\n"
+                    f"pm.min_spare_servers = 1\\npm.max_spare_servers = {children}\\nrequest_slowlog_timeout = 1s\\n"
+                    f"slowlog = {SLOW_LOG}\\n")
+        ssh(lab, web1.name, f"printf '{settings}' > {pool_d}/{POOL_DROPIN} && $(ls /usr/sbin/php-fpm* | head -n 1) -t "
+                            f"2>/dev/null && {FPM_RELOAD} && sleep 1", check=True)
+        _provoke(lab, lb, web1, web2, children)
+        # The report while the slow log is still configured: php-fpm -tt names it.
+        until = time.time() + 1
+        since_text = datetime.fromtimestamp(start - start % 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        until_text = datetime.fromtimestamp(until, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        began = time.monotonic()
+        proc = opsctl("report", "--inventory", lab.name, "--since", since_text, "--until", until_text,
+                      "--format", "json", timeout=120)
+        took = time.monotonic() - began
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        result = json.loads(proc.stdout)
+        since, until = start - start % 60, float(int(until))
+        reported: dict[str, Counter] = defaultdict(Counter)
+        for row in result["events"]["rows"]:
+            reported[row["host"]][row["epoch"], row["kind"], row["subject"]] += row["count"]
+        hosts = (lb.name, web1.name, web2.name)
+        with ThreadPoolExecutor(3) as pool:
+            counted = dict(zip(hosts, pool.map(lambda h: _events_in(lab, h, since, until), hosts)))
+        for host in hosts:
+            assert reported[host] == counted[host], host
+    finally:
+        ssh(lab, web1.name, f"rm -f {pool_d}/{POOL_DROPIN} {SLOW_LOG} && {FPM_RELOAD}", check=True)
+    read = {r["host"]: r for r in result["events"]["read"]}
+    assert "/var/log/nginx/error.log" in read[lb.name]["files"] and SLOW_LOG in read[web1.name]["files"]
+    assert read[lb.name]["unreadable"] == read[web1.name]["unreadable"] == 0
+    lb_kinds = {(kind, subject) for _m, kind, subject in reported[lb.name]}
+    assert {("upstream_timed_out", f"{web1.address}:80"), ("upstream_connect_failed", f"{web2.address}:81"),
+            ("upstream_disabled", f"{web2.address}:81")} <= lb_kinds, lb_kinds
+    web_kinds = {kind for _m, kind, subject in reported[web1.name] if subject == "www"}
+    assert {"max_children", "slow_warning", "slowlog"} <= web_kinds, web_kinds
+    findings = [f for f in result["findings"] if "pm.max_children" in f or "nginx marked" in f]
+    assert any(f.startswith(f"{web1.name}: php-fpm pool www reached pm.max_children ({children})") for f in findings)
+    assert any(f.startswith(f"{lb.name}: nginx marked {web2.address}:81 failed ") for f in findings), findings
+    print(f"report events in {took:.1f} s: " + "; ".join(
+        f"{host} " + ", ".join(f"{k}/{s}={n}" for (_m, k, s), n in sorted(c.items())) for host, c in reported.items())
+        + "\n" + "\n".join(findings))

@@ -14,11 +14,15 @@ import posixpath
 import shlex
 from typing import Any, Iterable
 
-_NOT_FILES = ("off", "stderr", "stdout", "syslog", "/dev/")
+# What a log directive may name that is no file: nginx's `off`, `stderr`, `syslog:...` and
+# `memory:32m`, a device, php-fpm's `syslog`. A path with a variable is a file per request.
+_NOT_FILES = ("off", "stderr", "stdout", "syslog", "memory:", "/dev/")
 
 
-def _a_file(path: str) -> bool:
-    return bool(path) and not path.startswith(_NOT_FILES) and not path.startswith("syslog:") and "$" not in path
+def is_log_file(path: str) -> bool:
+    """Whether a log directive's value names a file. Written once: the probe's log facts here
+    and the hosts' log readers (log_profile) share it."""
+    return bool(path) and not path.startswith(_NOT_FILES) and "$" not in path
 
 
 def nginx_log_paths(statements: Iterable, prefix: str) -> list[str]:
@@ -28,7 +32,7 @@ def nginx_log_paths(statements: Iterable, prefix: str) -> list[str]:
 
     def walk(stmts) -> None:
         for name, args, children in stmts:
-            if name in ("access_log", "error_log") and args and _a_file(args[0]):
+            if name in ("access_log", "error_log") and args and is_log_file(args[0]):
                 path = args[0] if args[0].startswith("/") else posixpath.join(prefix, args[0])
                 if path not in found:
                     found.append(path)
@@ -39,15 +43,23 @@ def nginx_log_paths(statements: Iterable, prefix: str) -> list[str]:
     return found
 
 
+def fpm_logs(master: dict[str, Any]) -> dict[str, list[str]]:
+    """A php-fpm master's log files (fpm_facts' master) by what they hold: `error` (its
+    [global] error_log), `access` and `slow` (its pools' access.log and slowlog)."""
+    paths = {"error": [master["global"].get("error_log", "")],
+             "access": [p.get("access_log") or "" for p in master["pools"]],
+             "slow": [p.get("slowlog") or "" for p in master["pools"]]}
+    return {key: list(dict.fromkeys(p for p in found if p.startswith("/") and is_log_file(p)))
+            for key, found in paths.items()}
+
+
 def fpm_log_paths(masters: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(path, writer) of every running php-fpm master's error log and its pools' access and slow logs."""
     out: list[tuple[str, str]] = []
     for master in masters:
-        if not master.get("running"):
-            continue
-        paths = [master["global"].get("error_log", "")]
-        paths += [p.get(key) or "" for p in master["pools"] for key in ("access_log", "slowlog")]
-        out += [(path, master["label"]) for path in paths if path.startswith("/") and _a_file(path)]
+        if master.get("running"):
+            logs = fpm_logs(master)
+            out += [(path, master["label"]) for key in ("error", "access", "slow") for path in logs[key]]
     return out
 
 

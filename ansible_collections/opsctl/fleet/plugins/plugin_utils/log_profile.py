@@ -3,9 +3,9 @@ writes (rotated ones included, gzip or not) streamed through access_log.Reader i
 aggregates, and the resident memory of the running php-fpm workers. Only the aggregates leave
 the host: the busiest second and minute, and latency histograms; never a log line.
 
-Written to run on the hosts (`python3 -`, sent by opsctl/profile_suggest.py beside access_log.py):
-standard library only, Python 3.7 and later. The access_log module is passed in, so this module
-imports nothing of the collection and the controller's tests run it as it is.
+Written to run on the hosts (`python3 -`, sent by opsctl/profile_suggest.py beside access_log.py
+and log_facts.py): standard library only, Python 3.7 and later. The access_log module is passed
+in; log_facts (which log paths are files) is imported, as opsctl.host_logs defines it on the host.
 
 Histograms count milliseconds exactly up to 1 s and to three significant digits above (a bucket
 is at most 0.5% wide around its value): percentiles within 1% of the exact ones, and a histogram
@@ -23,14 +23,17 @@ import subprocess
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.log_facts import is_log_file
+
 Counts = Dict[int, int]
 
 EXACT_BELOW_MS = 1000
 CHUNK = 1 << 20                 # the rate is kept per MiB read
 # Rotated siblings of a log: access.log.1, access.log.2.gz, access.log-20261206(.gz).
 _ROTATED = re.compile(r"\.\d+(\.gz)?$|-\d{8}(\d\d)?(\.gz)?$")
-_ACCESS_LOG = re.compile(r"""(?:^|[;{}])\s*access_log\s+("[^"]*"|'[^']*'|[^\s;]+)""")
+_LOG_DIRECTIVE = r"""(?:^|[;{}])\s*%s\s+("[^"]*"|'[^']*'|[^\s;]+)"""
 DEFAULT_LOGS = "/var/log/nginx/*access*.log"
+_BUILT_ERROR_LOG = re.compile(r"--error-log-path=(\S+)")
 # log_format NAME [escape=...] 'part' "part" ...;  (the parts may span lines)
 _QUOTED_PARTS = r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"'
 _LOG_FORMAT = re.compile(r"(?:^|[;{}])\s*log_format\s+(\w+)\s+(?:escape=\w+\s+)?((?:" + _QUOTED_PARTS + r"|\s+)+);", re.M)
@@ -229,16 +232,17 @@ def _run(command: List[str]) -> str:
         return ""
 
 
-def named_logs(config: str, prefix: str) -> List[str]:
-    """The access_log files of an `nginx -T` text; relative ones below nginx's prefix, as nginx
-    opens them (a source build's `logs/access.log` is /usr/local/nginx/logs/access.log)."""
+def named_logs(config: str, prefix: str, directive: str = "access_log") -> List[str]:
+    """The files an `nginx -T` text names in DIRECTIVE (access_log, error_log); relative ones
+    below nginx's prefix, as nginx opens them (a source build's `logs/access.log` is
+    /usr/local/nginx/logs/access.log)."""
+    pattern = re.compile(_LOG_DIRECTIVE % directive)
     paths = []
     for line in config.splitlines():
-        for match in _ACCESS_LOG.finditer(line.split("#", 1)[0]):   # a comment names no log
+        for match in pattern.finditer(line.split("#", 1)[0]):   # a comment names no log
             path = match.group(1).strip("'\"")
-            if "$" in path or path == "off" or path.startswith(("syslog:", "/dev/")):
-                continue
-            paths.append(path if path.startswith("/") else os.path.join(prefix, path))
+            if is_log_file(path):
+                paths.append(path if path.startswith("/") else os.path.join(prefix, path))
     return paths
 
 
@@ -249,14 +253,15 @@ def log_formats(config: str) -> List[Tuple[str, str]]:
             for m in _LOG_FORMAT.finditer(text)]
 
 
-def _config(words: List[str]) -> Tuple[str, str]:
-    """(nginx -T text, prefix) of the configuration a master runs (with its -c and -p)."""
+def _config(words: List[str]) -> Tuple[str, str, str]:
+    """(nginx -T text, prefix, nginx -V text) of the configuration a master runs (with its -c and -p)."""
     given = [w for i, w in enumerate(words[1:], 1) if w in ("-c", "-p") or words[i - 1] in ("-c", "-p")]
+    built = _run([words[0], "-V"])
     prefix = given[given.index("-p") + 1] if "-p" in given[:-1] else ""
     if not prefix:
-        built = re.search(r"--prefix=(\S+)", _run([words[0], "-V"]))
-        prefix = built.group(1) if built else "/etc/nginx"
-    return _run([words[0], "-T"] + given), prefix
+        found = re.search(r"--prefix=(\S+)", built)
+        prefix = found.group(1) if found else "/etc/nginx"
+    return _run([words[0], "-T"] + given), prefix, built
 
 
 def with_rotated(paths: Iterable[str]) -> List[str]:
@@ -279,9 +284,22 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
-def access_logs(configs: List[Tuple[str, str]]) -> List[str]:
-    named = [p for text, prefix in configs for p in named_logs(text, prefix)]
+def access_logs(configs: List[Tuple[str, str, str]]) -> List[str]:
+    named = [p for text, prefix, _built in configs for p in named_logs(text, prefix)]
     return with_rotated(dict.fromkeys(named + sorted(glob.glob(DEFAULT_LOGS))))
+
+
+def error_logs(configs: List[Tuple[str, str, str]]) -> List[str]:
+    """The error logs each configuration names, else the one its nginx was built with (nginx -V
+    `--error-log-path`), rotated siblings included."""
+    paths: List[str] = []
+    for text, prefix, built in configs:
+        named = named_logs(text, prefix, "error_log")
+        default = _BUILT_ERROR_LOG.search(built)
+        if not named and default:
+            named = [default.group(1) if default.group(1).startswith("/") else os.path.join(prefix, default.group(1))]
+        paths += named
+    return with_rotated(dict.fromkeys(paths))
 
 
 def fpm_worker_rss_kb() -> List[int]:
@@ -329,19 +347,24 @@ def _lower_priority() -> None:
         pass
 
 
-def collect(params: Dict[str, Any], access_log: Any, agg: Any) -> Dict[str, Any]:
+def collect(params: Dict[str, Any], access_log: Any, agg: Any,
+            more: Optional[Callable[[List[Tuple[str, str, str]], Throttle], Dict[str, Any]]] = None) -> Dict[str, Any]:
     """This host's access logs through AGG, at low priority and the given rate: what every
     command that reads the logs on the hosts shares (`profile suggest`, `report`). Lines are
-    read by the site's own log_formats first (from nginx -T), then access_log's."""
+    read by the site's own log_formats first (from nginx -T), then access_log's. MORE(the nginx
+    configurations, the throttle): what else to read under the same rate, merged into the answer."""
     _lower_priority()
     started = time.monotonic()
     # Given paths (the tests'): read those, by access_log's formats only.
     configs = [] if params.get("paths") else [_config(words) for words in _nginx_masters() if words]
-    formats = {name: text for config, _prefix in configs for name, text in log_formats(config)}
+    formats = {name: text for config, _prefix, _built in configs for name, text in log_formats(config)}
     reader = access_log.Reader(_compiled(access_log, formats))
     paths = params.get("paths") or access_logs(configs)
-    out = scan(paths, agg, reader, Throttle(float(params.get("rate", 0))))
-    out.update(elapsed_s=round(time.monotonic() - started, 2), now=time.time())
+    throttle = Throttle(float(params.get("rate", 0)))
+    out = scan(paths, agg, reader, throttle)
+    if more is not None:
+        out.update(more(configs, throttle))
+    out.update(elapsed_s=round(time.monotonic() - started, 2), now=time.time(), throttled_s=round(throttle.slept, 2))
     return out
 
 
