@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from opsctl.event_report_view import LATENCY, RECORD_COLUMNS, columns, window_text
+from opsctl.event_report_view import LATENCY, RECORD_COLUMNS, columns, hhmm, window_text
 from opsctl.safetext import visible
 
 WORST_HOSTS = 8     # hosts with a plot of their own; every host is in the tables
@@ -24,6 +24,7 @@ FINDINGS_SHOWN = 20  # findings listed open at the top (the fleet's, then the wo
 FAILED = ("499", "502", "503", "504")
 COLOURS = {"2xx": "#59a14f", "3xx": "#a0cbe8", "499": "#f28e2b", "502": "#b07aa1", "503": "#edc948",
            "504": "#e15759", "other": "#bab0ac"}
+EVENT_COLOURS = ("#e15759", "#f28e2b", "#b07aa1", "#edc948", "#76b7b2", "#4e79a7", "#9c755f", "#ff9da7", "#bab0ac")
 LATENCY_COLOURS = {"p50": "#4e79a7", "p90": "#76b7b2", "p99": "#f28e2b", "max": "#e15759"}
 CONFIG = {"displaylogo": False, "responsive": True}
 STYLE = """
@@ -31,7 +32,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 0 auto; max-width: 1280px; 
 h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 .findings { background: #fff6e5; border-left: 4px solid #f28e2b; padding: .5em 1em; }
 .findings li { margin: .2em 0; }
-.plot { height: 640px; margin: 1em 0; } .plot.record { height: 560px; }
+.plot { height: 640px; margin: 1em 0; } .plot.record { height: 560px; } .plot.events { height: 360px; }
 table { border-collapse: collapse; margin: .5em 0 1em; font-variant-numeric: tabular-nums; }
 .table { overflow-x: auto; }
 th, td { padding: 2px 8px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
@@ -186,15 +187,40 @@ def _record_table(record: dict[str, list[dict[str, Any]]]) -> str:
     return _table(RECORD_COLUMNS, rows)
 
 
-def _events_table(events: Any) -> str:
-    """Per host, whatever rows the hosts' other logs gave (error log, php-fpm slow log): their
-    own keys as columns, so a new kind of event shows without a change here."""
-    items = events.items() if isinstance(events, dict) else [("", events)]
-    rows = [(host, row) for host, rows in items for row in (rows if isinstance(rows, list) else [rows])
-            if isinstance(row, dict)]
-    keys = list(dict.fromkeys(k for _h, row in rows for k in row if k != "epoch"))
-    return _table(["host", *map(_e, keys)],
-                  ([_e(host), *(_num(row.get(k)) for k in keys)] for host, row in rows))
+def events_figure(found: dict[str, Any]) -> go.Figure:
+    """The error-log events per minute fleet-wide, stacked by kind (the kinds in the order the
+    report lists them), on the minutes the access-log plots show."""
+    fig = go.Figure()
+    minutes = found["minutes"]
+    for i, (kind, label) in enumerate(found["kinds"].items()):
+        counts = [m["counts"].get(kind, 0) for m in minutes]
+        if any(counts):
+            fig.add_trace(go.Bar(x=_x(minutes), y=counts, name=_label(label),
+                                 marker_color=EVENT_COLOURS[i % len(EVENT_COLOURS)]))
+    fig.update_layout(title="error-log events per minute, every host", barmode="stack", bargap=0.1,
+                      template="plotly_white", hovermode="x unified", margin={"l": 60, "r": 20, "t": 70, "b": 40})
+    _minute_ticks(fig, len(minutes))
+    return fig
+
+
+def _events(found: dict[str, Any]) -> list[str]:
+    """The events plot, each host x kind x subject's total, and every minute's rows a click away."""
+    kinds = found["kinds"]
+    read = found["read"]
+    note = (f'<p class="note">Error and slow logs: {sum(len(r["files"]) for r in read)} file(s), '
+            f'{sum(r["lines"] for r in read)} line(s) read, {sum(r["unreadable"] for r in read)} unreadable.</p>')
+    if not found["totals"]:
+        return ["<h2>Error-log events</h2>", "<p>No upstream failures in nginx's error logs and no max_children or "
+                "slow-request events in php-fpm's logs in the window.</p>", note]
+    totals = ([_e(t["host"]), _e(kinds[t["kind"]]), _e(t["subject"]), str(t["count"]), str(t["minutes"]),
+               hhmm(t["first"]), hhmm(t["last"])] for t in found["totals"])
+    rows = ([r["minute"][11:16], _e(r["host"]), _e(kinds[r["kind"]]), _e(r["subject"]), _num(r["detail"]), str(r["count"])]
+            for r in sorted(found["rows"], key=lambda r: (r["epoch"], r["host"])))
+    return ["<h2>Error-log events</h2>", _plot(events_figure(found), "plot-events", "plot events"),
+            _table(["host", "event", "subject", "count", "minutes", "first (UTC)", "last (UTC)"], totals),
+            "<details><summary>every minute's events, table</summary>",
+            _table(["minute (UTC)", "host", "event", "subject", "vhost / script / setting", "count"], rows),
+            "</details>", note]
 
 
 def _intro(result: dict[str, Any]) -> str:
@@ -238,8 +264,8 @@ def page(result: dict[str, Any]) -> str:
         parts += ["<h2>opsctl watch record</h2>", _plot(record_figure(result["record"]), "plot-record", "plot record"),
                   "<details><summary>every host's minutes, table</summary>", _record_table(result["record"]),
                   "</details>"]
-    if result.get("events"):
-        parts += ["<h2>Events from the hosts' other logs</h2>", _events_table(result["events"])]
+    if "events" in result:
+        parts += _events(result["events"])
     if plotted:
         more = f" of {len(hosts)}; every host is in the table below" if len(hosts) > len(plotted) else ""
         parts += [f"<h2>The hosts with the most 499 and 5xx ({len(plotted)}{more})</h2>"]

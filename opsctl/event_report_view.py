@@ -81,7 +81,7 @@ def _events(found: dict[str, Any]) -> list[str]:
     else:
         lines += ["| host | event | subject | count | minutes | first (UTC) | last (UTC) |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {markdown_cell(t['host'])} | {markdown_cell(kinds[t['kind']])} | {markdown_cell(t['subject'])} | "
-                  f"{t['count']} | {t['minutes']} | {_clock(t['first'])} | {_clock(t['last'])} |" for t in found["totals"]]
+                  f"{t['count']} | {t['minutes']} | {hhmm(t['first'])} | {hhmm(t['last'])} |" for t in found["totals"]]
         lines += ["", "## Error-log events per minute", "",
                   "| minute (UTC) | host | event | subject | vhost / script / setting | count |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['minute'][11:16]} | {markdown_cell(r['host'])} | {markdown_cell(kinds[r['kind']])} | "
@@ -94,7 +94,8 @@ def _events(found: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _clock(epoch: float) -> str:
+def hhmm(epoch: float) -> str:
+    """HH:MM (UTC) of EPOCH."""
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M")
 
 

@@ -48,6 +48,10 @@ def report(tmp_path_factory):
     half = len(lines) // 2
     hostile = made([[START + 60 * i, HOSTILE_VHOST, "10.0.1.11:9000", cls, n]
                     for i in range(5) for cls, n in (("2xx", 50), ("499", 10 * i))])
+    # its error log: nginx marked a hostile upstream failed, for a hostile vhost
+    hostile["events"] = {"rows": [[START + 60, "upstream_disabled", HOSTILE_HOST, HOSTILE_VHOST, 3],
+                                  [START + 120, "upstream_timed_out", "10.0.1.11:9000", HOSTILE_VHOST, 7]],
+                         "lines": 10, "in_window": 10, "unreadable": 0, "files": [], "errors": []}
     figures = [HostFigures("web1", True, data=host_run(lines[:half], tmp, name="a.log")),
                HostFigures("web2", True, data=host_run(lines[half:], tmp, name="b.log")),
                HostFigures(HOSTILE_HOST, True, data=hostile),
@@ -57,8 +61,6 @@ def report(tmp_path_factory):
                                 for host, peak in (("web1", 511), (HOSTILE_HOST, 200))
                                 for i, q in enumerate(min(peak, 40 * i * i) for i in range(15))))
     result = event_report.build(figures, OPTS, "lab", read_record(str(record), OPTS.since, OPTS.until))
-    result["events"] = {HOSTILE_HOST: [{"epoch": START, "minute": "x", "kind": "upstream failed",
-                                        "detail": HOSTILE_VHOST}]}
     text = event_report.render(result, "html")
     path = tmp / "report.html"
     path.write_text(text)
@@ -68,7 +70,7 @@ def report(tmp_path_factory):
 def test_log_text_is_escaped_and_cannot_leave_its_script(report):
     result, text, _path = report
     # plotly.js once, then one script per plot: nothing a host wrote opened or closed another
-    plots = 1 + 1 + min(WORST_HOSTS, len(result["hosts"]))
+    plots = 1 + 1 + 1 + min(WORST_HOSTS, len(result["hosts"]))   # fleet, record, events, hosts
     assert text.count("<script") == text.count("</script>") == 1 + plots
     assert text[text.index("<body>"):].count("Plotly.newPlot(") == plots
     assert HOSTILE_VHOST not in text and "<img src=x" not in text
@@ -76,6 +78,17 @@ def test_log_text_is_escaped_and_cannot_leave_its_script(report):
     assert "<td>&lt;/script&gt;&lt;img src=x onerror=&quot;window.pwned = 1&quot;&gt;</td>" in text
     # a plot label: its < > & escaped for plotly (which reads tags in labels); in its JSON, / is \u002f
     assert '"name":"&lt;\\u002fscript&gt;&lt;img src=x onerror=\\"window.pwned = 1\\"&gt;"' in text
+
+
+def test_error_log_events_are_plotted_and_listed(report):
+    result, text, _path = report
+    events = text[text.index("<h2>Error-log events</h2>"):]
+    kinds = result["events"]["kinds"]
+    assert 'id="plot-events"' in events
+    host = html.escape(HOSTILE_HOST)
+    for kind, subject, count in (("upstream_disabled", host, 3), ("upstream_timed_out", "10.0.1.11:9000", 7)):
+        assert f"<tr><td>{host}</td><td>{html.escape(kinds[kind])}</td><td>{subject}</td><td>{count}</td>" in events
+    assert "10 line(s) read, 0 unreadable" in events
 
 
 def test_findings_come_first_and_every_host_is_in_a_table(report):
@@ -121,9 +134,10 @@ def test_the_page_renders_in_headless_chromium_with_its_plots(report, chrome):
     (path.parent / "report.png").write_bytes(loaded.png)
     assert loaded.errors == []
     found = loaded.found
-    assert found["plots"] == 2 + min(WORST_HOSTS, len(result["hosts"])) and not found["pwned"], found
-    # per plot of a group: 7 status bars + 4 share lines + 4 latency lines; the record: 3 a host
-    assert found["traces"] == 15 * (1 + 3) + 3 * 2, found
+    assert found["plots"] == 3 + min(WORST_HOSTS, len(result["hosts"])) and not found["pwned"], found
+    # per plot of a group: 7 status bars + 4 share lines + 4 latency lines; the record: 3 a host;
+    # the events: a bar a kind seen
+    assert found["traces"] == 15 * (1 + 3) + 3 * 2 + 2, found
     assert found["bars"] >= 5 * 7 and found["lines"] >= 3 * 4, found
     assert loaded.png.startswith(b"\x89PNG") and len(loaded.png) > 50_000
 
