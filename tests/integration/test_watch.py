@@ -317,8 +317,14 @@ def watch_a_burst(spec, web, record: Path) -> Burst:
     """`opsctl watch --record` on WEB while an impatient burst hits it: the burst starts after
     watch's first three samples (two of them rated and idle) and ends before its last two; then
     Ctrl-C, as a user ends a watch."""
-    watch = subprocess.Popen([sys.executable, "-m", "opsctl", "watch", "--inventory", spec.name, "--limit", web.name,
-                              "--duration", "60s", "--record", str(record)], stdout=subprocess.DEVNULL)
+    # Run so that SIGUSR1 prints every thread's stack: if Ctrl-C does not end it, the failure
+    # says where it stood.
+    traced = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+              "from opsctl.cli import main; sys.argv[0] = 'opsctl'; main()")
+    stacks = record.with_suffix(".stacks")
+    with stacks.open("w") as err:
+        watch = subprocess.Popen([sys.executable, "-c", traced, "watch", "--inventory", spec.name, "--limit", web.name,
+                                  "--duration", "60s", "--record", str(record)], stdout=subprocess.DEVNULL, stderr=err)
 
     def wait_for(count: int, after: float) -> None:
         deadline = time.monotonic() + 30
@@ -332,7 +338,12 @@ def watch_a_burst(spec, web, record: Path) -> Burst:
         burst = impatient_burst(web.address, "/work.php?ms=500", rate=40, seconds=6, timeout=1.5, wait_out=True)
         wait_for(2, time.time())
         watch.send_signal(signal.SIGINT)
-        assert watch.wait(timeout=30) == 0
+        try:
+            assert watch.wait(timeout=30) == 0, stacks.read_text()
+        except subprocess.TimeoutExpired:
+            watch.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            raise AssertionError(f"watch still running 30 s after Ctrl-C:\n{stacks.read_text()}") from None
         return burst
     finally:
         if watch.poll() is None:
