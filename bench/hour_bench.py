@@ -21,7 +21,12 @@ clients themselves counted (seconds of the burst without one 200); the report's 
 
 Measured figures and the command: docs/failure-modes.md, F1 ("That hour on the lab").
 
-Usage: bench/hour_bench.py [--prefix hr1] [--rush 120] [--quiet 30] [--factor 4] [--client-timeout 5] [--keep-labs]
+--declare burst declares the rush's own rate as the hardened fleet's peak instead: the model
+then sizes the pool for it (Little's law), which the lab's sleeping PHP can run and a 2-core
+host with CPU-bound PHP could not.
+
+Usage: bench/hour_bench.py [--prefix hr1] [--rush 120] [--quiet 30] [--factor 4] [--client-timeout 5]
+                           [--declare capacity|burst] [--keep-labs]
 Needs root. Traffic goes only to the labs' own balancers; at most 300 s of burst per lab.
 """
 
@@ -47,9 +52,10 @@ from opsctl.lab.load import Burst, Phase, flash_sale  # noqa: E402
 SERVICE_MS = 200
 WORKERS_PER_HOST = 5          # Debian's stock pm.max_children, and what EVENT sizes the pool to
 PATH = f"/work.php?ms={SERVICE_MS}"
-# Per web host: peak 20 qps x p99 0.25 s = 5 workers (Little's law), the stock pool's size.
-EVENT = {"peak_qps": 20, "concurrency": 200, "request_time": {"typical_ms": SERVICE_MS, "p99_ms": 250},
-         "php_worker_memory_mb": 32}
+# Per web host: peak 20 qps x p99 0.25 s = 5 workers (Little's law), the stock pool's size
+# (--declare burst: the rush's own rate instead).
+EVENT = {"peak_qps": 20, "request_time": {"typical_ms": SERVICE_MS, "p99_ms": 250}, "php_worker_memory_mb": 32}
+CONNECTIONS_PER_QPS = 10      # concurrent client connections declared per qps of peak
 
 
 def opsctl(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -60,14 +66,15 @@ def opsctl(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return proc
 
 
-def declare_event(inventory: Path, client_timeout: float, webs: int) -> None:
-    """EVENT in the lab inventory's group_vars (web per host, lb for the whole fleet), keeping
-    the rest of what `opsctl lab up` wrote there (window, balancers, smoke path)."""
+def declare_event(inventory: Path, client_timeout: float, webs: int, peak_qps: float) -> None:
+    """EVENT with PEAK_QPS per web host in the lab inventory's group_vars (web per host, lb for
+    the whole fleet), keeping the rest of what `opsctl lab up` wrote there (window, balancers,
+    smoke path)."""
     for group, scale in (("web", 1), ("lb", webs)):
         path = inventory / "group_vars" / f"{group}.yml"
         data = yaml.safe_load(path.read_text())
         event = dict(data["opsctl_event"], **EVENT, name="hour-bench", client_timeout_s=client_timeout)
-        event.update(peak_qps=EVENT["peak_qps"] * scale, concurrency=EVENT["concurrency"] * scale)
+        event.update(peak_qps=round(peak_qps * scale), concurrency=round(peak_qps * scale * CONNECTIONS_PER_QPS))
         data["opsctl_event"] = event
         path.write_text("# hour_bench.py: the burst's event profile\n" + yaml.safe_dump(data, sort_keys=False))
 
@@ -91,7 +98,7 @@ def drive(lab: str, phases: list[Phase], client_timeout: float) -> dict:
                                "--until", iso(until), "--format", "json").stdout)
     return {"lab": lab, "burst": burst, "started": started, "ended": ended, "load": load,
             "window": (iso(since), iso(until)), "report": report, "lb": spec.by_role("lb")[0].name,
-            "errors": {h.name: error_reasons(spec, h) for h in spec.hosts}}
+            "errors": {h.name: error_reasons(spec, h) for h in spec.hosts}, "settings": settings(spec)}
 
 
 # nginx's error log by reason (the text before the first comma, without the connection number),
@@ -99,6 +106,19 @@ def drive(lab: str, phases: list[Phase], client_timeout: float) -> dict:
 REASONS = (r"sed -nE 's/^[^[]*\[(alert|crit|error)\] [0-9#]+: (\*[0-9]+ )?([^,]*).*/\1 \3/p' "
            "/var/log/nginx/error.log | sort | uniq -c | sort -rn | head -n 4; "
            "echo $(cat /var/log/php*-fpm.log 2>/dev/null | grep -c max_children) php-fpm max_children warnings")
+
+
+SETTINGS = ("grep -hE '^(pm.max_children|listen.backlog) =' /etc/php/8.2/fpm/pool.d/www.conf 2>/dev/null; "
+            "nginx -T 2>/dev/null | grep -oE '^\\s*(fastcgi_read_timeout|proxy_read_timeout|limit_conn) [^;]*' | sort -u")
+
+
+def settings(spec) -> str:
+    """What the web hosts' pool and every layer's nginx run with (nothing listed: nginx's defaults)."""
+    out = []
+    for host in (spec.by_role("lb")[0], spec.by_role("web")[0]):
+        lines = [" ".join(line.split()) for line in remote.run(spec, host, SETTINGS, timeout=60).stdout.splitlines()]
+        out.append(f"{host.name}: {', '.join(line for line in lines if line) or 'nginx defaults'}")
+    return "; ".join(out)
 
 
 def error_reasons(spec, host) -> list[str]:
@@ -153,7 +173,8 @@ def table(stock: dict, hardened: dict) -> None:
     for key in left:
         print(f"{key:{width}}{left[key]:38}{right.get(key, '')}")
     for run in (stock, hardened):
-        print(f"\n{run['lab']}: report --since {run['window'][0]} --until {run['window'][1]}; findings:")
+        print(f"\n{run['lab']}: {run['settings']}")
+        print(f"{run['lab']}: report --since {run['window'][0]} --until {run['window'][1]}; findings:")
         for finding in run["report"]["findings"]:
             print(f"  - {finding}")
         print(f"{run['lab']}: nginx error log reasons (count, level, reason) and php-fpm's max_children warnings:")
@@ -169,6 +190,9 @@ def main() -> None:
     parser.add_argument("--quiet", type=float, default=30.0, help="seconds at half capacity before and after")
     parser.add_argument("--factor", type=float, default=4.0, help="the rush's arrival rate as a multiple of capacity (at most 10)")
     parser.add_argument("--client-timeout", type=float, default=5.0)
+    parser.add_argument("--declare", choices=("capacity", "burst"), default="capacity",
+                        help="the hardened fleet's declared peak: what 5 workers carry (both fleets the same pool), "
+                             "or the rush's own rate (the model then sizes a pool for it)")
     parser.add_argument("--keep-labs", action="store_true")
     args = parser.parse_args()
     stock_lab, hard_lab = args.prefix + "s", args.prefix + "h"
@@ -182,7 +206,8 @@ def main() -> None:
             opsctl("lab", "down", "--name", lab)
             opsctl("lab", "up", "--name", lab)
         hard_inv = fleet.load_spec(hard_lab).inventory_dir
-        declare_event(hard_inv, args.client_timeout, webs=2)
+        peak = EVENT["peak_qps"] if args.declare == "capacity" else phases[1].rate / 2
+        declare_event(hard_inv, args.client_timeout, webs=2, peak_qps=peak)
         t0 = time.monotonic()
         harden = opsctl("harden", "--inventory", str(hard_inv))
         if harden.returncode != 0:
