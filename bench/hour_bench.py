@@ -101,22 +101,22 @@ def drive(lab: str, phases: list[Phase], client_timeout: float) -> dict:
             "errors": {h.name: error_reasons(spec, h) for h in spec.hosts}, "settings": settings(spec)}
 
 
-# nginx's error log by reason (the text before the first comma, without the connection number),
-# and php-fpm's "max_children" warnings: why requests failed, which the report does not read yet.
+# nginx's error log by reason (the text before the first comma, without the connection number):
+# why requests failed, which the report does not read yet.
 REASONS = (r"sed -nE 's/^[^[]*\[(alert|crit|error)\] [0-9#]+: (\*[0-9]+ )?([^,]*).*/\1 \3/p' "
-           "/var/log/nginx/error.log | sort | uniq -c | sort -rn | head -n 4; "
-           "echo $(cat /var/log/php*-fpm.log 2>/dev/null | grep -c max_children) php-fpm max_children warnings")
+           "/var/log/nginx/error.log | sort | uniq -c | sort -rn | head -n 4")
 
 
-SETTINGS = ("grep -hE '^(pm.max_children|listen.backlog) =' /etc/php/8.2/fpm/pool.d/www.conf 2>/dev/null; "
-            "nginx -T 2>/dev/null | grep -oE '^\\s*(fastcgi_read_timeout|proxy_read_timeout|limit_conn) [^;]*' | sort -u")
+POOL = "grep -hE '^(pm.max_children|listen.backlog) =' /etc/php/8.2/fpm/pool.d/www.conf; "
+NGINX = ("nginx -T 2>/dev/null | grep -oE '^\\s*(fastcgi_read_timeout|proxy_read_timeout|limit_conn) [^;]*' | sort -u")
 
 
 def settings(spec) -> str:
     """What the web hosts' pool and every layer's nginx run with (nothing listed: nginx's defaults)."""
     out = []
     for host in (spec.by_role("lb")[0], spec.by_role("web")[0]):
-        lines = [" ".join(line.split()) for line in remote.run(spec, host, SETTINGS, timeout=60).stdout.splitlines()]
+        command = NGINX if host.role == "lb" else POOL + NGINX
+        lines = [" ".join(line.split()) for line in remote.run(spec, host, command, timeout=60).stdout.splitlines()]
         out.append(f"{host.name}: {', '.join(line for line in lines if line) or 'nginx defaults'}")
     return "; ".join(out)
 
@@ -177,7 +177,7 @@ def table(stock: dict, hardened: dict) -> None:
         print(f"{run['lab']}: report --since {run['window'][0]} --until {run['window'][1]}; findings:")
         for finding in run["report"]["findings"]:
             print(f"  - {finding}")
-        print(f"{run['lab']}: nginx error log reasons (count, level, reason) and php-fpm's max_children warnings:")
+        print(f"{run['lab']}: nginx error log, count, level and reason:")
         for host, reasons in run["errors"].items():
             for reason in reasons:
                 print(f"  {host}: {reason}")
