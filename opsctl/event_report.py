@@ -208,6 +208,10 @@ EVENT_FINDINGS = {
                              "in {minutes} minute(s) {between}",
     "upstream_connect_failed": "{host}: connect() to {subject} failed {count} time(s) in {minutes} minute(s) {between}",
     "no_live_upstreams": "{host}: no live upstreams in {subject} {count} time(s) in {minutes} minute(s) {between}",
+    "worker_connections": "{host}: nginx ran out of connections ({subject}) {count} time(s) in {minutes} minute(s) "
+                          "{between}",
+    "open_files": "{host}: nginx ran out of file descriptors (24: Too many open files) {count} time(s) in {minutes} "
+                  "minute(s) {between}",
     "upstream_closed": "{host}: upstream {subject} closed or reset the connection {count} time(s) in {minutes} "
                        "minute(s) {between}",
     "max_children": "{host}: php-fpm pool {subject} reached pm.max_children ({detail}) in {minutes} minute(s) "

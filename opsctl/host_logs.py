@@ -19,8 +19,9 @@ from opsctl.inventory import Inventory
 from opsctl.paths import collection_dir
 from opsctl.sshexec import ExecResult, Timeouts, run_many, targets_for
 
-# MB of log read a second at most, uncompressed: parsing runs at about 17 MB per CPU second, so
-# this holds the reader near a fifth of one core (measured: 18.5 MB in 4.6 s, 0.98 s of CPU).
+# MB of log read a second at most, uncompressed: parsing runs at 17-27 MB per CPU second, so
+# this holds the reader near a fifth of one core (measured: 18.5 MB in 4.6 s, 0.98 s of CPU; a
+# 1 GB log in 250 s, 41 s of CPU, bench/report_1gb_bench.py), and a GB takes about 4 minutes.
 DEFAULT_RATE_MB = 4
 
 

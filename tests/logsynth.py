@@ -70,7 +70,10 @@ NGINX_MESSAGES = {   # kind -> (level, message as nginx writes it before `, clie
     "no_live_upstreams": ("error", "no live upstreams while connecting to upstream"),
     "upstream_closed": ("error", "upstream prematurely closed connection while reading response header from upstream"),
     "upstream_disabled": ("warn", "upstream server temporarily disabled while connecting to upstream"),
+    "worker_connections": ("alert", "{upstream} are not enough while connecting to upstream"),
+    "open_files": ("crit", "socket() failed (24: Too many open files) while connecting to upstream"),
 }
+LIMIT_SUBJECTS = {"worker_connections": "768 worker_connections", "open_files": "file descriptors"}
 
 
 def _local(epoch: float, zone: tzinfo, layout: str) -> str:
@@ -82,7 +85,8 @@ def nginx_error(epoch: float, zone: tzinfo, kind: str, upstream: str, server: st
     unix:/run/php.sock, an upstream group's name)."""
     level, message = NGINX_MESSAGES[kind]
     message = message.format(upstream=upstream)
-    url = f"fastcgi://{upstream}:" if upstream.startswith("unix:") else f"http://{upstream}/shop.php?id=7"
+    peer = "10.213.5.3:80" if kind in LIMIT_SUBJECTS else upstream
+    url = f"fastcgi://{peer}:" if peer.startswith("unix:") else f"http://{peer}/shop.php?id=7"
     return (f"{_local(epoch, zone, '%Y/%m/%d %H:%M:%S')} [{level}] 812#812: *{int(epoch) % 9973} {message}, "
             f'client: 10.0.0.9, server: {server}, request: "GET /shop.php?id=7 HTTP/1.1", upstream: "{url}", '
             f'host: "{host}"')
@@ -133,8 +137,8 @@ def error_logs(start: float, zone: tzinfo, seed: int = 15, minutes: int = 5) -> 
         which = rng.random()
         if which < 0.5:
             kind = rng.choice(list(NGINX_MESSAGES))
-            upstream = {"no_live_upstreams": "backend", "upstream_backlog_full": "unix:/run/php/php8.2-fpm.sock"}.get(
-                kind) or rng.choice(("10.213.5.3:80", "10.213.5.4:80", "unix:/run/php/php8.2-fpm.sock"))
+            upstream = {"no_live_upstreams": "backend", "upstream_backlog_full": "unix:/run/php/php8.2-fpm.sock",
+                        **LIMIT_SUBJECTS}.get(kind) or rng.choice(("10.213.5.3:80", "10.213.5.4:80", "unix:/run/php/php8.2-fpm.sock"))
             vhost, server = rng.choice(("shop.test", "api.test")), rng.choice(("named", "_"))
             nginx.append((epoch, nginx_error(epoch, zone, kind, upstream, vhost if server == "named" else "_", vhost)))
             expected[minute, kind, upstream, vhost] += 1

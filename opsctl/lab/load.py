@@ -203,7 +203,23 @@ async def attempt(address: str, path: str, timeout: float) -> int | str:
             writer.close()
 
 
-async def _impatient(address: str, path: str, rate: float, seconds: float, timeout: float,
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of a burst: new clients arrive at RATE a second for SECONDS."""
+    seconds: float
+    rate: float
+
+
+def due(phases: list[Phase], elapsed: float) -> float:
+    """How many clients PHASES have brought ELAPSED seconds after they began."""
+    total, begun = 0.0, 0.0
+    for phase in phases:
+        total += min(max(elapsed - begun, 0.0), phase.seconds) * phase.rate
+        begun += phase.seconds
+    return total
+
+
+async def _impatient(address: str, path: str, phases: list[Phase], timeout: float,
                      wait_out: bool) -> Burst:
     result = Burst()
     outstanding: set[asyncio.Task] = set()
@@ -225,10 +241,11 @@ async def _impatient(address: str, path: str, rate: float, seconds: float, timeo
         else:
             result.other += 1
 
+    seconds = sum(phase.seconds for phase in phases)
     start = time.monotonic()
     while (elapsed := time.monotonic() - start) < seconds:
-        due = int(elapsed * rate) - result.attempts
-        for _ in range(max(0, min(due, MAX_OUTSTANDING - len(outstanding)))):
+        now_due = int(due(phases, elapsed)) - result.attempts
+        for _ in range(max(0, min(now_due, MAX_OUTSTANDING - len(outstanding)))):
             task = asyncio.create_task(attempt(address, path, timeout))
             task.add_done_callback(done)
             outstanding.add(task)
@@ -249,4 +266,16 @@ def impatient_burst(address: str, path: str, *, rate: float, seconds: float, tim
     answers (a failed client is replaced at once, so the rate holds); at most MAX_OUTSTANDING
     sockets open. At the end the clients still waiting leave at once, or with WAIT_OUT wait for
     their answer or their timeout, as they would after a sale's last arrivals."""
-    return asyncio.run(_impatient(address, path, rate, min(seconds, 60), timeout, wait_out))
+    return asyncio.run(_impatient(address, path, [Phase(min(seconds, 60), rate)], timeout, wait_out))
+
+
+def flash_sale(address: str, path: str, phases: list[Phase], *, timeout: float) -> Burst:
+    """impatient_burst through PHASES one after the other (at most 300 s in all, the last ones
+    cut), e.g. a quiet stretch, the rush, and the quiet after it; the last clients wait out their
+    answer or their timeout."""
+    bounded, left = [], 300.0
+    for phase in phases:
+        if left > 0:
+            bounded.append(Phase(min(phase.seconds, left), phase.rate))
+            left -= phase.seconds
+    return asyncio.run(_impatient(address, path, bounded, timeout, wait_out=True))

@@ -1,7 +1,8 @@
 """Read nginx's error log and php-fpm's error log and slow log into events: when, what kind, and
 about what (an upstream, a pool), with the vhost or the script beside it; never the line itself.
 
-nginx writes a line for every upstream it gave up on: timed out (errno 110), connect() failed
+nginx writes a line for every upstream it gave up on, and one for every connection it could not
+open for want of worker_connections or file descriptors (F6): timed out (errno 110), connect() failed
 (111: refused; 11 on a unix socket: its listen backlog full, a kind of its own), no live upstreams (every server of the group
 marked failed), closed or reset by the upstream, and `upstream server temporarily disabled` when
 a peer reached max_fails and nginx stops sending to it for fail_timeout. php-fpm's master writes
@@ -31,6 +32,8 @@ NGINX_KINDS = {
     "no_live_upstreams": "no live upstreams",
     "upstream_closed": "upstream closed or reset the connection",
     "upstream_disabled": "nginx marked the upstream failed (temporarily disabled)",
+    "worker_connections": "nginx ran out of worker_connections",
+    "open_files": "nginx ran out of file descriptors (24: Too many open files)",
 }
 FPM_KINDS = {
     "max_children": "php-fpm pool reached pm.max_children",
@@ -48,6 +51,9 @@ _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
 _NGINX_LINE = re.compile(r"^(\d{4})/(\d\d)/(\d\d) (\d\d:\d\d:\d\d) \[(\w+)\] \d+#\d+: (.*)$")
 # A message names an upstream ("while connecting to upstream", `upstream: "..."`) or is none of ours.
 _NGINX_KIND = (
+    # F6, limits for a normal day: the request fails whatever the upstream (a 500, or no answer).
+    ("worker_connections", re.compile(r"\d+ worker_connections are not enough")),
+    ("open_files", re.compile(r"\(24: Too many open files\)")),
     ("upstream_disabled", re.compile(r"upstream server temporarily disabled")),
     ("upstream_timed_out", re.compile(r"upstream timed out")),
     ("no_live_upstreams", re.compile(r"no live upstreams")),
@@ -56,6 +62,7 @@ _NGINX_KIND = (
     ("upstream_connect_failed", re.compile(r"connect\(\) (?:to \S+ )?failed .*upstream")),
     ("upstream_closed", re.compile(r"upstream prematurely closed|\(104: Connection reset by peer\).*upstream")),
 )
+_WORKER_CONNECTIONS = re.compile(r"(\d+ worker_connections)")
 _SERVER = re.compile(r", server: ([^,]*)")
 _HOST = re.compile(r', host: "([^"]*)"')
 _UPSTREAM = re.compile(r', upstream: "([^"]*)"')
@@ -161,8 +168,17 @@ class NginxErrors(_Reader):
             return None
         when = self.local_epoch(int(match.group(1)), int(match.group(2)), int(match.group(3)), match.group(4))
         upstream, server, host = _UPSTREAM.search(message), _SERVER.search(message), _HOST.search(message)
-        return Event(when, kind, upstream_address(upstream.group(1)) if upstream else NONE,
+        return Event(when, kind, self.subject(kind, message, upstream),
                      server=server.group(1) if server else None, host=host_name(host.group(1)) if host else None)
+
+    @staticmethod
+    def subject(kind: str, message: str, upstream: "Optional[re.Match[str]]") -> str:
+        """What ran out for the limits' kinds (`768 worker_connections`), else the upstream."""
+        if kind == "worker_connections":
+            return _WORKER_CONNECTIONS.search(message).group(1)   # type: ignore[union-attr]
+        if kind == "open_files":
+            return "file descriptors"
+        return upstream_address(upstream.group(1)) if upstream else NONE
 
 
 def _fpm_epoch(reader: _Reader, match: "re.Match[str]") -> float:
