@@ -187,23 +187,24 @@ def _record_table(record: dict[str, list[dict[str, Any]]]) -> str:
     return _table(RECORD_COLUMNS, rows)
 
 
-def events_figure(found: dict[str, Any]) -> go.Figure:
+def events_figure(found: dict[str, Any], minutes: list[dict[str, Any]]) -> go.Figure:
     """The error-log events per minute fleet-wide, stacked by kind (the kinds in the order the
-    report lists them), on the minutes the access-log plots show."""
+    report lists them), on the access-log plots' MINUTES and any other minute with an event."""
+    by_minute = {m["minute"]: m["counts"] for m in found["minutes"]}
+    rows = sorted({m["minute"]: m for m in [*minutes, *found["minutes"]]}.values(), key=lambda m: m["epoch"])
     fig = go.Figure()
-    minutes = found["minutes"]
     for i, (kind, label) in enumerate(found["kinds"].items()):
-        counts = [m["counts"].get(kind, 0) for m in minutes]
+        counts = [by_minute.get(m["minute"], {}).get(kind, 0) for m in rows]
         if any(counts):
-            fig.add_trace(go.Bar(x=_x(minutes), y=counts, name=_label(label),
+            fig.add_trace(go.Bar(x=_x(rows), y=counts, name=_label(label),
                                  marker_color=EVENT_COLOURS[i % len(EVENT_COLOURS)]))
     fig.update_layout(title="error-log events per minute, every host", barmode="stack", bargap=0.1,
                       template="plotly_white", hovermode="x unified", margin={"l": 60, "r": 20, "t": 70, "b": 40})
-    _minute_ticks(fig, len(minutes))
+    _minute_ticks(fig, len(rows))
     return fig
 
 
-def _events(found: dict[str, Any]) -> list[str]:
+def _events(found: dict[str, Any], minutes: list[dict[str, Any]]) -> list[str]:
     """The events plot, each host x kind x subject's total, and every minute's rows a click away."""
     kinds = found["kinds"]
     read = found["read"]
@@ -216,7 +217,7 @@ def _events(found: dict[str, Any]) -> list[str]:
                hhmm(t["first"]), hhmm(t["last"])] for t in found["totals"])
     rows = ([r["minute"][11:16], _e(r["host"]), _e(kinds[r["kind"]]), _e(r["subject"]), _num(r["detail"]), str(r["count"])]
             for r in sorted(found["rows"], key=lambda r: (r["epoch"], r["host"])))
-    return ["<h2>Error-log events</h2>", _plot(events_figure(found), "plot-events", "plot events"),
+    return ["<h2>Error-log events</h2>", _plot(events_figure(found, minutes), "plot-events", "plot events"),
             _table(["host", "event", "subject", "count", "minutes", "first (UTC)", "last (UTC)"], totals),
             "<details><summary>every minute's events, table</summary>",
             _table(["minute (UTC)", "host", "event", "subject", "vhost / script / setting", "count"], rows),
@@ -265,7 +266,7 @@ def page(result: dict[str, Any]) -> str:
                   "<details><summary>every host's minutes, table</summary>", _record_table(result["record"]),
                   "</details>"]
     if "events" in result:
-        parts += _events(result["events"])
+        parts += _events(result["events"], fleet["minutes"] if fleet else [])
     if plotted:
         more = f" of {len(hosts)}; every host is in the table below" if len(hosts) > len(plotted) else ""
         parts += [f"<h2>The hosts with the most 499 and 5xx ({len(plotted)}{more})</h2>"]
