@@ -227,6 +227,7 @@ EVENT_FINDINGS = {
                           "{between}",
     "open_files": "{host}: nginx ran out of file descriptors (24: Too many open files) {count} time(s) in {minutes} "
                   "minute(s) {between}",
+    "shed": "{host}: nginx shed {count} request(s) by its limit ({subject}) in {minutes} minute(s) {between}",
     "upstream_closed": "{host}: upstream {subject} closed or reset the connection {count} time(s) in {minutes} "
                        "minute(s) {between}",
     "max_children": "{host}: php-fpm pool {subject} reached pm.max_children ({detail}) in {minutes} minute(s) "

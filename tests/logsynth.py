@@ -72,8 +72,10 @@ NGINX_MESSAGES = {   # kind -> (level, message as nginx writes it before `, clie
     "upstream_disabled": ("warn", "upstream server temporarily disabled while connecting to upstream"),
     "worker_connections": ("alert", "{upstream} are not enough while connecting to upstream"),
     "open_files": ("crit", "socket() failed (24: Too many open files) while connecting to upstream"),
+    "shed": ("error", "limiting connections by zone \"opsctl_shed\""),
 }
-LIMIT_SUBJECTS = {"worker_connections": "768 worker_connections", "open_files": "file descriptors"}
+LIMIT_SUBJECTS = {"worker_connections": "768 worker_connections", "open_files": "file descriptors",
+                  "shed": "zone opsctl_shed"}
 
 
 def _local(epoch: float, zone: tzinfo, layout: str) -> str:

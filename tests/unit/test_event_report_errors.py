@@ -72,7 +72,7 @@ def test_rotated_and_gzipped_siblings_are_read_each_once(tmp_path):
 
 
 NGINX = ("upstream_timed_out", "upstream_backlog_full", "upstream_connect_failed", "no_live_upstreams", "upstream_closed",
-         "upstream_disabled", "worker_connections", "open_files")
+         "upstream_disabled", "worker_connections", "open_files", "shed")
 
 
 def test_the_window_keeps_since_and_leaves_until_out(tmp_path):

@@ -2,7 +2,8 @@
 about what (an upstream, a pool), with the vhost or the script beside it; never the line itself.
 
 nginx writes a line for every upstream it gave up on, and one for every connection it could not
-open for want of worker_connections or file descriptors (F6): timed out (errno 110), connect() failed
+open for want of worker_connections or file descriptors (F6), and one for every request its
+limit_conn or limit_req zones refused (load shed on purpose: the 503s of a hardened fleet): timed out (errno 110), connect() failed
 (111: refused; 11 on a unix socket: its listen backlog full, a kind of its own), no live upstreams (every server of the group
 marked failed), closed or reset by the upstream, and `upstream server temporarily disabled` when
 a peer reached max_fails and nginx stops sending to it for fail_timeout. php-fpm's master writes
@@ -34,6 +35,7 @@ NGINX_KINDS = {
     "upstream_disabled": "nginx marked the upstream failed (temporarily disabled)",
     "worker_connections": "nginx ran out of worker_connections",
     "open_files": "nginx ran out of file descriptors (24: Too many open files)",
+    "shed": "nginx shed the request (limit_conn / limit_req: a 503 by design)",
 }
 FPM_KINDS = {
     "max_children": "php-fpm pool reached pm.max_children",
@@ -54,6 +56,8 @@ _NGINX_KIND = (
     # F6, limits for a normal day: the request fails whatever the upstream (a 500, or no answer).
     ("worker_connections", re.compile(r"\d+ worker_connections are not enough")),
     ("open_files", re.compile(r"\(24: Too many open files\)")),
+    # Load shed on purpose (the hardened fleet's 503s): limit_conn's and limit_req's own lines.
+    ("shed", re.compile(r"^\*\d+ limiting (?:connections|requests)(?:, excess: \S+)? by zone ")),
     ("upstream_disabled", re.compile(r"upstream server temporarily disabled")),
     ("upstream_timed_out", re.compile(r"upstream timed out")),
     ("no_live_upstreams", re.compile(r"no live upstreams")),
@@ -63,6 +67,7 @@ _NGINX_KIND = (
     ("upstream_closed", re.compile(r"upstream prematurely closed|\(104: Connection reset by peer\).*upstream")),
 )
 _WORKER_CONNECTIONS = re.compile(r"(\d+ worker_connections)")
+_ZONE = re.compile(r' by zone "([^"]*)"')
 _SERVER = re.compile(r", server: ([^,]*)")
 _HOST = re.compile(r', host: "([^"]*)"')
 _UPSTREAM = re.compile(r', upstream: "([^"]*)"')
@@ -178,6 +183,8 @@ class NginxErrors(_Reader):
             return _WORKER_CONNECTIONS.search(message).group(1)   # type: ignore[union-attr]
         if kind == "open_files":
             return "file descriptors"
+        if kind == "shed":
+            return "zone " + _ZONE.search(message).group(1)   # type: ignore[union-attr]
         return upstream_address(upstream.group(1)) if upstream else NONE
 
 
