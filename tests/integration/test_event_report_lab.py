@@ -164,6 +164,7 @@ NGINX_EVENT = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[\w+\] .*?(upstrea
                          r"upstream server temporarily disabled).*, upstream: \"\w+://([^/\"]+)")
 NGINX_KIND = {"upstream timed out": "upstream_timed_out", "connect() failed": "upstream_connect_failed",
               "upstream server temporarily disabled": "upstream_disabled"}
+SHED_EVENT = re.compile(r'^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[\w+\] \d+#\d+: \*\d+ limiting connections by zone "([^"]+)"')
 FPM_EVENT = re.compile(r"^\[(\d\d-\w{3}-\d{4} \d\d:\d\d:\d\d)\] WARNING: \[pool (\w+)\] (?:server reached pm\.max_children|"
                        r"child \d+, script .* (executing too slow))")
 SLOW_HEAD = re.compile(r"^\[(\d\d-\w{3}-\d{4} \d\d:\d\d:\d\d)\]  \[pool (\w+)\] pid \d+$")
@@ -185,6 +186,8 @@ def _events_in(lab, host: str, since: float, until: float) -> Counter:
     for line in out[1:]:
         if m := NGINX_EVENT.match(line):
             count(m.group(1), "%Y/%m/%d %H:%M:%S", NGINX_KIND[m.group(2)], m.group(3))
+        elif m := SHED_EVENT.match(line):
+            count(m.group(1), "%Y/%m/%d %H:%M:%S", "shed", f"zone {m.group(2)}")
         elif m := FPM_EVENT.match(line):
             count(m.group(1), "%d-%b-%Y %H:%M:%S", "slow_warning" if m.group(3) else "max_children", m.group(2))
         elif m := SLOW_HEAD.match(line):
@@ -218,17 +221,20 @@ def _provoke(lab, lb, web1, web2, children: int) -> None:
     """CHILDREN + 1 slow requests at once on web1, and through a server the lb gets for this
     test (its error log at `warn`: stock `error` leaves out `upstream server temporarily
     disabled`): two that wait 1 s for web1, four to a pair whose first server is a port of web2
-    where nothing listens (a stopped backend: refused, marked failed, retried on web1)."""
+    where nothing listens (a stopped backend: refused, marked failed, retried on web1), three at
+    once where limit_conn lets one through (two shed: 503)."""
     server = (f"error_log /var/log/nginx/error.log warn;\n"
               f"upstream report_pair {{ server {web2.address}:81; server {web1.address}:80; }}\n"
+              f"limit_conn_zone $server_port zone=report_shed:1m;\n"
               f"server {{ listen 8081;\n  location /wait/ {{ proxy_pass http://{web1.address}:80/; proxy_read_timeout 1s; }}\n"
-              f"  location /pair/ {{ proxy_pass http://report_pair/; }}\n}}\n")
+              f"  location /pair/ {{ proxy_pass http://report_pair/; }}\n"
+              f"  location /shed/ {{ limit_conn report_shed 1; proxy_pass http://{web1.address}:80/; }}\n}}\n")
     ssh(lab, lb.name, f"echo {base64.b64encode(server.encode()).decode()} | base64 -d > {LB_DROPIN} && "
                       "nginx -t -q && nginx -s reload", check=True)
     try:
         _listening(lb.address, 8081)
         through_lb: list = []
-        paths = [f"/wait/work.php?ms={SLOW_MS}"] * 2 + ["/pair/work.php?ms=5"] * 4
+        paths = [f"/wait/work.php?ms={SLOW_MS}"] * 2 + ["/pair/work.php?ms=5"] * 4 + [f"/shed/work.php?ms={SLOW_MS}"] * 3
         clients = [threading.Thread(target=_get, args=(f"http://{lb.address}:8081{path}", through_lb)) for path in paths]
         for client in clients:
             client.start()
@@ -238,7 +244,8 @@ def _provoke(lab, lb, web1, web2, children: int) -> None:
             client.join()
     finally:
         ssh(lab, lb.name, f"rm -f {LB_DROPIN} && nginx -t -q && nginx -s reload", check=True)
-    assert busy.ok == children + 1 and sorted(through_lb, key=str) == [200] * 4 + [504] * 2, (busy, through_lb)
+    # /shed/: one of three at a time, the other two refused by limit_conn (503)
+    assert busy.ok == children + 1 and sorted(through_lb, key=str) == [200] * 5 + [503] * 2 + [504] * 2, (busy, through_lb)
 
 
 def test_report_error_log_events_equal_the_lines(lab):
@@ -282,7 +289,7 @@ def test_report_error_log_events_equal_the_lines(lab):
     assert read[lb.name]["unreadable"] == read[web1.name]["unreadable"] == 0
     lb_kinds = {(kind, subject) for _m, kind, subject in reported[lb.name]}
     assert {("upstream_timed_out", f"{web1.address}:80"), ("upstream_connect_failed", f"{web2.address}:81"),
-            ("upstream_disabled", f"{web2.address}:81")} <= lb_kinds, lb_kinds
+            ("upstream_disabled", f"{web2.address}:81"), ("shed", "zone report_shed")} <= lb_kinds, lb_kinds
     web_kinds = {kind for _m, kind, subject in reported[web1.name] if subject == "www"}
     assert {"max_children", "slow_warning", "slowlog"} <= web_kinds, web_kinds
     findings = [f for f in result["findings"] if "pm.max_children" in f or "nginx marked" in f]
