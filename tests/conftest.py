@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure() -> None:
+    # A shell starts a background command (scripts/test's second pytest) with SIGINT ignored,
+    # and an ignored signal stays ignored in every child: the opsctl a test runs would shrug off
+    # the Ctrl-C the test sends it (watch's end). A handler of our own is reset at exec instead.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def opsctl(*args: str, check: bool = False, timeout: float = 600,
