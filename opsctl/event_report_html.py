@@ -107,7 +107,8 @@ def timeline_figure(title: str, group: dict[str, Any], classes: list[str]) -> go
                       margin={"l": 60, "r": 20, "t": 70, "b": 40})
     _minute_ticks(fig, len(rows))
     fig.update_yaxes(rangemode="tozero", row=2, col=1)
-    fig.update_yaxes(type="log", dtick="D2", tickformat="~s", row=3, col=1)   # 50, 100, 200, 500, 1k
+    if any(m["upstream_ms"]["max"] for m in rows):   # a log axis of no data draws stray ticks
+        fig.update_yaxes(type="log", dtick="D2", tickformat="~s", row=3, col=1)   # 50, 100, 200, 500, 1k
     return fig
 
 
