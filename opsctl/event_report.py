@@ -194,6 +194,12 @@ def _runs(minutes: list[dict[str, Any]], cls: str) -> list[list[dict[str, Any]]]
     return runs
 
 
+def between(first: int, last: int, opts: ReportOptions) -> str:
+    """`between HH:MM and HH:MM` of a stretch from minute FIRST to the end of minute LAST, its
+    ends within the window."""
+    return f"between {clock(max(first, opts.since))} and {clock(min(last + MINUTE, opts.until))}"
+
+
 def findings_for(subject: str, group: dict[str, Any], opts: ReportOptions) -> list[str]:
     """The worst stretch of each failure class, in numbers (its ends within the window); the
     worst minute's upstream p99."""
@@ -204,9 +210,8 @@ def findings_for(subject: str, group: dict[str, Any], opts: ReportOptions) -> li
             continue
         worst = max(runs, key=lambda run: sum(r["status"][cls] for r in run))
         bad, total = sum(r["status"][cls] for r in worst), sum(r["requests"] for r in worst)
-        out.append(f"{subject}: {100 * bad / total:.1f}% of requests ended in {cls} between "
-                   f"{clock(max(worst[0]['epoch'], opts.since))} and {clock(min(worst[-1]['epoch'] + MINUTE, opts.until))} "
-                   f"({bad} of {total})")
+        out.append(f"{subject}: {100 * bad / total:.1f}% of requests ended in {cls} "
+                   f"{between(worst[0]['epoch'], worst[-1]['epoch'], opts)} ({bad} of {total})")
     timed = [r for r in group["minutes"] if r["upstream_ms"]["p99"] is not None]
     if timed:
         top = max(timed, key=lambda r: r["upstream_ms"]["p99"])
@@ -251,19 +256,18 @@ def error_events(figures: list[HostFigures]) -> dict[str, Any]:
     totals: dict[tuple[str, str, str], dict[str, Any]] = {}
     subjects: dict[str, dict[str, int]] = {}
     minutes: dict[int, dict[str, int]] = {}
-    seen: dict[tuple[str, str, str], set[int]] = {}
     for row in rows:
         total = totals.setdefault((row["host"], row["kind"], row["subject"]), {
-            "host": row["host"], "kind": row["kind"], "subject": row["subject"], "count": 0, "minutes": 0,
-            "first": row["epoch"], "last": row["epoch"], "details": {}})
+            "host": row["host"], "kind": row["kind"], "subject": row["subject"], "count": 0, "minutes": set(),
+            "details": {}})
         total["count"] += row["count"]
+        total["minutes"].add(row["epoch"])
         log_profile.add_counts(total["details"], row["detail"], row["count"])
-        total["first"], total["last"] = min(total["first"], row["epoch"]), max(total["last"], row["epoch"])
         log_profile.add_counts(subjects.setdefault(row["subject"], {}), row["kind"], row["count"])
         log_profile.add_counts(minutes.setdefault(row["epoch"], {}), row["kind"], row["count"])
-        seen.setdefault((row["host"], row["kind"], row["subject"]), set()).add(row["epoch"])
-    for key, total in totals.items():
-        total["minutes"] = len(seen[key])
+    for total in totals.values():   # the minutes seen -> how many, and the first and the last
+        seen = total.pop("minutes")
+        total.update(minutes=len(seen), first=min(seen), last=max(seen))
     order = list(KINDS)
     return {"kinds": dict(KINDS),
             "rows": rows,
@@ -285,12 +289,10 @@ def event_findings(found: dict[str, Any], opts: ReportOptions) -> list[str]:
     pool's pm.max_children setting, the script most often slow)."""
     out = []
     for total in found["totals"]:
-        between = (f"between {clock(max(total['first'], opts.since))} and "
-                   f"{clock(min(total['last'] + MINUTE, opts.until))}")
         detail = max(total["details"].items(), key=lambda item: (item[1], item[0]))
         out.append(EVENT_FINDINGS[total["kind"]].format(
             host=total["host"], subject=total["subject"], count=total["count"], minutes=total["minutes"],
-            between=between, detail=detail[0] if total["kind"] == "max_children" else f"{detail[0]} ({detail[1]})"))
+            between=between(total["first"], total["last"], opts), detail=detail[0] if total["kind"] == "max_children" else f"{detail[0]} ({detail[1]})"))
     return out
 
 
