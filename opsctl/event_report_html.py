@@ -16,7 +16,9 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from opsctl.event_report_view import LATENCY, RECORD_COLUMNS, columns, hhmm, window_text
+from opsctl.event_report_view import (EVENT_COLUMNS, EVENT_MINUTE_COLUMNS, LATENCY, NO_EVENTS, RECORD_COLUMNS,
+                                      columns, event_minutes, event_totals, events_read, figure_cells,
+                                      record_cells, requests_read, window_text)
 from opsctl.safetext import visible
 
 WORST_HOSTS = 8     # hosts with a plot of their own; every host is in the tables
@@ -52,14 +54,6 @@ def _label(value: Any) -> str:
     """Text from a host in a plot's title, legend or hover: plotly reads tags and entities
     there, not attributes, so quotes stay as they are."""
     return html.escape(visible(value), quote=False)
-
-
-def _num(value: Any) -> str:
-    return "-" if value is None else _e(value)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 def failed_share(group: dict[str, Any]) -> float:
@@ -155,19 +149,22 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+def _failed_at(classes: list[str]) -> int:
+    """Where the share of 499 and 5xx (what the hosts are ranked by) goes: after 504 %."""
+    return columns("", classes).index("504 %") + 1
+
+
 def _header(first: str, classes: list[str]) -> list[str]:
-    """The Markdown's columns, and the share of 499 and 5xx (what the hosts are ranked by) after 504 %."""
-    names = columns(first, classes)
-    at = names.index("504 %") + 1
+    """The Markdown's columns, and the share of 499 and 5xx after 504 %."""
+    names, at = columns(first, classes), _failed_at(classes)
     return [*names[:at], "499+5xx %", *names[at:]]
 
 
 def _cells(label: str, figures: dict[str, Any], classes: list[str]) -> list[str]:
     failed = failed_share(figures)
-    return [_e(label), str(figures["requests"]), *(str(figures["status"][c]) for c in classes),
-            _pct(figures["share_pct"]["499"]), _pct(figures["share_pct"]["504"]),
-            (f'<span class="bad">{failed:.1f}</span>' if failed >= 1 else f"{failed:.1f}") if figures["requests"] else "-",
-            *(_num(figures["upstream_ms"][q]) for q in LATENCY)]
+    cells, at = [_e(c) for c in figure_cells(figures, classes)], _failed_at(classes) - 1   # after the label
+    share = (f'<span class="bad">{failed:.1f}</span>' if failed >= 1 else f"{failed:.1f}") if figures["requests"] else "-"
+    return [_e(label), *cells[:at], share, *cells[at:]]
 
 
 def _minutes_table(group: dict[str, Any], classes: list[str]) -> str:
@@ -182,10 +179,7 @@ def _totals(title: str, groups: dict[str, dict[str, Any]], first: str, classes: 
 
 
 def _record_table(record: dict[str, list[dict[str, Any]]]) -> str:
-    rows = ([_e(host), m["minute"][11:16], str(m["samples"]), _num(m["queue_max"]), _num(m["queue_limit"]),
-             _num(m["queue_at"]), _num(m["overflows_ps_max"]), _num(m["close_wait_max"]), str(m["lost"])]
-            for host, minutes in record.items() for m in minutes)
-    return _table(RECORD_COLUMNS, rows)
+    return _table(RECORD_COLUMNS, ([_e(c) for c in record_cells(host, m)] for host, minutes in record.items() for m in minutes))
 
 
 def events_figure(found: dict[str, Any], minutes: list[dict[str, Any]]) -> go.Figure:
@@ -207,30 +201,20 @@ def events_figure(found: dict[str, Any], minutes: list[dict[str, Any]]) -> go.Fi
 
 def _events(found: dict[str, Any], minutes: list[dict[str, Any]]) -> list[str]:
     """The events plot, each host x kind x subject's total, and every minute's rows a click away."""
-    kinds = found["kinds"]
-    read = found["read"]
-    note = (f'<p class="note">Error and slow logs: {sum(len(r["files"]) for r in read)} file(s), '
-            f'{sum(r["lines"] for r in read)} line(s) read, {sum(r["unreadable"] for r in read)} unreadable.</p>')
+    note = f'<p class="note">{_e(events_read(found))}</p>'
     if not found["totals"]:
-        return ["<h2>Error-log events</h2>", "<p>No upstream failures in nginx's error logs and no max_children or "
-                "slow-request events in php-fpm's logs in the window.</p>", note]
-    totals = ([_e(t["host"]), _e(kinds[t["kind"]]), _e(t["subject"]), str(t["count"]), str(t["minutes"]),
-               hhmm(t["first"]), hhmm(t["last"])] for t in found["totals"])
-    rows = ([r["minute"][11:16], _e(r["host"]), _e(kinds[r["kind"]]), _e(r["subject"]), _num(r["detail"]), str(r["count"])]
-            for r in sorted(found["rows"], key=lambda r: (r["epoch"], r["host"])))
+        return ["<h2>Error-log events</h2>", f"<p>{NO_EVENTS}</p>", note]
+
+    def escaped(rows: list[list[str]]) -> list[list[str]]:
+        return [[_e(c) for c in row] for row in rows]
     return ["<h2>Error-log events</h2>", _plot(events_figure(found, minutes), "plot-events", "plot events"),
-            _table(["host", "event", "subject", "count", "minutes", "first (UTC)", "last (UTC)"], totals),
+            _table(EVENT_COLUMNS, escaped(event_totals(found))),
             "<details><summary>every minute's events, table</summary>",
-            _table(["minute (UTC)", "host", "event", "subject", "vhost / script / setting", "count"], rows),
-            "</details>", note]
+            _table(EVENT_MINUTE_COLUMNS, escaped(event_minutes(found))), "</details>", note]
 
 
 def _intro(result: dict[str, Any]) -> str:
-    fleet = result["fleet"].get("fleet")
-    read = result["read"]
-    ok = [r for r in read if r["ok"]]
-    return (f"<p>{_e(window_text(result))}: {fleet['requests'] if fleet else 0} requests on {len(ok)} of {len(read)} "
-            f"host(s) ({sum(r['lines'] for r in ok)} log lines read, {sum(r['unreadable'] for r in ok)} unreadable). "
+    return (f"<p>{_e(window_text(result))}: {_e(requests_read(result))}. "
             "499: the client gave up; 502, 503, 504: nginx answered for the upstream (504: it gave up waiting). "
             "Upstream times are every attempt's.</p>")
 
