@@ -25,6 +25,12 @@ def is_log_file(path: str) -> bool:
     return bool(path) and not path.startswith(_NOT_FILES) and "$" not in path
 
 
+def below_prefix(path: str, prefix: str) -> str:
+    """A log path as nginx opens it: a relative one below nginx's prefix (a source build's
+    `logs/access.log` is /usr/local/nginx/logs/access.log)."""
+    return path if path.startswith("/") else posixpath.join(prefix, path)
+
+
 def nginx_log_paths(statements: Iterable, prefix: str) -> list[str]:
     """access_log and error_log files of an expanded nginx tree; relative ones below `prefix`
     (nginx's own prefix: a source build's /usr/local/nginx)."""
@@ -33,7 +39,7 @@ def nginx_log_paths(statements: Iterable, prefix: str) -> list[str]:
     def walk(stmts) -> None:
         for name, args, children in stmts:
             if name in ("access_log", "error_log") and args and is_log_file(args[0]):
-                path = args[0] if args[0].startswith("/") else posixpath.join(prefix, args[0])
+                path = below_prefix(args[0], prefix)
                 if path not in found:
                     found.append(path)
             if children is not None:

@@ -23,7 +23,7 @@ import subprocess
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from ansible_collections.opsctl.fleet.plugins.plugin_utils.log_facts import is_log_file
+from ansible_collections.opsctl.fleet.plugins.plugin_utils.log_facts import below_prefix, is_log_file
 
 Counts = Dict[int, int]
 
@@ -233,16 +233,15 @@ def _run(command: List[str]) -> str:
 
 
 def named_logs(config: str, prefix: str, directive: str = "access_log") -> List[str]:
-    """The files an `nginx -T` text names in DIRECTIVE (access_log, error_log); relative ones
-    below nginx's prefix, as nginx opens them (a source build's `logs/access.log` is
-    /usr/local/nginx/logs/access.log)."""
+    """The files an `nginx -T` text names in DIRECTIVE (access_log, error_log), as nginx opens
+    them (below_prefix)."""
     pattern = re.compile(_LOG_DIRECTIVE % directive)
     paths = []
     for line in config.splitlines():
         for match in pattern.finditer(line.split("#", 1)[0]):   # a comment names no log
             path = match.group(1).strip("'\"")
             if is_log_file(path):
-                paths.append(path if path.startswith("/") else os.path.join(prefix, path))
+                paths.append(below_prefix(path, prefix))
     return paths
 
 
@@ -297,7 +296,7 @@ def error_logs(configs: List[Tuple[str, str, str]]) -> List[str]:
         named = named_logs(text, prefix, "error_log")
         default = _BUILT_ERROR_LOG.search(built)
         if not named and default:
-            named = [default.group(1) if default.group(1).startswith("/") else os.path.join(prefix, default.group(1))]
+            named = [below_prefix(default.group(1), prefix)]
         paths += named
     return with_rotated(dict.fromkeys(paths))
 
