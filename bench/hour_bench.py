@@ -107,7 +107,7 @@ def drive(lab: str, phases: list[Phase], client_timeout: float) -> dict:
 
 
 # nginx's error log by reason (the text before the first comma, without the connection number):
-# why requests failed, which the report does not read yet.
+# why requests failed, counted here apart from the report's error-log events, as a check on them.
 REASONS = (r"sed -nE 's/^[^[]*\[(alert|crit|error)\] [0-9#]+: (\*[0-9]+ )?([^,]*).*/\1 \3/p' "
            "/var/log/nginx/error.log | sort | uniq -c | sort -rn | head -n 4")
 
